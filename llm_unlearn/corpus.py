@@ -1,0 +1,231 @@
+"""Stage 0b: the target corpus, read and cut into token blocks.
+
+Reading: a .txt/.md file, a folder of them (recursive, sorted), a .jsonl file with a text field, a list of
+strings, a ``datasets.Dataset``, or a ``datasets`` Hub id (online use). Text is normalised to Unicode NFC and
+``\\r\\n`` line ends become ``\\n``; curly quotes and other characters are kept as they are.
+
+Blocking: each document is tokenized once with offset mappings and cut into blocks of at most ``block_size``
+tokens. A block never splits a character across two blocks (byte-level BPE can split one character into
+several tokens), so each block covers an exact slice of the document text and the slices, joined, give back
+the document. The last block of a document is kept even when shorter (it is padded at batch time with
+``attention_mask=0`` and label ``-100``, so no text is lost and padding is never trained on). When the tokenizer
+adds a BOS token by default (Gemma, Llama), every block starts with it and it counts toward ``block_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import CorpusError
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+@dataclass
+class Document:
+    name: str
+    text: str
+
+
+@dataclass
+class Block:
+    """A slice of one document as tokens.
+
+    ``offsets[i]`` is the (start, end) character span of token ``i`` in ``text`` (the block's own text);
+    special tokens (BOS) have ``(0, 0)`` and are counted in ``n_prefix``.
+    """
+
+    doc_index: int
+    char_start: int  # where ``text`` starts in the document
+    text: str
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    n_prefix: int = 0  # special tokens at the start (BOS)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def normalize_text(text: str) -> str:
+    """NFC and \\n line ends. Nothing else: quotes, dashes and spacing are kept."""
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _read_text_file(path: Path) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise CorpusError(f"{path} is empty; a target corpus needs text to forget.")
+    if b"\x00" in data[:8192]:
+        raise CorpusError(f"{path} looks binary (contains NUL bytes); pass a UTF-8 text file.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{path} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 4]!r}); "
+            "re-encode it, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`."
+        ) from exc
+    return normalize_text(text)
+
+
+def _read_jsonl(path: Path, text_field: str) -> list[Document]:
+    docs = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+            if not isinstance(obj, dict) or text_field not in obj:
+                raise CorpusError(f"{path}:{lineno}: no '{text_field}' field (set corpus.text_field)")
+            if str(obj[text_field]).strip():
+                docs.append(Document(f"{path.name}:{lineno}", normalize_text(str(obj[text_field]))))
+    return docs
+
+
+def read_corpus(source, text_field: str = "text", split: str = "train") -> list[Document]:
+    """Read a target corpus into documents (see module docstring for accepted sources)."""
+    if source is None:
+        raise CorpusError("no corpus given: set corpus.path in the recipe or pass --corpus PATH")
+    if isinstance(source, str) and not os.path.exists(source) and "\n" not in source and _looks_like_dataset_id(source):
+        return _read_hf_dataset(source, text_field, split)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise CorpusError(f"corpus not found: {path}")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            if not files:
+                raise CorpusError(f"{path} holds no .txt or .md files")
+            docs = [Document(str(p.relative_to(path)), _read_text_file(p)) for p in files]
+        elif path.suffix.lower() == ".jsonl":
+            docs = _read_jsonl(path, text_field)
+        else:
+            docs = [Document(path.name, _read_text_file(path))]
+    elif _is_hf_dataset(source):
+        if text_field not in source.column_names:
+            raise CorpusError(f"dataset has no column '{text_field}' (columns: {source.column_names})")
+        docs = [Document(f"row{i}", normalize_text(str(t))) for i, t in enumerate(source[text_field]) if str(t).strip()]
+    elif isinstance(source, Iterable):
+        items = list(source)
+        if not all(isinstance(t, str) for t in items):
+            raise CorpusError("a corpus given as a list must contain only strings")
+        docs = [Document(f"text{i}", normalize_text(t)) for i, t in enumerate(items) if t.strip()]
+    else:
+        raise CorpusError(f"unsupported corpus source of type {type(source).__name__}")
+    if not docs:
+        raise CorpusError(f"corpus {source!r} contains no text")
+    return docs
+
+
+def _looks_like_dataset_id(text: str) -> bool:
+    return "/" in text and not text.startswith((".", "/", "~")) and not Path(text).suffix
+
+
+def _is_hf_dataset(obj) -> bool:
+    return type(obj).__name__ == "Dataset" and hasattr(obj, "column_names")
+
+
+def _read_hf_dataset(name: str, text_field: str, split: str) -> list[Document]:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # datasets raises many types; all mean "cannot get it"
+        raise CorpusError(f"could not load the dataset '{name}' (split {split}): {exc}. Offline? Pass a file path.") from exc
+    return read_corpus(ds, text_field=text_field)
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return len(ids) > 0 and ids[0] == bos
+
+
+def _safe_cut(offsets: Sequence[tuple[int, int]], cut: int, lo: int) -> int:
+    """Move a block boundary left until it does not split a character between two tokens."""
+    while cut > lo + 1 and offsets[cut][0] < offsets[cut - 1][1]:
+        cut -= 1
+    return cut
+
+
+def make_blocks(documents: Sequence[Document], tokenizer, block_size: int = 512) -> list[Block]:
+    """Tokenize each document once (with offsets) and cut it into blocks of at most ``block_size`` tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise CorpusError("a fast tokenizer (with offset mapping) is required")
+    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    room = block_size - len(bos)
+    if room < 4:
+        raise CorpusError(f"block_size {block_size} is too small")
+    blocks: list[Block] = []
+    for d_index, doc in enumerate(documents):
+        enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offs = enc["input_ids"], enc["offset_mapping"]
+        start = 0
+        while start < len(ids):
+            end = min(start + room, len(ids))
+            if end < len(ids):
+                end = _safe_cut(offs, end, start)
+            # The block's text runs from the start of its first token to the start of the next block
+            # (so whitespace between tokens is never lost).
+            c0 = 0 if start == 0 else offs[start][0]
+            c1 = len(doc.text) if end == len(ids) else offs[end][0]
+            text = doc.text[c0:c1]
+            rel = [(max(a - c0, 0), max(b - c0, 0)) for a, b in offs[start:end]]
+            blocks.append(Block(d_index, c0, text, bos + list(ids[start:end]), [(0, 0)] * len(bos) + rel, len(bos)))
+            start = end
+    return blocks
+
+
+def split_blocks(blocks: list[Block], validation_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic train/validation split of block indices (validation = every k-th block, spread out)."""
+    n = len(blocks)
+    n_val = int(round(n * validation_fraction))
+    if validation_fraction > 0 and n >= 4:
+        n_val = max(n_val, 1)
+    if n_val == 0:
+        return list(range(n)), []
+    step = n / n_val
+    val = sorted({min(n - 1, int(i * step + (seed % max(int(step), 1)))) for i in range(n_val)})
+    train = [i for i in range(n) if i not in set(val)]
+    return train, val
+
+
+def load_blocks(source, tokenizer, block_size: int = 512, text_field: str = "text", split: str = "train",
+                start_block: int = 0, max_blocks: int | None = None) -> list[Block]:
+    """read_corpus + make_blocks + slicing: the corpus stage in one call."""
+    blocks = make_blocks(read_corpus(source, text_field=text_field, split=split), tokenizer, block_size)
+    blocks = blocks[start_block:]
+    if max_blocks is not None:
+        blocks = blocks[:max_blocks]
+    if not blocks:
+        raise CorpusError(f"corpus yields no blocks after start_block={start_block}, max_blocks={max_blocks}")
+    return blocks
+
+
+def save_blocks(blocks: list[Block], path: str | Path) -> None:
+    from .runio import atomic_write_text
+
+    rows = [json.dumps({"doc": b.doc_index, "char_start": b.char_start, "text": b.text, "input_ids": b.input_ids,
+                        "offsets": b.offsets, "n_prefix": b.n_prefix}) for b in blocks]
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def read_blocks(path: str | Path) -> list[Block]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                r = json.loads(line)
+                out.append(Block(r["doc"], r["char_start"], r["text"], r["input_ids"],
+                                 [tuple(o) for o in r["offsets"]], r["n_prefix"]))
+    return out

@@ -1,0 +1,296 @@
+"""Recipes: the typed configuration of a run, loaded from YAML.
+
+A recipe has one section per pipeline stage. Unknown keys and wrong types are errors that name the key and
+the file; ``--set section.key=value`` overrides any field from the command line (the value is parsed as YAML,
+so ``--set labels.alphas=[2,5]`` works).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import RecipeError
+
+
+@dataclass
+class ModelConfig:
+    spec: str = "smollm2-135m"  # alias, .gguf path, local folder or Hub id
+    dtype: str = "auto"  # auto = float32 on CPU, bf16 on GPUs that support it
+    device: Optional[str] = None  # default: cuda if available else cpu
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CorpusConfig:
+    path: Optional[str] = None  # .txt/.md file, folder, .jsonl, or a datasets id
+    text_field: str = "text"  # for .jsonl / datasets
+    split: str = "train"  # for datasets ids
+    block_size: int = 512
+    max_blocks: Optional[int] = None  # use only the first N blocks (quick runs)
+    start_block: int = 0  # skip this many blocks first (pick a slice of a long corpus)
+    validation_fraction: float = 0.05  # held-out blocks for perplexity / best-checkpoint selection
+    seed: int = 0
+
+
+@dataclass
+class AnchorsConfig:
+    spacy_model: Optional[str] = None  # default: whichever English pipeline is installed
+    top_k: int = 200
+    min_count: int = 3
+    translations_per_key: int = 3
+    include_rare_words: bool = True
+    user_dictionary: Optional[str] = None  # YAML/JSON: add, override, or veto (null) keys
+    extra: dict = field(default_factory=dict)  # inline user anchors {key: [translations]}
+    seed: int = 0
+
+
+@dataclass
+class ReinforceConfig:
+    full_finetune: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+    learning_rate: float = 3e-4
+    epochs: float = 2.0
+    max_steps: Optional[int] = None
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class LabelsConfig:
+    alpha: float = 5.0
+    alphas: Optional[list] = None  # default [alpha/2, alpha, 2*alpha]
+    batch_size: int = 4
+    suppress_used_translations: bool = True
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    full_finetune: bool = False
+    label_alpha: Optional[float] = None  # which alpha's labels to train on (default: labels.alpha)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    weight_decay: float = 0.0
+    epochs: float = 3.0
+    max_steps: Optional[int] = None
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "linear"
+    eval_every: int = 20  # steps between validation + checkpoint
+    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    gradient_checkpointing: bool = False
+    retain_weight: float = 0.0  # beyond the paper: KL-to-base guard on generic text (0 = off)
+    retain_corpus: Optional[str] = None  # generic text for the guard (default: WikiText-2 if present)
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    suites: list = field(default_factory=list)  # folders of prompt suites (JSONL)
+    benchmarks: list = field(default_factory=list)  # arc_easy, arc_challenge, boolq, piqa, winogrande, hellaswag
+    benchmark_dir: Optional[str] = None  # default ../shared/data/benchmarks
+    limit: Optional[int] = None  # items per benchmark
+    wikitext: Optional[str] = None  # path to WikiText-2 test.txt (perplexity)
+    perplexity_max_tokens: Optional[int] = 20000
+    max_new_tokens: int = 24
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class ExportConfig:
+    merge: bool = True
+    push_to_hub: Optional[str] = None  # repo id; token from HF_TOKEN
+    private: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = "unlearn"
+    target: str = ""  # human-readable name of the concept to forget ("Sherlock Holmes")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    # ---- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+        data = _resolve_relative_paths(data, path.parent)
+        recipe = cls.from_dict(data, source=str(path))
+        for item in overrides or []:
+            recipe = recipe.with_override(item)
+        return recipe
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
+        return _build(cls, data, source, prefix="")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_override(self, item: str) -> "Recipe":
+        """Apply one ``section.key=value`` override (value parsed as YAML)."""
+        if "=" not in item:
+            raise RecipeError(f"override '{item}' must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"override '{item}': value is not valid YAML: {exc}") from exc
+        data = self.to_dict()
+        node = data
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise RecipeError(f"override '{item}': unknown section '{part}'")
+            node = node[part]
+        if parts[-1] not in node:
+            raise RecipeError(f"override '{item}': unknown key '{dotted}'")
+        node[parts[-1]] = value
+        return Recipe.from_dict(data, source=f"--set {item}")
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some sections, used by the run manifest to decide what must be redone."""
+        payload = {s: self.to_dict()[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def label_alphas(self) -> list[float]:
+        a = self.labels.alpha
+        return [float(x) for x in (self.labels.alphas or [a / 2, a, 2 * a])]
+
+    def validate(self) -> None:
+        """Value checks beyond types."""
+        if self.labels.alpha <= 0 or any(a <= 0 for a in self.label_alphas()):
+            raise RecipeError(f"labels.alpha must be > 0 (got {self.labels.alpha}, alphas {self.labels.alphas})")
+        if self.corpus.block_size < 8:
+            raise RecipeError(f"corpus.block_size must be at least 8 (got {self.corpus.block_size})")
+        if not 0 <= self.corpus.validation_fraction < 1:
+            raise RecipeError("corpus.validation_fraction must be in [0, 1)")
+        for sec in (self.reinforce, self.finetune):
+            if sec.learning_rate <= 0 or sec.batch_size < 1 or sec.gradient_accumulation < 1:
+                raise RecipeError("learning_rate must be > 0, batch_size and gradient_accumulation >= 1")
+        if self.finetune.label_alpha is not None and float(self.finetune.label_alpha) not in self.label_alphas():
+            raise RecipeError(
+                f"finetune.label_alpha={self.finetune.label_alpha} is not among labels.alphas {self.label_alphas()}"
+            )
+        if self.finetune.mixed_precision not in ("no", "bf16", "fp16"):
+            raise RecipeError("finetune.mixed_precision must be one of no, bf16, fp16")
+
+
+_PATH_KEYS = {("corpus", "path"), ("anchors", "user_dictionary"), ("eval", "benchmark_dir"), ("eval", "wikitext"),
+              ("finetune", "retain_corpus")}
+
+
+def _resolve_relative_paths(data: dict, base: Path) -> dict:
+    """Paths in a recipe starting with ./ or ../ are relative to the recipe file, as users expect."""
+    for section, key in _PATH_KEYS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key].startswith(("./", "../")):
+            sec[key] = str((base / sec[key]).resolve())
+    ev = data.get("eval")
+    if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
+        ev["suites"] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s
+                        for s in ev["suites"]]
+    return data
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, conv = _type_ok(value, arg)
+            if ok:
+                return True, conv
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is str:
+        return isinstance(value, str), value
+    if hint is list or origin is list:
+        return isinstance(value, list), value
+    if hint is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _build(cls, data: dict, source: str, prefix: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: '{prefix.rstrip('.') or 'recipe'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(names), n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(names))})"
+        raise RecipeError(f"{source}: unknown key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, source, prefix=f"{prefix}{name}.")
+            continue
+        ok, conv = _type_ok(value, hint)
+        if not ok:
+            raise RecipeError(
+                f"{source}: key '{prefix}{name}' must be {_type_name(hint)}, got {type(value).__name__} ({value!r})"
+            )
+        kwargs[name] = conv
+    return cls(**kwargs)

