@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ class Recipe:
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Recipe:
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
@@ -160,7 +161,7 @@ class Recipe:
         return recipe
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
+    def from_dict(cls, data: dict, source: str = "<dict>") -> Recipe:
         return _build(cls, data, source, prefix="")
 
     def to_dict(self) -> dict:
@@ -169,7 +170,7 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def with_override(self, item: str) -> "Recipe":
+    def with_override(self, item: str) -> Recipe:
         """Apply one ``section.key=value`` override (value parsed as YAML)."""
         if "=" not in item:
             raise RecipeError(f"override '{item}' must look like section.key=value")
@@ -183,10 +184,11 @@ class Recipe:
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise RecipeError(f"override '{item}': unknown section '{part}'")
+                raise RecipeError(f"override '{item}': unknown section '{part}'{_did_you_mean(part, node)}")
             node = node[part]
         if parts[-1] not in node:
-            raise RecipeError(f"override '{item}': unknown key '{dotted}'")
+            raise RecipeError(f"override '{item}': unknown key '{dotted.strip()}'"
+                               f"{_did_you_mean(parts[-1], node, '.'.join(parts[:-1]) + '.')}")
         node[parts[-1]] = value
         return Recipe.from_dict(data, source=f"--set {item}")
 
@@ -218,6 +220,13 @@ class Recipe:
             raise RecipeError("finetune.mixed_precision must be one of no, bf16, fp16")
 
 
+def _did_you_mean(key: str, known, prefix: str = "") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
 _PATH_KEYS = {("corpus", "path"), ("anchors", "user_dictionary"), ("eval", "benchmark_dir"), ("eval", "wikitext"),
               ("finetune", "retain_corpus")}
 
@@ -233,6 +242,9 @@ def _resolve_relative_paths(data: dict, base: Path) -> dict:
         ev["suites"] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s
                         for s in ev["suites"]]
     return data
+
+
+_YAML11_MISSED_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -251,6 +263,9 @@ def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        # PyYAML (YAML 1.1) reads `3e-4` (no dot in the mantissa) as a string: accept such numbers.
+        if isinstance(value, str) and _YAML11_MISSED_FLOAT.match(value.strip()):
             return True, float(value)
         return False, value
     if hint is str:

@@ -1,0 +1,202 @@
+"""Recipes: typed dataclasses from YAML, strict about keys and types, with `--set` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_unlearn.errors import RecipeError
+from llm_unlearn.recipe import Recipe
+
+
+def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    default = Recipe()
+    path = write(tmp_path, default.to_yaml())
+    loaded = Recipe.from_yaml(path)
+    assert loaded == default
+    assert loaded.model.spec == "smollm2-135m"
+    assert loaded.corpus.block_size == 512
+    default.validate()
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert Recipe.from_yaml(write(tmp_path, "")) == Recipe()
+
+
+def test_values_and_nested_sections_are_typed(tmp_path):
+    path = write(tmp_path, """
+name: sherlock
+target: Sherlock Holmes
+model:
+  spec: gemma3-270m
+  dtype: bfloat16
+corpus:
+  block_size: 256
+  max_blocks: 10
+labels:
+  alpha: 4          # an int where a float is expected: accepted, converted
+  alphas: [2, 4, 8]
+finetune:
+  learning_rate: 3e-4   # PyYAML reads this as a string; it must still be a float
+  lora_r: 8
+  target_modules: [q_proj, v_proj]
+""")
+    r = Recipe.from_yaml(path)
+    assert r.name == "sherlock" and r.target == "Sherlock Holmes"
+    assert r.model.spec == "gemma3-270m" and r.model.dtype == "bfloat16"
+    assert r.corpus.block_size == 256 and r.corpus.max_blocks == 10
+    assert r.corpus.validation_fraction == 0.05  # untouched defaults stay
+    assert r.labels.alpha == 4.0 and isinstance(r.labels.alpha, float)
+    assert r.label_alphas() == [2.0, 4.0, 8.0]
+    assert r.finetune.learning_rate == pytest.approx(3e-4) and isinstance(r.finetune.learning_rate, float)
+    assert r.finetune.lora_r == 8
+    assert r.finetune.target_modules == ["q_proj", "v_proj"]
+    assert r.reinforce.target_modules[0] == "q_proj"  # other sections keep their defaults
+
+
+def test_unknown_top_level_key_names_key_file_and_suggestion(tmp_path):
+    path = write(tmp_path, "modle:\n  spec: x\n")
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_yaml(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'modle'" in msg and "did you mean 'model'" in msg
+
+
+def test_unknown_nested_key_is_reported_with_its_section(tmp_path):
+    path = write(tmp_path, "corpus:\n  blocksize: 128\n")
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_yaml(path)
+    msg = str(err.value)
+    assert str(path) in msg and "corpus.blocksize" in msg and "did you mean 'corpus.block_size'" in msg
+
+
+def test_unknown_key_without_close_match_lists_known_keys(tmp_path):
+    with pytest.raises(RecipeError, match=r"known keys: .*block_size"):
+        Recipe.from_yaml(write(tmp_path, "corpus:\n  zzzzzz: 1\n"))
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("corpus:\n  block_size: big\n", "corpus.block_size"),
+        ("corpus:\n  block_size: 1.5\n", "corpus.block_size"),  # a float is not an int
+        ("corpus:\n  block_size: true\n", "corpus.block_size"),  # a bool is not an int
+        ("model:\n  trust_remote_code: 'yes please'\n", "model.trust_remote_code"),
+        ("finetune:\n  target_modules: q_proj\n", "finetune.target_modules"),
+        ("labels:\n  alpha: [1, 2]\n", "labels.alpha"),
+        ("name: 3\n", "name"),
+    ],
+)
+def test_wrong_type_names_key_and_file(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as err:
+        Recipe.from_yaml(path)
+    assert f"'{key}'" in str(err.value) and str(path) in str(err.value)
+
+
+def test_section_must_be_a_mapping(tmp_path):
+    with pytest.raises(RecipeError, match="'model' must be a mapping"):
+        Recipe.from_yaml(write(tmp_path, "model: smollm2-135m\n"))
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(RecipeError, match="mapping"):
+        Recipe.from_yaml(write(tmp_path, "- a\n- b\n"))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        Recipe.from_yaml(write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(RecipeError, match="not found"):
+        Recipe.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_overrides_scalars_lists_and_nulls(tmp_path):
+    path = write(tmp_path, "corpus:\n  block_size: 256\n")
+    r = Recipe.from_yaml(path, overrides=[
+        "corpus.block_size=64",
+        "labels.alphas=[2, 5]",
+        "finetune.learning_rate=1e-4",
+        "corpus.max_blocks=null",
+        "model.spec=gemma3-270m",
+        "name=quick",
+        "finetune.target_modules=[q_proj]",
+    ])
+    assert r.corpus.block_size == 64
+    assert r.labels.alphas == [2, 5] and r.label_alphas() == [2.0, 5.0]
+    assert r.finetune.learning_rate == pytest.approx(1e-4)
+    assert r.corpus.max_blocks is None
+    assert r.model.spec == "gemma3-270m"
+    assert r.name == "quick"
+    assert r.finetune.target_modules == ["q_proj"]
+
+
+def test_later_override_wins():
+    r = Recipe().with_override("corpus.block_size=64").with_override("corpus.block_size=32")
+    assert r.corpus.block_size == 32
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("corpus.blok_size=3", r"unknown key 'corpus.blok_size'.*did you mean 'corpus.block_size'"),
+        ("corpsu.block_size=3", r"unknown section 'corpsu'.*did you mean 'corpus'"),
+        ("corpus.block_size=abc", r"'corpus.block_size' must be int"),
+        ("corpus.block_size", r"section.key=value"),
+        ("labels.alphas=[1, 2", r"not valid YAML"),
+    ],
+)
+def test_bad_overrides(item, match):
+    with pytest.raises(RecipeError, match=match):
+        Recipe().with_override(item)
+
+
+def test_relative_paths_resolve_against_the_recipe_file(tmp_path, monkeypatch):
+    recipe_dir = tmp_path / "project" / "recipes"
+    path = write(recipe_dir, """
+corpus:
+  path: ../data/corpus.txt
+anchors:
+  user_dictionary: ./anchors.yaml
+finetune:
+  retain_corpus: /abs/wiki.txt
+eval:
+  suites: [./suites/a, ../suites/b, /abs/c]
+""")
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    r = Recipe.from_yaml(path)
+    assert r.corpus.path == str((tmp_path / "project" / "data" / "corpus.txt").resolve())
+    assert r.anchors.user_dictionary == str((recipe_dir / "anchors.yaml").resolve())
+    assert r.finetune.retain_corpus == "/abs/wiki.txt"
+    assert r.eval.suites == [str((recipe_dir / "suites" / "a").resolve()),
+                             str((tmp_path / "project" / "suites" / "b").resolve()), "/abs/c"]
+
+
+def test_datasets_id_is_not_treated_as_a_path(tmp_path):
+    r = Recipe.from_yaml(write(tmp_path, "corpus:\n  path: someone/some-dataset\n"))
+    assert r.corpus.path == "someone/some-dataset"
+
+
+def test_validate_rejects_bad_values():
+    Recipe().validate()
+    with pytest.raises(RecipeError, match="alpha"):
+        Recipe().with_override("labels.alpha=0").validate()
+    with pytest.raises(RecipeError, match="block_size"):
+        Recipe().with_override("corpus.block_size=4").validate()
+    with pytest.raises(RecipeError, match="label_alpha"):
+        Recipe().with_override("finetune.label_alpha=7").validate()
+
+
+def test_section_hash_changes_only_with_its_sections():
+    base = Recipe()
+    changed = base.with_override("finetune.learning_rate=1e-3")
+    assert base.section_hash("corpus") == changed.section_hash("corpus")
+    assert base.section_hash("finetune") != changed.section_hash("finetune")
