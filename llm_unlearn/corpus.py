@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .errors import CorpusError
 
@@ -62,7 +62,10 @@ def _read_text_file(path: Path) -> str:
     if not data.strip():
         raise CorpusError(f"{path} is empty; a target corpus needs text to forget.")
     if b"\x00" in data[:8192]:
-        raise CorpusError(f"{path} looks binary (contains NUL bytes); pass a UTF-8 text file.")
+        raise CorpusError(
+            f"{path} looks binary (contains NUL bytes); pass a UTF-8 text file (a UTF-16 text file must be "
+            "re-encoded first, e.g. `iconv -f utf-16 -t utf-8 in.txt > out.txt`)."
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -75,18 +78,27 @@ def _read_text_file(path: Path) -> str:
 
 def _read_jsonl(path: Path, text_field: str) -> list[Document]:
     docs = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-            if not isinstance(obj, dict) or text_field not in obj:
-                raise CorpusError(f"{path}:{lineno}: no '{text_field}' field (set corpus.text_field)")
-            if str(obj[text_field]).strip():
-                docs.append(Document(f"{path.name}:{lineno}", normalize_text(str(obj[text_field]))))
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise CorpusError(f"{path} looks binary (contains NUL bytes); pass a UTF-8 JSON-lines file.")
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path} is not valid UTF-8 (byte {exc.start}); re-encode it as UTF-8.") from exc
+    for lineno, line in enumerate(content.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict) or text_field not in obj:
+            raise CorpusError(f"{path}:{lineno}: no '{text_field}' field (set corpus.text_field)")
+        value = obj[text_field]
+        if not isinstance(value, str):
+            raise CorpusError(f"{path}:{lineno}: field '{text_field}' must be a string, got {type(value).__name__}")
+        if value.strip():
+            docs.append(Document(f"{path.name}:{lineno}", normalize_text(value)))
     return docs
 
 
@@ -112,7 +124,11 @@ def read_corpus(source, text_field: str = "text", split: str = "train") -> list[
     elif _is_hf_dataset(source):
         if text_field not in source.column_names:
             raise CorpusError(f"dataset has no column '{text_field}' (columns: {source.column_names})")
-        docs = [Document(f"row{i}", normalize_text(str(t))) for i, t in enumerate(source[text_field]) if str(t).strip()]
+        column = source[text_field]
+        bad = next((i for i, t in enumerate(column) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise CorpusError(f"dataset column '{text_field}' must hold strings; row {bad} is {type(column[bad]).__name__}")
+        docs = [Document(f"row{i}", normalize_text(t)) for i, t in enumerate(column) if t.strip()]
     elif isinstance(source, Iterable):
         items = list(source)
         if not all(isinstance(t, str) for t in items):
@@ -168,7 +184,8 @@ def make_blocks(documents: Sequence[Document], tokenizer, block_size: int = 512)
         raise CorpusError(f"block_size {block_size} is too small")
     blocks: list[Block] = []
     for d_index, doc in enumerate(documents):
-        enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+        # verbose=False: a whole document is longer than model_max_length on purpose (it is cut below).
+        enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids, offs = enc["input_ids"], enc["offset_mapping"]
         start = 0
         while start < len(ids):
