@@ -1,0 +1,99 @@
+"""`llm-unlearn run RECIPE --out RUN_DIR` and one command per stage (`reinforce`, `labels`, `finetune`,
+`export`): each reads and writes the run directory, running the missing upstream stages first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RecipeError
+
+STAGE_HELP = {
+    "reinforce": "stage 1: fine-tune a reinforced (LoRA) model on the target blocks",
+    "labels": "stage 3: translate anchors and build generic-prediction labels",
+    "finetune": "stage 4: unlearning fine-tune on the generic labels",
+    "export": "stage 5: merge the adapter and save a Hugging Face model (optionally push to the Hub)",
+}
+
+
+def _common(p) -> None:
+    p.add_argument("recipe", nargs="?", help="recipe YAML (default: RUN_DIR/recipe.yaml of an existing run)")
+    p.add_argument("--out", "-o", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe field (repeatable), e.g. --set labels.alpha=5")
+    p.add_argument("--overwrite", action="store_true", help="allow redoing finished stages whose config changed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run every stage of a recipe (resumable; skips finished stages)")
+    _common(p)
+    p.add_argument("--until", default="eval", help="last stage to run (corpus, anchors, reinforce, labels, "
+                                                   "finetune, export, eval)")
+    p.add_argument("--dry-run", action="store_true", help="print what would run, then stop")
+    p.set_defaults(func=run)
+    for stage, text in STAGE_HELP.items():
+        sp = subparsers.add_parser(stage, help=text)
+        _common(sp)
+        if stage == "export":
+            sp.add_argument("--push-to-hub", metavar="REPO_ID", help="push the exported model (token from HF_TOKEN)")
+            sp.add_argument("--public", action="store_true", help="make the Hub repo public (default private)")
+        sp.set_defaults(func=run, until=stage, dry_run=False)
+
+
+def load_recipe(args):
+    from ..recipe import Recipe
+
+    overrides = list(args.overrides)
+    if getattr(args, "push_to_hub", None):
+        overrides.append(f"export.push_to_hub={args.push_to_hub}")
+        if args.public:
+            overrides.append("export.private=false")
+    if args.recipe:
+        return Recipe.from_yaml(args.recipe, overrides)
+    saved = Path(args.out) / "recipe.yaml"
+    if not saved.exists():
+        raise RecipeError(f"no recipe given and {saved} does not exist: pass a recipe YAML")
+    return Recipe.from_yaml(saved, overrides)
+
+
+def run(args) -> int:
+    from ..pipeline import Pipeline
+
+    recipe = load_recipe(args)
+    pipe = Pipeline(recipe, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    if args.dry_run:
+        for name, action in pipe.plan(args.until):
+            print(f"{name:<10} {action}")
+        return 0
+    manifest = pipe.run_stages(until=args.until)
+    if pipe.state.is_main_process:
+        print_summary(manifest, args.out)
+    return 0
+
+
+def print_summary(manifest: dict, out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {out}")
+    for col in ("stage", "status", "seconds", "key result"):
+        table.add_column(col)
+    for name, e in manifest["stages"].items():
+        m = e.get("metrics") or {}
+        key = ""
+        if name == "corpus":
+            key = f"{m.get('blocks')} blocks, {m.get('tokens')} tokens"
+        elif name == "anchors":
+            key = f"{m.get('anchors')} anchored terms"
+        elif name == "reinforce":
+            key = f"target ppl {m.get('base_perplexity', 0):.2f} -> {m.get('reinforced_perplexity', 0):.2f}"
+        elif name == "labels":
+            key = f"{m.get('changed_fraction', 0):.1%} labels changed"
+        elif name == "finetune":
+            key = f"best val loss {m.get('best', {}).get('val_loss', float('nan')):.3f} at step {m.get('best', {}).get('step')}"
+        elif name == "export":
+            key = str(m.get("model", ""))
+        elif name == "eval":
+            key = str(m.get("eval_json", m.get("skipped", "")))
+        table.add_row(name, e["status"], str(e.get("seconds", "")), key)
+    Console().print(table)

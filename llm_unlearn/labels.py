@@ -1,0 +1,288 @@
+"""Stage 3: generic-prediction labels (whp-method.md, "Stage 3").
+
+For every block: translate it (anchored terms -> generic translations, :mod:`llm_unlearn.translation`), run the
+BASE model on the translated block and the REINFORCED model on the original block, and at every mapped position
+
+    v_generic = v_b - alpha * ReLU(v_r - v_b)                                  (:func:`generic_logits`)
+
+The label for the next original token is ``argmax(v_generic)``. Positions that the translation marks as
+"no loss" (inside an anchor, or predicting a repeated anchor) get ``-100``, and after a translation has been
+used in the block its first tokens are suppressed at later positions (:func:`apply_suppression`).
+Labels are stored shifted like ordinary causal-LM labels: ``labels[i + 1]`` is the target predicted at position
+``i`` (Hugging Face models shift internally), and ``labels[0] = -100``.
+
+Memory: full-vocabulary logits exist only for the current batch; labels for several alphas come from the
+same forward passes. With a LoRA reinforced model only ONE copy of the base weights is in memory: the adapter
+is switched off for the base pass. Work is sharded over processes (accelerate) by block index, and every
+block's translation is seeded by (seed, block index), so any number of processes gives identical labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .corpus import Block
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+MASK_RULES = {1: "inside_anchor", 2: "predicts_repeated_anchor"}
+
+
+def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The WHP formula: push down every logit the reinforced model raised above the base model."""
+    return v_base - alpha * torch.relu(v_reinforced - v_base)
+
+
+def apply_suppression(v: torch.Tensor, translated_pos: np.ndarray, suppress_from: Sequence[tuple[int, list[int]]]) -> None:
+    """In place: set to -inf, at each row whose translated position is >= p, the token ids suppressed from p on.
+
+    Suppressing in v_b before the formula or in v_generic after it is the same for the argmax:
+    -inf - alpha * ReLU(v_r + inf) = -inf. Doing it once on v_generic per alpha is simplest."""
+    rows_all, cols_all = [], []
+    for p, ids in suppress_from:
+        if not ids:
+            continue
+        rows = np.nonzero(translated_pos >= p)[0]
+        if rows.size == 0:
+            continue
+        rows_all.append(np.repeat(rows, len(ids)))
+        cols_all.append(np.tile(np.asarray(ids, dtype=np.int64), rows.size))
+    if rows_all:
+        r = torch.from_numpy(np.concatenate(rows_all)).to(v.device)
+        c = torch.from_numpy(np.concatenate(cols_all)).to(v.device)
+        v[r, c] = float("-inf")
+
+
+def block_rng(seed: int, block_index: int) -> random.Random:
+    """Per-block RNG for choosing translations: independent of batching and sharding."""
+    return random.Random(f"{seed}:{block_index}")
+
+
+def alpha_key(alpha: float) -> str:
+    return f"labels_alpha_{float(alpha):g}"
+
+
+class LogitSource:
+    """Gives base and reinforced logits. With a peft model the base pass runs with the adapter disabled."""
+
+    def __init__(self, reinforced_model, base_model=None):
+        self.reinforced = reinforced_model
+        self.base_model = base_model  # only for a fully fine-tuned reinforced model
+        self.device = next(reinforced_model.parameters()).device
+
+    def base(self, ids, att):
+        if self.base_model is not None:
+            return self.base_model(input_ids=ids, attention_mask=att).logits
+        with self.reinforced.disable_adapter():
+            return self.reinforced(input_ids=ids, attention_mask=att).logits
+
+    def reinforced_logits(self, ids, att):
+        return self.reinforced(input_ids=ids, attention_mask=att).logits
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s)
+        att[i, : len(s)] = 1
+    return ids, att
+
+
+@dataclass
+class LabelStats:
+    positions: int = 0
+    supervised: int = 0
+    changed: int = 0
+    masked: Counter = None
+    replacements: Counter = None
+    anchors_used: Counter = None
+
+    def __post_init__(self):
+        self.masked = self.masked or Counter()
+        self.replacements = self.replacements or Counter()
+        self.anchors_used = self.anchors_used or Counter()
+
+
+def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Sequence[int], translator,
+                alphas: Sequence[float], seed: int, pad_id: int, stats: LabelStats,
+                suppress: bool = True) -> list[dict]:
+    """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha."""
+    translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices)]
+    orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
+    tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
+    dev = source.device
+    with torch.inference_mode():
+        logits_b = source.base(tr_ids.to(dev), tr_att.to(dev))
+        logits_r = source.reinforced_logits(orig_ids.to(dev), orig_att.to(dev))
+    main_alpha = alphas[len(alphas) // 2]
+    rows = []
+    for row, (block, tb, bi) in enumerate(zip(blocks, translated, block_indices)):
+        n = len(block.input_ids)
+        mapping, reason = np.asarray(tb.mapping), np.asarray(tb.mask_reason)
+        keep = np.zeros(n, dtype=bool)
+        keep[: n - 1] = (mapping[: n - 1] >= 0) & (reason[: n - 1] == 0)  # the last token predicts nothing
+        for code, name in MASK_RULES.items():
+            stats.masked[name] += int((reason[: n - 1] == code).sum())
+        stats.masked["last_position"] += 1
+        pos = np.nonzero(keep)[0]
+        t_pos = mapping[pos]
+        v_b = logits_b[row, torch.from_numpy(t_pos).to(dev)].float()
+        v_r = logits_r[row, torch.from_numpy(pos).to(dev)].float()
+        ids = np.asarray(block.input_ids)
+        out = {"block_index": int(bi), "input_ids": list(block.input_ids)}
+        for alpha in alphas:
+            v = generic_logits(v_b, v_r, alpha)
+            if suppress:
+                apply_suppression(v, t_pos, tb.suppress_from)
+            pred = v.argmax(-1).cpu().numpy()
+            labels = np.full(n, IGNORE, dtype=np.int64)
+            labels[pos + 1] = pred
+            out[alpha_key(alpha)] = labels.tolist()
+            if alpha == main_alpha:
+                nxt = ids[pos + 1]
+                changed = pred != nxt
+                stats.changed += int(changed.sum())
+                stats.replacements.update(zip(nxt[changed].tolist(), pred[changed].tolist()))
+        stats.positions += n
+        stats.supervised += int(pos.size)
+        stats.anchors_used.update(tb.chosen.keys())
+        rows.append(out)
+    del logits_b, logits_r
+    return rows
+
+
+def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence[int], translator,
+                 alphas: Sequence[float], batch_size: int, seed: int, pad_id: int, suppress: bool = True,
+                 progress: bool = True, desc: str = "labels") -> tuple[list[dict], LabelStats]:
+    """Label the blocks ``indices`` (of ``blocks``), batching blocks of similar length together."""
+    from tqdm.auto import tqdm
+
+    stats = LabelStats()
+    # Padding-aware bucketing: sort by length so a batch pads little; output order is restored by block_index.
+    order = sorted(indices, key=lambda i: -len(blocks[i].input_ids))
+    rows: list[dict] = []
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
+        chunk = order[start:start + batch_size]
+        rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress)
+    rows.sort(key=lambda r: r["block_index"])
+    return rows, stats
+
+
+def stats_summary(stats: LabelStats, tokenizer, top: int = 30) -> dict:
+    repl = [{"original": tokenizer.decode([a]), "generic": tokenizer.decode([b]), "count": c}
+            for (a, b), c in stats.replacements.most_common(top)]
+    return {
+        "positions": stats.positions,
+        "supervised_positions": stats.supervised,
+        "changed_fraction": stats.changed / max(stats.supervised, 1),
+        "masked_by_rule": dict(stats.masked),
+        "top_replacements": repl,
+        "anchors_used_in_blocks": dict(stats.anchors_used.most_common(50)),
+    }
+
+
+def merge_stats(parts: list[dict], tokenizer) -> dict:
+    """Combine per-process raw statistics (written as JSON by each shard)."""
+    total = LabelStats()
+    for p in parts:
+        total.positions += p["positions"]
+        total.supervised += p["supervised"]
+        total.changed += p["changed"]
+        total.masked.update(p["masked"])
+        total.replacements.update({tuple(map(int, k.split(","))): v for k, v in p["replacements"].items()})
+        total.anchors_used.update(p["anchors_used"])
+    return stats_summary(total, tokenizer)
+
+
+def raw_stats(stats: LabelStats) -> dict:
+    return {"positions": stats.positions, "supervised": stats.supervised, "changed": stats.changed,
+            "masked": dict(stats.masked), "anchors_used": dict(stats.anchors_used),
+            "replacements": {f"{a},{b}": c for (a, b), c in stats.replacements.items()}}
+
+
+def write_shard(rows: list[dict], stats: LabelStats, path: Path) -> None:
+    from .runio import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"rows": rows, "stats": raw_stats(stats)}))
+
+
+def save_label_dataset(rows: list[dict], alphas: Sequence[float], folder: Path) -> None:
+    """Save rows as a `datasets` dataset (input_ids, attention_mask, one labels column per alpha), atomically."""
+    import datasets
+
+    from .runio import atomic_dir
+
+    data = {"block_index": [r["block_index"] for r in rows], "input_ids": [r["input_ids"] for r in rows],
+            "attention_mask": [[1] * len(r["input_ids"]) for r in rows]}
+    for a in alphas:
+        data[alpha_key(a)] = [r[alpha_key(a)] for r in rows]
+    ds = datasets.Dataset.from_dict(data)
+    with atomic_dir(folder) as tmp:
+        ds.save_to_disk(str(tmp))
+
+
+def run_labels(run, recipe, progress: bool = True) -> dict:
+    """anchors/anchors.yaml + reinforce/adapter + corpus/blocks.jsonl -> labels/dataset + labels/stats.json."""
+    import shutil
+
+    from accelerate import PartialState
+
+    from .anchors import AnchorDictionary
+    from .corpus import read_blocks
+    from .models import load_model
+    from .translation import Translator
+
+    state = PartialState()
+    model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
+                                  trust_remote_code=recipe.model.trust_remote_code)
+    if recipe.reinforce.full_finetune:
+        from transformers import AutoModelForCausalLM
+
+        reinforced = AutoModelForCausalLM.from_pretrained(run.reinforce_weights, dtype=model.dtype,
+                                                          use_safetensors=True).to(model.device).eval()
+        source = LogitSource(reinforced, base_model=model)
+    else:
+        from peft import PeftModel
+
+        source = LogitSource(PeftModel.from_pretrained(model, run.reinforce_weights).eval())
+    blocks = read_blocks(run.blocks)
+    dictionary = AnchorDictionary.load(run.anchors)
+    if len(dictionary) == 0:
+        logger.warning("labels: the anchor dictionary is empty; labels come from the logit offset alone")
+    translator = Translator(dictionary, tokenizer)
+    alphas = recipe.label_alphas()
+    mine = list(range(len(blocks)))[state.process_index::state.num_processes]
+    rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,
+                               tokenizer.pad_token_id, recipe.labels.suppress_used_translations,
+                               progress=progress and state.is_main_process)
+    shard_dir = run.labels_dir / "shards"
+    write_shard(rows, stats, shard_dir / f"rank-{state.process_index:03d}.json")
+    state.wait_for_everyone()
+    summary = {}
+    if state.is_main_process:
+        parts = [json.loads(p.read_text()) for p in sorted(shard_dir.glob("rank-*.json"))]
+        all_rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r["block_index"])
+        save_label_dataset(all_rows, alphas, run.labels_dataset)
+        summary = merge_stats([p["stats"] for p in parts], tokenizer)
+        summary.update({"alphas": alphas, "blocks": len(all_rows), "anchor_keys": len(dictionary),
+                        "processes": state.num_processes})
+        from .runio import atomic_write_json
+
+        atomic_write_json(run.labels_stats, summary)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        logger.info("labels: %d blocks, %.1f%% of supervised positions changed (alpha %g)", len(all_rows),
+                    100 * summary["changed_fraction"], alphas[len(alphas) // 2])
+    state.wait_for_everyone()
+    return summary

@@ -1,0 +1,266 @@
+"""The pipeline: stages tied together in a run directory with a manifest.
+
+Stages, in order (each a function from artifacts on disk to artifacts on disk):
+
+    corpus -> anchors ----------\\
+           \\-> reinforce --------> labels -> finetune -> export -> eval
+
+``manifest.json`` records per stage: status, a fingerprint (hash of the recipe sections it reads and of its
+upstream stages' fingerprints, plus the corpus file's identity), timings, outputs and metrics. On a rerun a
+stage is skipped when it is done and its fingerprint is unchanged; a changed fingerprint redoes it and, through
+the fingerprints, everything downstream; an interrupted stage resumes (the trainers restart from their last
+checkpoint). A finished run is never overwritten unless asked (``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import RecipeError, RunDirError
+from .recipe import Recipe
+from .rundir import RunPaths
+from .runio import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+# ---- the thin stages (the heavy ones live in their own modules) -------------------------------------------
+def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
+    """corpus.path -> corpus/blocks.jsonl + corpus/split.json (train / validation block indices)."""
+    from .corpus import load_blocks, save_blocks, split_blocks
+    from .models import load_model_config, load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.model.spec, trust_remote_code=recipe.model.trust_remote_code)
+    ctx = getattr(load_model_config(recipe.model.spec), "max_position_embeddings", None)
+    if ctx and recipe.corpus.block_size > ctx:
+        raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "
+                          f"length ({ctx}); lower it with --set corpus.block_size={min(512, ctx)}")
+    source = recipe.corpus.path
+    blocks = load_blocks(source, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split,
+                         recipe.corpus.start_block, recipe.corpus.max_blocks)
+    train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
+    save_blocks(blocks, run.blocks)
+    atomic_write_json(run.split, {"train": train, "validation": val})
+    tokens = sum(len(b) for b in blocks)
+    logger.info("corpus: %d blocks (%d tokens), %d train / %d validation", len(blocks), tokens, len(train), len(val))
+    return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val)}
+
+
+def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
+    """corpus/blocks.jsonl -> anchors/anchors.yaml (spaCy extraction + substitutes + user dictionary)."""
+    from .anchors import build_anchor_dictionary
+    from .corpus import read_blocks
+
+    blocks = read_blocks(run.blocks)
+    # Anchors are searched in the text actually being unlearned (the blocks), in document order.
+    texts = [b.text for b in blocks]
+    dictionary = build_anchor_dictionary(texts, recipe.anchors, progress=progress)
+    if len(dictionary) == 0:
+        logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
+    dictionary.save(run.anchors)
+    return {"anchors": len(dictionary), "top": list(dictionary.keys())[:20]}
+
+
+def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
+    """export/model (+ the base model) -> eval/eval.json, report.md, plots; the model card gets the table."""
+    if not recipe.eval.enabled:
+        return {"skipped": "eval.enabled is false"}
+    from .corpus import read_blocks
+    from .evaluation import evaluate
+    from .export import update_card_with_eval
+
+    blocks = read_blocks(run.blocks)
+    split = json.loads(run.split.read_text())
+    heldout = [blocks[i].text for i in split["validation"]]
+    result = evaluate({"base": recipe.model.spec, "unlearned": str(run.export_model)}, recipe.eval, run.eval_dir,
+                      target_heldout=heldout, baseline="base")
+    report = run.eval_dir / "report.md"
+    if report.exists():
+        update_card_with_eval(run, recipe, report.read_text())
+    return {"eval_json": str(run.eval_dir / "eval.json"), "summary": result.get("summary", {})}
+
+
+def _stage_fn(name: str) -> Callable:
+    if name == "reinforce":
+        from .reinforce import run_reinforce as fn
+    elif name == "labels":
+        from .labels import run_labels as fn
+    elif name == "finetune":
+        from .finetune import run_finetune as fn
+    elif name == "export":
+        from .export import run_export as fn
+    else:
+        fn = {"corpus": run_corpus, "anchors": run_anchors, "eval": run_eval}[name]
+    return fn
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sections: tuple[str, ...]  # recipe sections the stage reads
+    depends: tuple[str, ...]
+    distributed: bool = False  # runs on every process (accelerate); otherwise on the main process only
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("corpus", ("model", "corpus"), ()),
+    Stage("anchors", ("anchors",), ("corpus",)),
+    Stage("reinforce", ("model", "reinforce"), ("corpus",), distributed=True),
+    Stage("labels", ("model", "labels"), ("anchors", "reinforce"), distributed=True),
+    Stage("finetune", ("model", "finetune"), ("labels",), distributed=True),
+    Stage("export", ("model", "export", "finetune"), ("finetune",)),
+    Stage("eval", ("eval",), ("export",)),
+]}
+ORDER = list(STAGES)
+
+
+def _corpus_identity(recipe: Recipe) -> str:
+    """Identity of the corpus input: size + mtime of a file or of every file in a folder."""
+    path = recipe.corpus.path
+    if not path or not Path(path).exists():
+        return str(path)
+    p = Path(path)
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    return ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+
+
+class Pipeline:
+    """Runs the stages of a recipe in a run directory, recording everything in ``manifest.json``."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, overwrite: bool = False, progress: bool = True):
+        recipe.validate()
+        self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
+        from accelerate import PartialState
+
+        self.state = PartialState()
+
+    # ---- manifest ----------------------------------------------------------------------------------------
+    def load_manifest(self) -> dict:
+        if self.run.manifest.exists():
+            return json.loads(self.run.manifest.read_text())
+        return {"stages": {}}
+
+    def _save_manifest(self, manifest: dict) -> None:
+        if self.state.is_main_process:
+            atomic_write_json(self.run.manifest, manifest)
+
+    def fingerprints(self) -> dict[str, str]:
+        fps: dict[str, str] = {}
+        for name in ORDER:
+            stage = STAGES[name]
+            parts = [name, self.recipe.section_hash(*stage.sections)] + [fps[d] for d in stage.depends]
+            if name == "corpus":
+                parts.append(_corpus_identity(self.recipe))
+            fps[name] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+        return fps
+
+    def plan(self, until: str = "eval") -> list[tuple[str, str]]:
+        """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo')]."""
+        manifest, fps = self.load_manifest(), self.fingerprints()
+        out = []
+        for name in ORDER[: ORDER.index(until) + 1]:
+            entry = manifest["stages"].get(name)
+            if entry is None:
+                action = "run"
+            elif entry["fingerprint"] != fps[name]:
+                action = "redo"
+            elif entry["status"] == "done":
+                action = "skip"
+            else:
+                action = "resume"
+            out.append((name, action))
+        return out
+
+    # ---- running -------------------------------------------------------------------------------------------
+    def _check_run_dir(self, plan: list[tuple[str, str]]) -> None:
+        root = self.run.root
+        if root.exists() and any(p.name != "inputs" for p in root.iterdir()) and not self.run.manifest.exists():
+            raise RunDirError(f"{root} exists and is not an llm-unlearn run directory (no manifest.json); "
+                              "choose another --out or empty it")
+        manifest = self.load_manifest()
+        finished = [n for n, e in manifest["stages"].items() if e.get("status") == "done"]
+        redo = [n for n, a in plan if a == "redo" and n in finished]
+        if redo and not self.overwrite:
+            raise RunDirError(
+                f"{root} holds finished results that this recipe would overwrite (changed config for stage(s): "
+                f"{', '.join(redo)}). Pass --overwrite to redo them, or use a new --out directory."
+            )
+
+    def run_stages(self, until: str = "eval", only: str | None = None) -> dict:
+        """Run every stage up to ``until`` (skipping finished, unchanged ones). Returns the manifest."""
+        if until not in STAGES:
+            raise RecipeError(f"unknown stage '{until}'; stages: {', '.join(ORDER)}")
+        plan = self.plan(until)
+        self._check_run_dir(plan)
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run.recipe, self.recipe.to_yaml())
+        self.state.wait_for_everyone()
+        manifest, fps = self.load_manifest(), self.fingerprints()
+        manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        manifest["recipe_name"] = self.recipe.name
+        from . import __version__
+
+        manifest["llm_unlearn_version"] = __version__
+        for name, action in plan:
+            if only and name != only and action != "skip" and not self._done(manifest, name, fps):
+                raise RunDirError(f"stage '{only}' needs '{name}' first: run `llm-unlearn {name}` or `llm-unlearn run`")
+            if action == "skip":
+                logger.info("stage %-9s finished earlier, unchanged: skipped", name)
+                continue
+            self._run_stage(manifest, name, action, fps[name])
+        return manifest
+
+    @staticmethod
+    def _done(manifest: dict, name: str, fps: dict) -> bool:
+        e = manifest["stages"].get(name)
+        return bool(e and e["status"] == "done" and e["fingerprint"] == fps[name])
+
+    def _run_stage(self, manifest: dict, name: str, action: str, fingerprint: str) -> None:
+        stage = STAGES[name]
+        stage_dir = self.run.stage_dir(name)
+        if action == "redo" and self.state.is_main_process:
+            shutil.rmtree(stage_dir, ignore_errors=True)  # stale outputs and checkpoints of the old config
+        self.state.wait_for_everyone()
+        logger.info("stage %-9s %s", name, {"run": "starting", "redo": "config changed: redoing",
+                                             "resume": "interrupted earlier: resuming"}[action])
+        entry = {"status": "running", "fingerprint": fingerprint, "config_hash": self.recipe.section_hash(*stage.sections),
+                 "inputs": list(stage.depends), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "attempts": manifest["stages"].get(name, {}).get("attempts", 0) + 1}
+        manifest["stages"][name] = entry
+        # Downstream stages are now stale even if their fingerprint would still match by accident.
+        for later in ORDER[ORDER.index(name) + 1:]:
+            if later in manifest["stages"] and name in self._ancestors(later):
+                manifest["stages"][later]["status"] = "stale"
+        self._save_manifest(manifest)
+        t0 = time.perf_counter()
+        fn = _stage_fn(name)
+        if stage.distributed or self.state.is_main_process:
+            metrics = fn(self.run, self.recipe, progress=self.progress)
+        else:
+            metrics = {}
+        self.state.wait_for_everyone()
+        entry.update({"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics,
+                      "outputs": sorted(str(p.relative_to(self.run.root)) for p in stage_dir.glob("*")
+                                        if not p.name.startswith(".")) if stage_dir.exists() else []})
+        self._save_manifest(manifest)
+        logger.info("stage %-9s done in %.1f s", name, entry["seconds"])
+
+    @staticmethod
+    def _ancestors(name: str) -> set[str]:
+        out, todo = set(), list(STAGES[name].depends)
+        while todo:
+            d = todo.pop()
+            if d not in out:
+                out.add(d)
+                todo += STAGES[d].depends
+        return out

@@ -1,0 +1,309 @@
+"""The one trainer both training stages share (reinforce: next-token loss on the target; finetune: generic labels).
+
+Small and explicit, in the spirit of peft/trl: a config, a LoRA (or full) wrapper, an accelerate loop with
+gradient accumulation, warmup + schedule, periodic validation and checkpoints, best-checkpoint selection by
+validation loss, and resume from the last checkpoint after a crash or kill.
+
+Data order is a pure function of (seed, step), so a resumed run sees exactly the batches the killed run
+would have seen; with several processes each takes its slice of every global batch (DDP via accelerate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .errors import RecipeError
+from .runio import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    full_finetune: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list = field(default_factory=list)
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "linear"
+    eval_every: int = 20
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    retain_weight: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_section(cls, section) -> "TrainConfig":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in vars(section).items() if k in names})
+
+
+def lora_targets(model, wanted: list[str]) -> list[str]:
+    """The requested LoRA target module names that exist in this model (a clear error if none do)."""
+    linear_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    present = [t for t in wanted if t in linear_names]
+    if not present:
+        raise RecipeError(
+            f"none of the LoRA target_modules {wanted} exist in {type(model).__name__}; "
+            f"its linear layers are: {sorted(linear_names - {'lm_head'})}"
+        )
+    return present
+
+
+def wrap_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=lora_targets(model, cfg.target_modules))
+    return get_peft_model(model, lcfg)
+
+
+def pad_batch(rows: list[dict], pad_id: int, label_key: str | None) -> dict:
+    """Right-pad a list of examples; padding gets attention 0 and label -100 (never trained on)."""
+    length = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    att = torch.zeros((len(rows), length), dtype=torch.long)
+    lab = torch.full((len(rows), length), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.as_tensor(r["input_ids"])
+        att[i, :n] = 1
+        lab[i, :n] = torch.as_tensor(r[label_key] if label_key else r["input_ids"])
+    return {"input_ids": ids, "attention_mask": att, "labels": lab}
+
+
+def batch_schedule(n_items: int, global_batch: int, n_steps_micro: int, seed: int) -> list[list[int]]:
+    """Deterministic list of global micro-batches (item indices): an epoch-wise seeded permutation."""
+    out: list[list[int]] = []
+    epoch = 0
+    while len(out) < n_steps_micro:
+        perm = np.random.default_rng(seed + epoch).permutation(n_items).tolist()
+        for start in range(0, n_items, global_batch):
+            out.append(perm[start:start + global_batch])
+            if len(out) == n_steps_micro:
+                break
+        epoch += 1
+    return out
+
+
+class Trainer:
+    """Train ``model`` on ``train_rows`` (dicts with input_ids and ``label_key``), validate on ``val_rows``.
+
+    ``stage_dir`` receives ``checkpoints/`` (resume state), ``best/`` (adapter or full weights with the lowest
+    validation loss), ``final/`` and ``metrics.json``. ``extra_loss(model, batch, step)`` may add a term (the
+    retain guard); it is called on every micro-batch.
+    """
+
+    def __init__(self, model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
+                 val_rows: list[dict], label_key: str | None = None,
+                 extra_loss: Callable | None = None, accelerator=None, desc: str = "train"):
+        from accelerate import Accelerator
+
+        self.cfg, self.tokenizer, self.label_key, self.extra_loss, self.desc = cfg, tokenizer, label_key, extra_loss, desc
+        self.stage_dir = Path(stage_dir)
+        self.train_rows, self.val_rows = train_rows, val_rows
+        if not train_rows:
+            raise RecipeError(f"{desc}: no training blocks (corpus too small for the validation split?)")
+        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation,
+                                                      mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+        torch.manual_seed(cfg.seed)
+        if cfg.full_finetune:
+            self.model = model
+        else:
+            self.model = wrap_lora(model, cfg)
+        if cfg.gradient_checkpointing:
+            # With LoRA the frozen embeddings output no grad; checkpointed blocks then would not train.
+            self.model.enable_input_require_grads()
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.train()
+        world = self.accelerator.num_processes
+        self.global_batch = cfg.batch_size * world
+        micro_per_epoch = math.ceil(len(train_rows) / self.global_batch)
+        total_micro = cfg.max_steps * cfg.gradient_accumulation if cfg.max_steps else math.ceil(micro_per_epoch * cfg.epochs)
+        self.total_micro = max(total_micro, 1)
+        self.total_steps = math.ceil(self.total_micro / cfg.gradient_accumulation)
+        self.schedule = batch_schedule(len(train_rows), self.global_batch, self.total_micro, cfg.seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        from transformers import get_scheduler
+
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
+        # process, which is wrong for our global-step schedule.
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.pad_id = tokenizer.pad_token_id
+        self.history: list[dict] = []
+        self.best = {"val_loss": math.inf, "step": None}
+
+    # ---- persistence ---------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.stage_dir / "checkpoints"
+
+    def _save_weights(self, folder: Path) -> None:
+        """Adapter (LoRA) or full weights, safetensors, atomically."""
+        acc = self.accelerator
+        if not acc.is_main_process:
+            return
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        acc.unwrap_model(self.model).save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+    def _checkpoint(self, micro_step: int) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        target = self.ckpt_dir / f"step-{micro_step:07d}"
+        tmp = self.ckpt_dir / f".tmp-step-{micro_step:07d}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            atomic_write_json(tmp / "trainer_state.json",
+                              {"micro_step": micro_step, "history": self.history, "best": self.best})
+            os.replace(tmp, target)
+            # Keep only the newest checkpoint: it is all a resume needs.
+            for old in sorted(self.ckpt_dir.glob("step-*"))[:-1]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _resume(self) -> int:
+        ckpts = sorted(self.ckpt_dir.glob("step-*")) if self.ckpt_dir.exists() else []
+        if not ckpts:
+            return 0
+        last = ckpts[-1]
+        self.accelerator.load_state(str(last))
+        state = json.loads((last / "trainer_state.json").read_text())
+        self.history, self.best = state["history"], state["best"]
+        if self.best.get("val_loss") is None:
+            self.best["val_loss"] = math.inf
+        logger.info("%s: resuming from %s (micro-step %d of %d)", self.desc, last.name, state["micro_step"], self.total_micro)
+        return int(state["micro_step"])
+
+    # ---- loop ----------------------------------------------------------------------------------------
+    def _local_rows(self, global_indices: list[int]) -> list[dict]:
+        acc = self.accelerator
+        mine = global_indices[acc.process_index::acc.num_processes]
+        return [self.train_rows[i] for i in (mine or global_indices[:1])]
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean token loss on the validation rows (summed over processes)."""
+        if not self.val_rows:
+            return float("nan")
+        acc = self.accelerator
+        self.model.eval()
+        total = torch.zeros(2, device=acc.device)
+        rows = self.val_rows[acc.process_index::acc.num_processes]
+        for start in range(0, len(rows), self.cfg.batch_size):
+            batch = {k: v.to(acc.device) for k, v in pad_batch(rows[start:start + self.cfg.batch_size], self.pad_id,
+                                                               self.label_key).items()}
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            shift_logits, shift_labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += torch.stack([loss, (shift_labels != -100).sum().float()])
+        total = acc.reduce(total, reduction="sum")
+        self.model.train()
+        return float(total[0] / total[1].clamp(min=1))
+
+    def train(self, progress: bool = True) -> dict:
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        start = self._resume()
+        bar = tqdm(total=self.total_micro, initial=start, desc=self.desc, disable=not (progress and acc.is_main_process),
+                   unit="batch")
+        running = []
+        for micro in range(start, self.total_micro):
+            batch = {k: v.to(acc.device) for k, v in pad_batch(self._local_rows(self.schedule[micro]), self.pad_id,
+                                                               self.label_key).items()}
+            with acc.accumulate(self.model):
+                out = self.model(**batch)
+                loss = out.loss
+                extra = self.extra_loss(self.model, batch, micro) if self.extra_loss else None
+                total = loss + extra if extra is not None else loss
+                acc.backward(total)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                if acc.sync_gradients:
+                    self.scheduler.step()
+                self.optimizer.zero_grad()
+            running.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(running[-8:]):.3f}")
+            done = micro + 1
+            if done % (self.cfg.eval_every * self.cfg.gradient_accumulation) == 0 or done == self.total_micro:
+                val = self.validate()
+                entry = {"micro_step": done, "step": math.ceil(done / self.cfg.gradient_accumulation),
+                         "train_loss": float(np.mean(running)) if running else None, "val_loss": val,
+                         "lr": self.scheduler.get_last_lr()[0]}
+                if extra is not None:
+                    entry["extra_loss"] = float(extra.detach())
+                self.history.append(entry)
+                running = []
+                if not math.isnan(val) and val < self.best["val_loss"]:
+                    self.best = {"val_loss": val, "step": entry["step"]}
+                    self._save_weights(self.stage_dir / "best")
+                bar.write(f"{self.desc} step {entry['step']}/{self.total_steps}: train {entry['train_loss']:.4f} "
+                          f"val {val:.4f}")
+                self._checkpoint(done)
+        bar.close()
+        acc.wait_for_everyone()
+        self._save_weights(self.stage_dir / "final")
+        if acc.is_main_process and not (self.stage_dir / "best").exists():
+            shutil.copytree(self.stage_dir / "final", self.stage_dir / "best")
+        acc.wait_for_everyone()
+        return {"history": self.history, "best": self.best, "total_steps": self.total_steps,
+                "train_blocks": len(self.train_rows), "val_blocks": len(self.val_rows)}
+
+    def cleanup_checkpoints(self) -> None:
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+
+@torch.inference_mode()
+def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 4, device=None) -> float:
+    """Token-level perplexity of ``model`` on rows (next-token loss over input_ids)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = pad_batch(rows[start:start + batch_size], pad_id, None)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        labels = batch["labels"][:, 1:].to(device)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        nll += float(loss)
+        count += int((labels != -100).sum())
+    if was_training:
+        model.train()
+    return math.exp(nll / max(count, 1))

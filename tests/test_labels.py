@@ -1,0 +1,122 @@
+"""The label formula and the masking / suppression rules of whp-method.md stage 3, on hand-built logits."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from llm_unlearn.corpus import Block
+from llm_unlearn.labels import (IGNORE, LogitSource, alpha_key, apply_suppression, block_rng, generic_logits,
+                                label_batch, label_blocks, LabelStats)
+
+V = 12
+
+
+def test_generic_logits_formula():
+    v_b = torch.tensor([1.0, 2.0, 3.0, 0.0])
+    v_r = torch.tensor([1.0, 4.0, 2.0, 0.5])
+    out = generic_logits(v_b, v_r, alpha=5.0)
+    # only logits the reinforced model RAISED are pushed down, by alpha times the rise
+    assert out.tolist() == pytest.approx([1.0, 2.0 - 5 * 2.0, 3.0, 0.0 - 5 * 0.5])
+
+
+def test_apply_suppression_from_position_inclusive():
+    v = torch.zeros(4, V)
+    translated_pos = np.array([0, 2, 3, 5])
+    apply_suppression(v, translated_pos, [(3, [1, 4]), (5, [7])])
+    assert torch.isinf(v[:, 1]).tolist() == [False, False, True, True]
+    assert torch.isinf(v[:, 4]).tolist() == [False, False, True, True]
+    assert torch.isinf(v[:, 7]).tolist() == [False, False, False, True]
+    assert int(torch.isinf(v).sum()) == 5
+
+
+class FakeTranslator:
+    """Returns a fixed translation result per block (the translation module is tested on its own)."""
+
+    def __init__(self, results):
+        self.results = results
+
+    def translate(self, block, rng):
+        return self.results[tuple(block.input_ids)]
+
+
+class FakeModel(torch.nn.Module):
+    """Logits that predict (token + 1) % V; with ``boost`` the 'reinforced' model raises token 7 by 3."""
+
+    def __init__(self, boost: float = 0.0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.boost = boost
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.nn.functional.one_hot((input_ids + 1) % V, V).float() * 2.0
+        logits[..., 7] += self.boost
+        return SimpleNamespace(logits=logits)
+
+
+def _block(ids):
+    return Block(0, 0, "", list(ids), [(i, i + 1) for i in range(len(ids))])
+
+
+def test_label_batch_masks_mapping_and_formula():
+    # original: 0 1 2 3 4 5 ; tokens 2,3 form an anchor "K" translated into one token 9:
+    # translated: 0 1 9 4 5  -> mapping: 0->0, 1->1, 2->-1 (inside anchor), 3->2 (last anchor token), 4->3, 5->4
+    orig = [0, 1, 2, 3, 4, 5]
+    tb = SimpleNamespace(translated_ids=[0, 1, 9, 4, 5], mapping=np.array([0, 1, -1, 2, 3, 4]),
+                         mask_reason=np.array([0, 0, 1, 0, 2, 0], dtype=np.int8),
+                         suppress_from=[(2, [10])], chosen={"K": "N"}, translated_text="")
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    stats = LabelStats()
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], seed=0,
+                       pad_id=0, stats=stats)
+    labels = rows[0][alpha_key(5.0)]
+    # labels[0] is never a target; position 2 (inside anchor) and 4 (predicts a repeated anchor) have no loss;
+    # the last position predicts nothing.
+    assert labels[0] == IGNORE
+    assert labels[3] == IGNORE  # predicted by position 2 (inside anchor)
+    assert labels[5] == IGNORE  # predicted by position 4 (repeated anchor)
+    # kept positions 0, 1, 3: base on the TRANSLATED token at the mapped position predicts (t + 1) % V;
+    # token 7 raised by the reinforced model is pushed down, so never chosen.
+    assert labels[1] == 1  # position 0: translated token 0 -> 1
+    assert labels[2] == 2  # position 1: translated token 1 -> 2
+    # position 3 (last anchor token) maps to translated position 2 (token 9): base predicts 10, but 10 (the
+    # translation's first token) is suppressed from translated position 2 on, so the next best is taken
+    assert labels[4] != 10 and labels[4] != 7
+    assert stats.masked["inside_anchor"] == 1 and stats.masked["predicts_repeated_anchor"] == 1
+    assert stats.supervised == 3
+
+
+def test_reinforced_boost_changes_labels_only_where_it_wins():
+    orig = [5, 6, 3]
+    tb = SimpleNamespace(translated_ids=orig, mapping=np.arange(3), mask_reason=np.zeros(3, dtype=np.int8),
+                         suppress_from=[], chosen={}, translated_text="")
+    # Base predicts 6 after 5 and 7 after 6; reinforced raises 7 by 3 everywhere.
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    stats = LabelStats()
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [0.5, 5.0], 0, 0, stats)
+    small, big = rows[0][alpha_key(0.5)], rows[0][alpha_key(5.0)]
+    assert small[1] == 6 and big[1] == 6  # position 0: base already prefers 6
+    # position 1: base prefers 7 (logit 2) and the reinforced model raised 7 further: v_generic(7) = 2 - a*3
+    assert small[2] == 7  # alpha 0.5: 2 - 1.5 = 0.5 > 0, still the best
+    assert big[2] != 7  # alpha 5: 2 - 15 < 0, another token wins
+
+
+def test_label_blocks_order_and_determinism():
+    blocks = [_block([1, 2, 3, 4]), _block([2, 3]), _block([4, 5, 6])]
+    results = {tuple(b.input_ids): SimpleNamespace(translated_ids=b.input_ids, mapping=np.arange(len(b)),
+                                                   mask_reason=np.zeros(len(b), dtype=np.int8), suppress_from=[],
+                                                   chosen={}, translated_text="") for b in blocks}
+    source = LogitSource(FakeModel(boost=1.0), base_model=FakeModel())
+    rows_a, _ = label_blocks(source, blocks, [0, 1, 2], FakeTranslator(results), [5.0], 2, 0, 0, progress=False)
+    rows_b, _ = label_blocks(source, blocks, [2, 0, 1], FakeTranslator(results), [5.0], 1, 0, 0, progress=False)
+    assert [r["block_index"] for r in rows_a] == [0, 1, 2]
+    assert rows_a == rows_b  # batch size and order do not change labels
+    assert [len(r[alpha_key(5.0)]) for r in rows_a] == [4, 2, 3]
+
+
+def test_block_rng_is_per_block():
+    assert block_rng(0, 3).random() == block_rng(0, 3).random()
+    assert block_rng(0, 3).random() != block_rng(0, 4).random()
