@@ -153,7 +153,6 @@ class Trainer:
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
         # process, which is wrong for our global-step schedule.
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict] = []
         self.best = {"val_loss": math.inf, "step": None}
@@ -174,17 +173,25 @@ class Trainer:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
 
+    def _trainable_state(self) -> dict:
+        model = self.accelerator.unwrap_model(self.model)
+        return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
     def _checkpoint(self, micro_step: int) -> None:
+        """Save what a resume needs: trainable weights only (the LoRA adapter, not the frozen base), optimizer,
+        scheduler, RNG and history. Written under a temporary name, then renamed."""
+        from safetensors.torch import save_file
+
         acc = self.accelerator
         acc.wait_for_everyone()
-        target = self.ckpt_dir / f"step-{micro_step:07d}"
-        tmp = self.ckpt_dir / f".tmp-step-{micro_step:07d}"
         if acc.is_main_process:
+            target = self.ckpt_dir / f"step-{micro_step:07d}"
+            tmp = self.ckpt_dir / f".tmp-step-{micro_step:07d}"
             shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
+            tmp.mkdir(parents=True)
+            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
             atomic_write_json(tmp / "trainer_state.json",
                               {"micro_step": micro_step, "history": self.history, "best": self.best})
             os.replace(tmp, target)
@@ -194,17 +201,28 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _resume(self) -> int:
+        from safetensors.torch import load_file
+
         ckpts = sorted(self.ckpt_dir.glob("step-*")) if self.ckpt_dir.exists() else []
         if not ckpts:
             return 0
         last = ckpts[-1]
-        self.accelerator.load_state(str(last))
-        state = json.loads((last / "trainer_state.json").read_text())
-        self.history, self.best = state["history"], state["best"]
+        weights = load_file(str(last / "trainable.safetensors"))
+        model = self.accelerator.unwrap_model(self.model)
+        missing = set(weights) - {n for n, _ in model.named_parameters()}
+        if missing:
+            raise RuntimeError(f"checkpoint {last} does not match the model (e.g. {sorted(missing)[:3]})")
+        model.load_state_dict(weights, strict=False)
+        state = torch.load(last / "state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        info = json.loads((last / "trainer_state.json").read_text())
+        self.history, self.best = info["history"], info["best"]
         if self.best.get("val_loss") is None:
             self.best["val_loss"] = math.inf
-        logger.info("%s: resuming from %s (micro-step %d of %d)", self.desc, last.name, state["micro_step"], self.total_micro)
-        return int(state["micro_step"])
+        logger.info("%s: resuming from %s (micro-step %d of %d)", self.desc, last.name, info["micro_step"], self.total_micro)
+        return int(info["micro_step"])
 
     # ---- loop ----------------------------------------------------------------------------------------
     def _local_rows(self, global_indices: list[int]) -> list[dict]:
