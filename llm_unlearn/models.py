@@ -112,13 +112,28 @@ def _packaged_gguf_path(pm: PackagedModel) -> Path:
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing; reinstall with: {pm.pip_command} --force-reinstall")
         return path
+    # Chunked package: assemble the GGUF into a fresh temporary file (never reuse a half-written one from an
+    # interrupted run; concurrent runs do not share it). The caller deletes it after conversion.
+    folder = cache_dir() / "gguf"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{pm.alias}.tmp-", dir=folder))
     try:
         mod = importlib.import_module(pm.module)
-        return Path(mod.assemble(output_path=cache_dir() / "gguf" / pm.gguf_name))
+        return Path(mod.assemble(output_path=tmp / pm.gguf_name, overwrite=True))
     except (ImportError, FileNotFoundError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelLoadError(
             f"model alias '{pm.alias}': its chunk packages are incomplete ({exc}). Install them with: {pm.pip_command}"
         ) from exc
+    except ValueError as exc:  # checksum mismatch: corrupted install
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(
+            f"model alias '{pm.alias}': the assembled GGUF is corrupted ({exc}). Reinstall with: "
+            f"{pm.pip_command} --force-reinstall"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _dist_version(pm: PackagedModel) -> str:
@@ -218,9 +233,11 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
+    except (ValueError, KeyError, NotImplementedError, RuntimeError, TypeError, AttributeError, IndexError,
+            OSError) as exc:
+        reason = str(exc).rstrip(". ")
         raise ModelLoadError(
-            f"transformers cannot load the GGUF file {gguf_path}: {exc}. Only architectures transformers "
+            f"transformers cannot load the GGUF file {gguf_path}: {reason}. Only architectures transformers "
             "supports for GGUF (llama, mistral, qwen2, gemma3, ...) can be used; convert the model to "
             "Hugging Face format first, or pass a Hub id / local folder instead."
         ) from exc
@@ -255,8 +272,15 @@ def materialize(spec: str | os.PathLike) -> tuple[ResolvedSpec, str]:
     if resolved.kind in ("alias", "gguf"):
         target = resolved.cached_path
         if not (target / "config.json").is_file():
-            gguf = resolved.path if resolved.kind == "gguf" else _packaged_gguf_path(resolved.packaged)
-            _convert_gguf(Path(gguf), target)
+            if resolved.kind == "gguf":
+                _convert_gguf(Path(resolved.path), target)
+            else:
+                gguf = _packaged_gguf_path(resolved.packaged)
+                try:
+                    _convert_gguf(gguf, target)
+                finally:
+                    if gguf.parent.parent == cache_dir() / "gguf":  # a temporary assembly: not needed any more
+                        shutil.rmtree(gguf.parent, ignore_errors=True)
         return resolved, str(target)
     if resolved.kind == "local":
         return resolved, str(resolved.path)
@@ -292,8 +316,15 @@ def load_tokenizer(spec: str | os.PathLike, trust_remote_code: bool = False):
         tok = _hub_call(AutoTokenizer.from_pretrained, resolved, trust_remote_code=trust_remote_code)
         cfg = _hub_call(AutoConfig.from_pretrained, resolved, trust_remote_code=trust_remote_code)
     else:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        try:
+            tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            cfg = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"could not load the tokenizer of '{spec}' from {source}: {exc}. A model folder needs its "
+                "tokenizer files too (tokenizer.json, tokenizer_config.json): save them with "
+                "tokenizer.save_pretrained(folder)."
+            ) from exc
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(
             f"the tokenizer of '{spec}' is not a fast tokenizer; llm-unlearn needs offset mappings "
@@ -322,17 +353,22 @@ def load_model(
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    try:
+
+    def _from_pretrained(**kw):
         if resolved.kind == "hub":
-            model = _hub_call(AutoModelForCausalLM.from_pretrained, resolved, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            return _hub_call(AutoModelForCausalLM.from_pretrained, resolved, **kw)
+        return AutoModelForCausalLM.from_pretrained(source, **kw)
+
+    try:
+        try:
+            model = _from_pretrained(**kwargs)
+        except ValueError as exc:
+            if "attn_implementation" not in kwargs or "sdpa" not in str(exc).lower():
+                raise
+            kwargs.pop("attn_implementation")  # an architecture without SDPA support: use its default
+            model = _from_pretrained(**kwargs)
     except ValueError as exc:
-        if "attn_implementation" in kwargs and "sdpa" in str(exc).lower():
-            kwargs.pop("attn_implementation")
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        else:
-            raise ModelLoadError(f"could not load model '{spec}': {exc}") from exc
+        raise ModelLoadError(f"could not load model '{spec}': {exc}") from exc
     except OSError as exc:
         raise ModelLoadError(
             f"could not load model '{spec}' from {source}: {exc}. Only safetensors weights are loaded; "
@@ -363,3 +399,13 @@ def describe(model, tokenizer) -> dict:
         "device": str(next(model.parameters()).device),
         "loaded_from": getattr(model, "llm_unlearn_source", "?"),
     }
+
+
+def load_model_config(spec: str | os.PathLike, trust_remote_code: bool = False):
+    """The transformers config of a model spec (converts a GGUF once, like load_model)."""
+    from transformers import AutoConfig
+
+    resolved, source = materialize(spec)
+    if resolved.kind == "hub":
+        return _hub_call(AutoConfig.from_pretrained, resolved, trust_remote_code=trust_remote_code)
+    return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
