@@ -69,6 +69,10 @@ class ReinforceConfig:
     gradient_accumulation: int = 1
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    eval_every: int = 20  # steps between validation + checkpoint (resume point)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    gradient_checkpointing: bool = False
     seed: int = 0
 
 

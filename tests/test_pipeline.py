@@ -1,0 +1,194 @@
+"""End to end: every stage on a tiny random model and real Sherlock text, the manifest's skip / redo / resume
+rules, a real process kill mid-fine-tune, sharded (2-process) labels, and the errors users hit first."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llm_unlearn.cli import main as cli_main
+from llm_unlearn.errors import RecipeError, RunDirError
+from llm_unlearn.pipeline import Pipeline
+from llm_unlearn.recipe import Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(model_dir: Path, corpus_path: Path, **sections) -> dict:
+    data = {
+        "name": "tiny",
+        "target": "Sherlock Holmes",
+        "model": {"spec": str(model_dir)},
+        "corpus": {"path": str(corpus_path), "block_size": 64, "validation_fraction": 0.2},
+        "anchors": {"top_k": 40, "min_count": 2},
+        "reinforce": {"max_steps": 4, "batch_size": 4, "eval_every": 2, "learning_rate": 1e-2,
+                      "target_modules": ["q_proj", "v_proj"]},
+        "labels": {"alpha": 5.0, "batch_size": 4},
+        "finetune": {"max_steps": 6, "batch_size": 4, "eval_every": 2, "learning_rate": 1e-2,
+                     "target_modules": ["q_proj", "v_proj"]},
+        "eval": {"enabled": False},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return data
+
+
+@pytest.fixture()
+def small_corpus(tmp_path, sherlock_text) -> Path:
+    path = tmp_path / "sherlock_slice.txt"
+    path.write_text(sherlock_text[:6000], encoding="utf-8")
+    return path
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def finished_times(run: Path) -> dict:
+    manifest = json.loads((run / "manifest.json").read_text())
+    return {k: v.get("finished") for k, v in manifest["stages"].items()}
+
+
+def test_full_pipeline_then_skip_then_redo(tmp_path, tiny_model_dir, small_corpus):
+    pytest.importorskip("llm_unlearn.anchors")
+    run = tmp_path / "run"
+    recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus))
+    manifest = Pipeline(recipe, run, progress=False).run_stages()
+    assert all(manifest["stages"][s]["status"] == "done" for s in
+               ["corpus", "anchors", "reinforce", "labels", "finetune", "export", "eval"])
+
+    # artifacts on disk
+    assert (run / "anchors" / "anchors.yaml").exists()
+    import datasets
+
+    ds = datasets.load_from_disk(str(run / "labels" / "dataset"))
+    assert {"input_ids", "attention_mask", "labels_alpha_2.5", "labels_alpha_5", "labels_alpha_10"} <= set(ds.column_names)
+    stats = json.loads((run / "labels" / "stats.json").read_text())
+    assert 0 < stats["changed_fraction"] <= 1 and stats["masked_by_rule"]["last_position"] == len(ds)
+    # the export loads with plain transformers and has no adapter left in it
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run / "export" / "model")
+    AutoTokenizer.from_pretrained(run / "export" / "model")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert (run / "export" / "adapter" / "adapter_config.json").exists()
+    assert "Sherlock Holmes" in (run / "export" / "model" / "README.md").read_text()
+    assert not list(run.glob("**/checkpoints/step-*"))  # cleaned after each finished training stage
+
+    # rerun: nothing redone
+    before = finished_times(run)
+    Pipeline(recipe, run, progress=False).run_stages()
+    assert finished_times(run) == before
+
+    # a changed label config on a finished run is refused without --overwrite ...
+    changed = recipe.with_override("labels.alpha=2.0")
+    with pytest.raises(RunDirError, match="--overwrite"):
+        Pipeline(changed, run, progress=False).run_stages()
+    # ... and with it, only labels and what follows are redone
+    Pipeline(changed, run, overwrite=True, progress=False).run_stages()
+    after = finished_times(run)
+    for stage in ("corpus", "anchors", "reinforce"):
+        assert after[stage] == before[stage]
+    for stage in ("labels", "finetune", "export"):
+        assert after[stage] != before[stage]
+
+
+def test_kill_mid_finetune_then_resume(tmp_path, tiny_model_dir, small_corpus):
+    pytest.importorskip("llm_unlearn.anchors")
+    run = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model_dir, small_corpus,
+                                                           finetune={"max_steps": 400, "eval_every": 2}))
+    cmd = [sys.executable, "-m", "llm_unlearn", "run", str(recipe), "--out", str(run), "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    ckpts = run / "finetune" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(ckpts.glob("step-00000[1-9]*")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill: no cleanup handlers run
+    proc.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in ckpts.glob("step-*"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["finetune"]["status"] == "running"
+    done_before = finished_times(run)
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming from step-{killed_at:07d}" in rerun.stderr
+    after = finished_times(run)
+    for stage in ("corpus", "anchors", "reinforce", "labels"):
+        assert after[stage] == done_before[stage]  # not redone
+    final = json.loads((run / "manifest.json").read_text())["stages"]["finetune"]
+    assert final["status"] == "done" and final["attempts"] == 2
+    steps = [h["micro_step"] for h in final["metrics"]["history"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # one continuous history, no step repeated
+
+
+def test_two_process_labels_equal_one_process(tmp_path, tiny_model_dir, small_corpus):
+    pytest.importorskip("llm_unlearn.anchors")
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.skip("accelerate CLI not installed")
+    one = tmp_path / "one"
+    recipe_path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model_dir, small_corpus))
+    Pipeline(Recipe.from_yaml(recipe_path), one, progress=False).run_stages(until="labels")
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    manifest = json.loads((two / "manifest.json").read_text())
+    del manifest["stages"]["labels"]
+    (two / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(two / "labels")
+    launcher = Path(sys.executable).parent / "accelerate"
+    cmd = [str(launcher), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"),
+           "-m", "llm_unlearn", "labels", str(recipe_path), "--out", str(two), "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    import datasets
+
+    a = datasets.load_from_disk(str(one / "labels" / "dataset")).to_dict()
+    b = datasets.load_from_disk(str(two / "labels" / "dataset")).to_dict()
+    assert a == b
+    assert json.loads((two / "labels" / "stats.json").read_text())["processes"] == 2
+
+
+def test_bad_recipe_values_and_cli_exit_codes(tmp_path, tiny_model_dir, small_corpus, capsys):
+    with pytest.raises(RecipeError, match="alpha"):
+        Pipeline(Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus, labels={"alpha": 0.0})), tmp_path / "a")
+    big = Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus, corpus={"block_size": 4096}))
+    with pytest.raises(RecipeError, match="context length"):
+        Pipeline(big, tmp_path / "b", progress=False).run_stages(until="corpus")
+    bad = tiny_recipe(tiny_model_dir, small_corpus)
+    bad["finetune"]["learning_rte"] = 1e-3
+    path = write_recipe(tmp_path / "bad.yaml", bad)
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.learning_rte" in err and "learning_rate" in err
+    # a folder that is not a run directory is never written into
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    good = write_recipe(tmp_path / "good.yaml", tiny_recipe(tiny_model_dir, small_corpus))
+    assert cli_main(["run", str(good), "--out", str(other)]) == 2
+    assert (other / "precious.txt").read_text() == "keep me"
+
+
+def test_corpus_without_anchors_warns_and_continues(tmp_path, tiny_model_dir, caplog):
+    pytest.importorskip("llm_unlearn.anchors")
+    corpus = tmp_path / "plain.txt"
+    corpus.write_text("the cat sat on the mat and looked at the door. " * 120)
+    recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, corpus))
+    with caplog.at_level("WARNING"):
+        manifest = Pipeline(recipe, tmp_path / "run", progress=False).run_stages(until="labels")
+    assert manifest["stages"]["anchors"]["metrics"]["anchors"] == 0
+    assert "logit offset alone" in caplog.text
+    assert manifest["stages"]["labels"]["status"] == "done"
