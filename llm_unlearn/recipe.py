@@ -52,6 +52,10 @@ class AnchorsConfig:
     user_dictionary: Optional[str] = None  # YAML/JSON: add, override, or veto (null) keys
     extra: dict = field(default_factory=dict)  # inline user anchors {key: [translations]}
     seed: int = 0
+    min_keyness_ratio: float = 5.0  # smoothed corpus / general-English frequency ratio a term needs
+    rare_word_zipf: float = 3.0  # a content word is "rare" below this wordfreq Zipf value (3 = once per million)
+    type_quotas: dict = field(default_factory=dict)  # max share of top_k per type, e.g. {person: 0.5, noun: 0.2}
+    faker_locale: str = "en_US"  # Faker locale for generic names, places, companies
 
 
 @dataclass
