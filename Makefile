@@ -26,11 +26,11 @@ test-fast: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) -m "not integration"
 
 demo: setup
-	@if [ -f "$(DEMO_RECIPE)" ]; then \
+	@if [ -f "$(DEMO_RECIPE)" ] && $(VENV)/bin/llm-unlearn run --help >/dev/null 2>&1; then \
 		echo "+ llm-unlearn run $(DEMO_RECIPE) --out $(DEMO_OUT)"; \
 		$(VENV)/bin/llm-unlearn run "$(DEMO_RECIPE)" --out "$(DEMO_OUT)"; \
 	else \
-		echo "($(DEMO_RECIPE) not written yet: showing the model instead)"; \
+		echo "($(DEMO_RECIPE) or the run command is not there yet: showing the model instead)"; \
 		$(VENV)/bin/llm-unlearn info smollm2-135m; \
 	fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,20 @@ def test_user_errors_exit_2_and_interrupts_130(capsys, monkeypatch, tmp_path):
 
     monkeypatch.setattr("llm_unlearn.commands.info.run", interrupted)
     assert main(["info", "x"]) == 130
+
+
+def test_run_with_misspelt_recipe_key_exits_2(capsys, tmp_path):
+    from llm_unlearn.cli import build_parser
+
+    if not re.search(r"^\s+run\s", build_parser().format_help(), re.M):
+        pytest.skip("the `run` command is not built yet")
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("corpus:\n  blok_size: 64\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "corpus.blok_size" in err and "did you mean 'corpus.block_size'" in err and str(recipe) in err
+    assert not out.exists()  # nothing is started for an invalid recipe
 
 
 def test_console_script_and_module_entry_points(tmp_path):
