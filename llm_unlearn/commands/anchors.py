@@ -1,0 +1,114 @@
+"""`llm-unlearn anchors`: find anchored terms in a corpus, propose generic translations, and show the result
+(top anchors and one block before/after translation) so the dictionary can be judged before spending compute."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "anchors",
+        help="extract anchored terms (names, places, rare words) and their generic translations from a corpus",
+        description="Extract anchored terms with spaCy, score them against general English (wordfreq), propose "
+                    "generic translations (Faker), merge a user dictionary, and write a YAML/JSON dictionary.",
+    )
+    p.add_argument("--corpus", required=True, metavar="PATH", help=".txt/.md file, folder of them, or .jsonl")
+    p.add_argument("--text-field", default="text", help="text field of a .jsonl corpus (default: text)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="dictionary to write (.yaml, or .json); default anchors.yaml, or nothing when only "
+                        "--show is given")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--top-k", type=int, default=None, help="how many anchored terms to keep (default 200)")
+    p.add_argument("--min-count", type=int, default=None, help="minimum mentions of a term (default 3)")
+    p.add_argument("--translations", type=int, default=None, metavar="N",
+                   help="generic translations per term (default 3)")
+    p.add_argument("--spacy-model", default=None, help="spaCy pipeline (default: the installed English one)")
+    p.add_argument("--user-dictionary", default=None, metavar="FILE",
+                   help="YAML/JSON mapping merged last: `Key: [translations]` adds/replaces, `Key: null` vetoes")
+    p.add_argument("--no-rare-words", action="store_true", help="names only; skip rare common nouns")
+    p.add_argument("--show", type=int, default=None, metavar="N",
+                   help="print the top N anchors and a sample block before/after translation")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="model spec whose tokenizer cuts the sample block (default smollm2-135m; 'none' skips it)")
+    p.add_argument("--block-size", type=int, default=256, help="tokens in the sample block (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed for translations and the sample block's choices")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..anchors import build_anchor_dictionary
+    from ..corpus import read_corpus
+    from ..errors import AnchorError
+    from ..recipe import AnchorsConfig
+
+    out = Path(args.out) if args.out else (None if args.show is not None else Path("anchors.yaml"))
+    if out is not None and out.exists() and not args.overwrite:
+        raise AnchorError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    if args.show is not None and args.show < 0:
+        raise AnchorError("--show N needs N >= 0")
+    config = AnchorsConfig(seed=args.seed, spacy_model=args.spacy_model, user_dictionary=args.user_dictionary,
+                           include_rare_words=not args.no_rare_words)
+    for name, value in (("top_k", args.top_k), ("min_count", args.min_count),
+                        ("translations_per_key", args.translations)):
+        if value is not None:
+            setattr(config, name, value)
+    docs = read_corpus(args.corpus, text_field=args.text_field)
+    n_words = sum(len(d.text.split()) for d in docs)
+    t0 = time.perf_counter()
+    dictionary = build_anchor_dictionary([d.text for d in docs], config, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - t0
+    print(f"{len(dictionary)} anchored terms from {len(docs)} document(s), {n_words:,} words, in {seconds:.1f} s")
+    if not len(dictionary):
+        print("warning: no anchored terms found; lower --min-count, or add terms with --user-dictionary",
+              file=sys.stderr)
+    if out is not None:
+        dictionary.save(out)
+        print(f"wrote {out}")
+    if args.show:
+        show_dictionary(dictionary, args.show)
+        if args.model.lower() != "none" and len(dictionary):
+            show_sample(dictionary, docs, args.model, args.block_size, args.seed)
+    return 0
+
+
+def show_dictionary(dictionary, n: int) -> None:
+    entries = dictionary.entries()[:n]
+    if not entries:
+        return
+    width = min(max(len(e.key) for e in entries), 32)
+    print(f"\n{'#':>4}  {'anchored term':<{width}}  {'type':<6}  {'count':>5}  {'score':>7}  translations")
+    for i, e in enumerate(entries, 1):
+        print(f"{i:>4}  {e.key:<{width}}  {e.type:<6}  {e.count:>5}  {e.score:>7.1f}  {', '.join(e.translations)}")
+    if dictionary.vetoed:
+        print(f"vetoed: {', '.join(dictionary.vetoed)}")
+
+
+def show_sample(dictionary, docs, model: str, block_size: int, seed: int) -> None:
+    """Translate the block with the most distinct anchored terms and print it before and after."""
+    import numpy as np
+
+    from ..corpus import make_blocks
+    from ..models import load_tokenizer
+    from ..translation import Translator
+
+    tokenizer = load_tokenizer(model)
+    blocks = make_blocks(docs, tokenizer, block_size)
+    translator = Translator(dictionary, tokenizer)
+    best = max(range(len(blocks)), key=lambda i: (len({m[2] for m in translator.find(blocks[i].text)}), -i))
+    block = blocks[best]
+    tb = translator.translate(block, random.Random(seed))
+    mask = tb.mask_reason
+    print(f"\nsample block {best + 1}/{len(blocks)} ({model}, {len(block)} tokens -> {len(tb.translated_ids)}):")
+    print("--- before " + "-" * 60)
+    print(block.text)
+    print("--- after " + "-" * 61)
+    print(tb.translated_text)
+    print("-" * 71)
+    print(f"{tb.n_anchors} anchor occurrences; chosen: "
+          + "; ".join(f"{k} -> {v}" for k, v in tb.chosen.items()))
+    print(f"loss kept at {int(np.sum(mask == 0))} positions, {int(np.sum(mask == 1))} inside anchors, "
+          f"{int(np.sum(mask == 2))} predicting a repeated anchor; {len(tb.suppress_from)} suppression start(s)")
