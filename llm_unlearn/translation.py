@@ -54,8 +54,9 @@ L2. 2 = predicts the first token of a repeated anchor: the position just before 
     occurred earlier in this block. If that position is itself inside an earlier anchor it stays 1 (1 wins over
     2); if it is the last token of an adjacent anchor it becomes 2 (no loss).
 L3. Anchors cut by the block boundary (blocks are cut at token boundaries, which can fall inside a word):
-    - trailing fragment: the block's text ends, at a word boundary start, with a proper prefix of a key
-      ("... said Hol" or "... Sherlock" of "Sherlock Holmes"). It cannot be translated (the rest is in the next
+    - trailing fragment: the block's text ends, from a word start, with a proper prefix of a key
+      ("... said Hol" or "... Sherlock" of "Sherlock Holmes"; after trailing whitespace only a prefix that stops
+      between two words of a multi-word key counts, since the last word is then complete). It cannot be translated (the rest is in the next
       block); its text is kept, ALL its tokens get 1 and map to -1 except the last, which maps to itself (the last
       token of a block predicts nothing inside the block anyway). Rule L2 applies to the position before it when a
       key it may belong to occurred earlier in the block.
@@ -334,11 +335,15 @@ class Translator:
         n = len(text)
         if not n or not self._max_len:
             return out
-        # Trailing fragment: the text ends inside a word, and the tail from some word start is a key prefix.
-        if re.match(_WORD_CHAR, text[-1]):
-            lo = max(matches[-1][1] if matches else 0, n - self._max_len)
-            for m in _WORD_START.finditer(text, lo):  # earliest start first: the longest fragment
-                keys = self._prefixes.get(_WS.sub(" ", text[m.start():]))
+        # Trailing fragment: the tail from some word start is a proper prefix of a key. When the text ends with
+        # whitespace (offsets that exclude the space folded into the next block's first token), the last word is
+        # complete, so only a multi-word key can continue: the tail plus a space must be a prefix.
+        n_eff = len(text.rstrip())
+        if n_eff and re.match(_WORD_CHAR, text[n_eff - 1]):
+            gap = " " if n_eff < n else ""
+            lo = max(matches[-1][1] if matches else 0, n_eff - self._max_len)
+            for m in _WORD_START.finditer(text, lo, n_eff):  # earliest start first: the longest fragment
+                keys = self._prefixes.get(_WS.sub(" ", text[m.start():n_eff]) + gap)
                 if keys:
                     out.append(_Occurrence(m.start(), n, "", None, "trail", tuple(sorted(keys))))
                     break
