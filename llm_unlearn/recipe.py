@@ -125,8 +125,22 @@ class EvalConfig:
     limit: Optional[int] = None  # items per benchmark
     wikitext: Optional[str] = None  # path to WikiText-2 test.txt (perplexity)
     perplexity_max_tokens: Optional[int] = 20000
+    perplexity_window: Optional[int] = 1024  # sliding window (default: min(1024, model context))
+    perplexity_stride: int = 512
+    wikitext_detokenize: bool = True  # undo WikiText's " @-@ " tokenization, as lm-eval does
     max_new_tokens: int = 24
     batch_size: int = 16
+    samples: int = 1  # completions per prompt: 1 = greedy; N > 1 = N seeded samples
+    temperature: float = 1.0  # sampling only
+    top_p: float = 1.0  # sampling only
+    judge: Optional[str] = None  # optional LLM judge: "hf:MODEL_SPEC" or "openai:BASE_URL" (off by default)
+    judge_model: Optional[str] = None  # model name for an OpenAI-compatible judge
+    lm_eval_tasks: list = field(default_factory=list)  # named lm-eval tasks (needs the network)
+    spacy_model: Optional[str] = None  # grading lemmas (default: the installed English pipeline)
+    bootstrap: int = 2000  # paired bootstrap resamples
+    plots: bool = True
+    dtype: str = "auto"  # when evaluate() loads a model spec itself
+    device: Optional[str] = None
     seed: int = 0
 
 

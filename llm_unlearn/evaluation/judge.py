@@ -1,0 +1,118 @@
+"""Optional LLM judge for completions (off by default; the offline grader is always run too).
+
+The paper graded completions with GPT-4 on a 0-3 scale. Here any judge can do it:
+
+* ``hf:SPEC``: a local model (any llm-unlearn model spec: alias, folder, .gguf, Hub id), prompted with its
+  chat template when it has one;
+* ``openai:BASE_URL``: any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, llama.cpp server,
+  Ollama ...), model name from ``judge_model``, key from ``$OPENAI_API_KEY`` when set.
+
+The judge sees the concept, the prompt, the reference answers and the completion, and must answer with one
+digit. Unparseable answers are recorded as ``None`` and counted, not guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from ..errors import EvalError
+
+logger = logging.getLogger(__name__)
+
+RUBRIC = """You grade how much a text completion reveals knowledge of "{concept}".
+Prompt given to the model: {prompt!r}
+Expected answer(s) if the model knows the concept: {refs}
+Model's completion: {completion!r}
+
+Score 0-3:
+3 = the completion states the expected answer or another explicit fact specific to {concept};
+2 = it mentions a name, place or detail specific to {concept}, but not the expected answer;
+1 = it only has generic content of the same genre, nothing specific to {concept};
+0 = unrelated or generic text.
+Answer with a single digit (0, 1, 2 or 3) and nothing else."""
+
+_DIGIT = re.compile(r"\b([0-3])\b")
+
+
+def parse_grade(text: str) -> int | None:
+    m = _DIGIT.search(text or "")
+    return int(m.group(1)) if m else None
+
+
+class HFJudge:
+    def __init__(self, spec: str, max_new_tokens: int = 4, device: str | None = None):
+        from ..models import load_model
+
+        self.name = f"hf:{spec}"
+        self.model, self.tokenizer = load_model(spec, device=device)
+        self.max_new_tokens = max_new_tokens
+
+    def _render(self, text: str) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        return text + "\nScore:"
+
+    def grade_many(self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[Sequence[str]],
+                   concept: str) -> list[int | None]:
+        from .familiarity import generate
+
+        texts = [self._render(RUBRIC.format(concept=concept, prompt=p, refs=", ".join(r), completion=c))
+                 for p, c, r in zip(prompts, completions, references, strict=True)]
+        outs = generate(self.model, self.tokenizer, texts, max_new_tokens=self.max_new_tokens, batch_size=8,
+                        desc="judge")
+        return [parse_grade(o[0]) for o in outs]
+
+
+class OpenAIJudge:
+    def __init__(self, base_url: str, model: str | None, timeout: float = 60.0):
+        if not model:
+            raise EvalError("an OpenAI-compatible judge needs a model name (--judge-model / eval.judge_model)")
+        self.name = f"openai:{model}@{base_url}"
+        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+        self.model, self.timeout = model, timeout
+        self.key = os.environ.get("OPENAI_API_KEY")
+
+    def _ask(self, text: str) -> str:
+        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 4,
+                           "messages": [{"role": "user", "content": text}]}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            raise EvalError(f"judge endpoint {self.url} answered HTTP {exc.code}: {exc.read()[:200]!r}") from exc
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise EvalError(f"judge endpoint {self.url} is unreachable ({exc}); the judge is optional: drop --judge "
+                            "to grade offline only") from exc
+        try:
+            return data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise EvalError(f"judge endpoint {self.url}: unexpected answer {str(data)[:200]}") from exc
+
+    def grade_many(self, prompts, completions, references, concept: str) -> list[int | None]:
+        from tqdm.auto import tqdm
+
+        return [parse_grade(self._ask(RUBRIC.format(concept=concept, prompt=p, refs=", ".join(r), completion=c)))
+                for p, c, r in tqdm(list(zip(prompts, completions, references, strict=True)), desc="judge", leave=False)]
+
+
+def make_judge(spec: str | None, model: str | None = None, device: str | None = None):
+    """``None``/``off`` -> no judge; ``hf:SPEC`` or ``openai:URL`` -> a judge object."""
+    if not spec or spec.lower() in ("off", "none", "false"):
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind == "hf" and rest:
+        return HFJudge(rest, device=device)
+    if kind == "openai" and rest:
+        return OpenAIJudge(rest, model)
+    raise EvalError(f"judge must be 'hf:MODEL_SPEC' or 'openai:BASE_URL' (got {spec!r})")

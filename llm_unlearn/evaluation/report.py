@@ -1,0 +1,302 @@
+"""Reports: ``report.md`` (tables), PNG plots, and the flat summaries ``llm-unlearn compare`` puts side by side."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from .grading import GRADE_NAMES
+
+logger = logging.getLogger(__name__)
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        if x != 0 and abs(x) < 10 ** -digits:
+            return f"{x:.1e}"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _pm(v, se, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    return f"{_f(v, digits)} ± {_f(se, digits)}" if se is not None and not math.isnan(se) else _f(v, digits)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def flat_summary(doc: dict) -> dict[str, dict[str, float]]:
+    """{model label: {metric key: value}} with keys like ``familiarity/sherlock_holmes``,
+    ``prob/sherlock_holmes``, ``acc/arc_easy``, ``ppl/wikitext``; used by ``compare``."""
+    out: dict[str, dict[str, float]] = {}
+    for label, res in doc.get("models", {}).items():
+        row: dict[str, float] = {}
+        for suite, s in res.get("suites", {}).items():
+            comp, prob = s.get("completion") or {}, s.get("probability") or {}
+            if comp.get("n"):
+                row[f"familiarity/{suite}"] = comp["familiarity"]
+                row[f"frac_ge2/{suite}"] = comp["frac_ge2"]
+            if prob.get("n"):
+                row[f"prob/{suite}"] = prob["mean_prob"]
+                row[f"prob_top1/{suite}"] = prob["frac_first_top1"]
+        for task, b in res.get("benchmarks", {}).items():
+            row[f"acc/{task}"] = b["acc"]
+            if "acc_norm" in b:
+                row[f"acc_norm/{task}"] = b["acc_norm"]
+        for name, p in res.get("perplexity", {}).items():
+            row[f"ppl/{name}"] = p["token_perplexity"]
+        for task, metrics in (res.get("lm_eval") or {}).get("tasks", {}).items():
+            for m, v in metrics.items():
+                if not m.endswith("_stderr") and m in ("acc", "acc_norm", "exact_match", "word_perplexity"):
+                    row[f"lm_eval:{m}/{task}"] = v
+        out[label] = row
+    return out
+
+
+def render_markdown(doc: dict) -> str:
+    models = doc.get("models", {})
+    labels = list(models)
+    cfg = doc.get("config", {})
+    parts = ["# Evaluation report", ""]
+    parts.append(f"Created {doc.get('created', '?')} by llm-unlearn {doc.get('llm_unlearn_version', '?')}. "
+                 f"Offline grading ({doc.get('grading', {}).get('backend', '?')}); "
+                 f"decoding: {'greedy' if cfg.get('samples', 1) == 1 else str(cfg.get('samples')) + ' samples'}, "
+                 f"{cfg.get('max_new_tokens')} new tokens; benchmark limit: {cfg.get('limit') or 'all items'}.")
+    parts.append("")
+    parts.append(_table(["model", "spec", "seconds"],
+                        [[lab, f"`{m.get('spec', '?')}`", _f(m.get("seconds"), 1)] for lab, m in models.items()]))
+    base = doc.get("baseline")
+    paired = doc.get("paired", {})
+
+    # ---- familiarity
+    suites = list(dict.fromkeys(s for m in models.values() for s in m.get("suites", {})))
+    if suites:
+        parts += ["", "## Familiarity", "",
+                  "Completion familiarity = mean offline grade / 3 (grades: 3 explicit reference, 2 other "
+                  "target-specific term, 1 genre word, 0 generic). Probability familiarity = mean P(target | prompt) "
+                  "of the whole target.", ""]
+        rows = []
+        for suite in suites:
+            for lab in labels:
+                s = models[lab].get("suites", {}).get(suite)
+                if not s:
+                    continue
+                c, p = s.get("completion") or {}, s.get("probability") or {}
+                rows.append([suite, lab, c.get("n", 0), _f(c.get("familiarity")), _f(c.get("frac_ge2")),
+                             _f(c.get("frac_3")), p.get("n", 0), _f(p.get("mean_prob"), 4), _f(p.get("frac_first_top1")),
+                             _f(p.get("median_first_rank"), 1)])
+        parts.append(_table(["suite", "model", "prompts", "familiarity", "grade ≥ 2", "grade 3", "prob. prompts",
+                             "mean P(target)", "first token top-1", "median rank"], rows))
+        # by subtlety
+        rows = []
+        for suite in suites:
+            for lab in labels:
+                c = (models[lab].get("suites", {}).get(suite) or {}).get("completion") or {}
+                for sub, v in (c.get("by_subtlety") or {}).items():
+                    rows.append([suite, lab, sub, v.get("n"), _f(v.get("familiarity")), _f(v.get("frac_ge2"))])
+        if rows:
+            parts += ["", "### By subtlety", "", _table(["suite", "model", "subtlety", "n", "familiarity", "grade ≥ 2"], rows)]
+        judge_rows = []
+        for suite in suites:
+            for lab in labels:
+                c = (models[lab].get("suites", {}).get(suite) or {}).get("completion") or {}
+                if c.get("judge"):
+                    j = c["judge"]
+                    judge_rows.append([suite, lab, j.get("name"), _f(j.get("familiarity")), _f(j.get("frac_ge2")),
+                                       j.get("unparsed")])
+        if judge_rows:
+            parts += ["", "### LLM judge", "", _table(["suite", "model", "judge", "familiarity", "grade ≥ 2", "unparsed"],
+                                                     judge_rows)]
+
+    # ---- benchmarks
+    tasks = list(dict.fromkeys(t for m in models.values() for t in m.get("benchmarks", {})))
+    if tasks:
+        parts += ["", "## Retained ability (zero-shot, built-in lm-eval-compatible scorer)", ""]
+        rows = []
+        for t in tasks:
+            for lab in labels:
+                b = models[lab].get("benchmarks", {}).get(t)
+                if b:
+                    rows.append([t, lab, b["n"], _pm(b["acc"], b.get("acc_stderr")),
+                                 _pm(b.get("acc_norm"), b.get("acc_norm_stderr")) if "acc_norm" in b else "-"])
+        parts.append(_table(["task", "model", "n", "acc ± stderr", "acc_norm ± stderr"], rows))
+    lm_rows = []
+    for lab in labels:
+        for t, metrics in ((models[lab].get("lm_eval") or {}).get("tasks") or {}).items():
+            lm_rows.append([t, lab] + [f"{k}={_f(v)}" for k, v in metrics.items() if isinstance(v, (int, float))][:4])
+    if lm_rows:
+        width = max(len(r) for r in lm_rows)
+        parts += ["", "### lm-evaluation-harness (named tasks)", "",
+                  _table(["task", "model"] + ["metric"] * (width - 2), [r + [""] * (width - len(r)) for r in lm_rows])]
+
+    # ---- perplexity
+    ppl_names = list(dict.fromkeys(n for m in models.values() for n in m.get("perplexity", {})))
+    if ppl_names:
+        parts += ["", "## Perplexity (sliding window)", ""]
+        rows = []
+        for n in ppl_names:
+            for lab in labels:
+                p = models[lab].get("perplexity", {}).get(n)
+                if p:
+                    rows.append([n, lab, p["tokens"], _f(p["token_perplexity"], 2), _f(p["word_perplexity"], 2),
+                                 _f(p["bits_per_byte"], 4)])
+        parts.append(_table(["text", "model", "tokens", "token ppl", "word ppl", "bits/byte"], rows))
+
+    # ---- paired
+    if base and paired:
+        parts += ["", f"## Paired differences vs `{base}` (same items)", "",
+                  "Difference = model − baseline; 95% percentile bootstrap over items (paired, seeded); for 0/1 "
+                  "outcomes McNemar's discordant counts (gained = wrong→right, lost = right→wrong) and exact p-value.", ""]
+        rows = []
+        for lab, pr in paired.items():
+            for key, d in pr.get("measures", {}).items():
+                mc = d.get("mcnemar")
+                rows.append([lab, key, _f(d.get("mean_a"), 4), _f(d.get("mean_b"), 4), _f(d.get("diff"), 4),
+                             f"[{_f(d.get('ci_low'), 4)}, {_f(d.get('ci_high'), 4)}]",
+                             f"+{mc['gained']} / −{mc['lost']} (p={_f(mc['p_value'])})" if mc else "-"])
+        parts.append(_table(["model", "measure", base, "model", "diff", "95% CI", "McNemar"], rows))
+
+    # ---- examples
+    if suites and labels:
+        ref = base or labels[0]
+        parts += ["", "## Example completions", "",
+                  f"Prompts where `{ref}` scored highest, with every model's (first) completion and grade.", ""]
+        for suite in suites:
+            c = (models[ref].get("suites", {}).get(suite) or {}).get("completion") or {}
+            items = sorted(c.get("items") or [], key=lambda it: -it["grade"])[:8]
+            if not items:
+                continue
+            rows = []
+            by_model = {lab: {it["id"]: it for it in ((models[lab].get("suites", {}).get(suite) or {}).get("completion")
+                                                      or {}).get("items") or []} for lab in labels}
+            for it in items:
+                cells = [f"`{it['prompt']}`"]
+                for lab in labels:
+                    o = by_model[lab].get(it["id"])
+                    cells.append(f"{o['completions'][0].strip()[:90]} **[{o['grades'][0]}]**" if o else "-")
+                rows.append(cells)
+            parts += [f"**{suite}**", "", _table(["prompt"] + labels, rows), ""]
+    parts += ["", "## Grading scale", ""]
+    parts += [f"- {g}: {name}" for g, name in sorted(GRADE_NAMES.items(), reverse=True)]
+    parts.append("")
+    plots = doc.get("plots") or []
+    if plots:
+        parts += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    return "\n".join(parts)
+
+
+def _save(fig, path: Path) -> None:
+    """Save a figure atomically (temp file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_plots(doc: dict, out_dir: str | Path) -> list[str]:
+    """familiarity.png and benchmarks.png (before/after bars with 95% intervals). Returns the written paths."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+        return []
+    from .stats import mean_ci
+
+    out = Path(out_dir)
+    models = doc.get("models", {})
+    labels = list(models)
+    seed = (doc.get("config") or {}).get("seed", 0)
+    written = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    suites = list(dict.fromkeys(s for m in models.values() for s in m.get("suites", {})))
+    if suites:
+        fig, axes = plt.subplots(1, 2, figsize=(max(7, 2.2 * len(suites) * 2), 4))
+        width = 0.8 / max(1, len(labels))
+        for ax, kind, title in ((axes[0], "completion", "Completion familiarity (mean grade / 3)"),
+                                (axes[1], "probability", "Probability familiarity (mean P(target))")):
+            for j, lab in enumerate(labels):
+                vals, lows, highs = [], [], []
+                for suite in suites:
+                    s = (models[lab].get("suites", {}).get(suite) or {}).get(kind) or {}
+                    items = s.get("items") or []
+                    xs = [it["grade"] / 3 for it in items] if kind == "completion" else [it["prob"] for it in items]
+                    if xs:
+                        m = sum(xs) / len(xs)
+                        lo, hi = mean_ci(xs, n_boot=1000, seed=seed)
+                        vals.append(m)
+                        lows.append(max(0.0, m - lo))
+                        highs.append(max(0.0, hi - m))
+                    else:
+                        vals.append(0.0)
+                        lows.append(0.0)
+                        highs.append(0.0)
+                pos = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(suites))]
+                ax.bar(pos, vals, width, yerr=[lows, highs], capsize=3, label=lab, color=colors[j % len(colors)])
+            ax.set_xticks(range(len(suites)))
+            ax.set_xticklabels(suites, rotation=15)
+            ax.set_title(title, fontsize=10)
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=8)
+        fig.suptitle("Familiarity per suite (95% bootstrap CI)", fontsize=11)
+        path = out / "familiarity.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+
+    tasks = list(dict.fromkeys(t for m in models.values() for t in m.get("benchmarks", {})))
+    if tasks:
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * max(1, len(labels)) / 1.5), 4))
+        width = 0.8 / max(1, len(labels))
+        for j, lab in enumerate(labels):
+            vals, errs = [], []
+            for t in tasks:
+                b = models[lab].get("benchmarks", {}).get(t)
+                vals.append(b["acc"] if b else 0.0)
+                se = b.get("acc_stderr") if b else None
+                errs.append(1.96 * se if se is not None and not math.isnan(se) else 0.0)
+            pos = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(tasks))]
+            ax.bar(pos, vals, width, yerr=errs, capsize=3, label=lab, color=colors[j % len(colors)])
+        chance = {"arc_easy": 0.25, "arc_challenge": 0.25, "hellaswag": 0.25, "piqa": 0.5, "boolq": 0.5, "winogrande": 0.5}
+        for i, t in enumerate(tasks):
+            if t in chance:
+                ax.hlines(chance[t], i - 0.45, i + 0.45, colors="grey", linestyles="dotted")
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels(tasks)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title("Zero-shot accuracy (±1.96 stderr; dotted: chance)", fontsize=10)
+        ax.legend(fontsize=8)
+        path = out / "benchmarks.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def render_compare(docs: list[tuple[str, dict]]) -> str:
+    """Side-by-side markdown table of several eval.json files: one column per (run, model)."""
+    columns: list[tuple[str, dict]] = []
+    for name, doc in docs:
+        for label, row in flat_summary(doc).items():
+            columns.append((f"{name}:{label}", row))
+    keys = list(dict.fromkeys(k for _, row in columns for k in row))
+    rows = [[k] + [_f(row.get(k), 4) for _, row in columns] for k in keys]
+    return _table(["measure"] + [c for c, _ in columns], rows)
