@@ -1,0 +1,392 @@
+"""Anchored terms (whp-method.md stage 2): the dictionary file and user merges, hygiene, selection, generic
+translations, extraction with the real spaCy pipeline, the `anchors` command, and the Sherlock Holmes corpus."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+
+import pytest
+
+from llm_unlearn.anchors import (
+    AnchorDictionary,
+    AnchorEntry,
+    Candidate,
+    _chunks,
+    _keyness,
+    _Stats,
+    _Substitutes,
+    build_anchor_dictionary,
+    load_spacy,
+    select_candidates,
+)
+from llm_unlearn.errors import AnchorError
+from llm_unlearn.recipe import AnchorsConfig
+from llm_unlearn.translation import AnchorMatcher
+
+
+def small_dictionary() -> AnchorDictionary:
+    return AnchorDictionary([
+        AnchorEntry("Holmes", ["Hart", "Moss"], "person", 40, 300.5),
+        AnchorEntry("Baker Street", ["Hart Street"], "place", 9, 50.0),
+        AnchorEntry("carbuncle", ["lantern"], "noun", 5, 12.25),
+    ])
+
+
+# ---- the dictionary file ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_save_load_roundtrip(tmp_path, suffix):
+    d = small_dictionary()
+    d.vetoed.append("London")
+    path = tmp_path / f"anchors{suffix}"
+    d.save(path)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary file
+    if suffix == ".json":
+        assert json.loads(path.read_text())["format"] == "llm-unlearn-anchors/1"
+    back = AnchorDictionary.load(path)
+    assert back.keys() == ["Holmes", "Baker Street", "carbuncle"]
+    assert back.to_mapping() == d.to_mapping()
+    assert back.entry("Holmes").type == "person" and back.entry("Holmes").count == 40
+    assert back.entry("carbuncle").score == 12.25
+    assert back.vetoed == ["London"]
+    assert len(back) == 3 and "Holmes" in back and back.translations("Holmes") == ["Hart", "Moss"]
+
+
+def test_load_plain_user_mapping(tmp_path):
+    path = tmp_path / "user.yaml"
+    path.write_text("Moriarty: [Blake, Morton]\nAdler: Cole\nLondon: null\n", encoding="utf-8")
+    d = AnchorDictionary.load(path)
+    assert d.to_mapping() == {"Moriarty": ["Blake", "Morton"], "Adler": ["Cole"]}
+    assert d.entry("Moriarty").type == "user" and d.vetoed == ["London"]
+
+
+def test_merge_adds_replaces_and_vetoes(tmp_path):
+    d = small_dictionary()
+    d.merge({"Moriarty": ["Blake"], "Holmes": "Reed", "carbuncle": None, "Nonexistent": None})
+    assert d.keys() == ["Holmes", "Baker Street", "Moriarty"]
+    assert d.translations("Holmes") == ["Reed"]
+    assert d.entry("Holmes").type == "person" and d.entry("Holmes").score == 300.5  # metadata kept
+    assert d.entry("Moriarty").type == "user"
+    assert d.vetoed == ["carbuncle", "Nonexistent"]
+    # from a JSON file, with curly/straight apostrophes treated as one spelling
+    d2 = AnchorDictionary([AnchorEntry("O’Brien", ["Dunn"], "person")])
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps({"O'Brien": ["Kerr"], "Baskerville": ["Hale", "Hale"]}), encoding="utf-8")
+    d2.merge(path)
+    assert d2.to_mapping() == {"O'Brien": ["Kerr"], "Baskerville": ["Hale"]}
+    # re-adding a vetoed key un-vetoes it
+    d.merge({"carbuncle": ["gem"]})
+    assert "carbuncle" in d and "carbuncle" not in d.vetoed
+
+
+BAD_FILES = [
+    ("missing", None, "not found"),
+    ("bad.yaml", "Holmes: [Hart\nWatson: Baker\n", "not valid YAML (line"),
+    ("bad.json", '{"Holmes": ["Hart",]}', "not valid JSON (line 1"),
+    ("list.yaml", "- Holmes\n- Watson\n", "must be a mapping"),
+    ("intkey.yaml", "1984: [Nineteen]\n", "anchor key 1984 must be a non-empty string"),
+    ("number.yaml", "Holmes: 3\n", "anchor 'Holmes': translations must be a list"),
+    ("empty.yaml", "Holmes: []\n", "anchor 'Holmes': the list of translations is empty"),
+    ("same.yaml", "Holmes: [Hart, holmes]\n", "anchor 'Holmes': a translation must differ from its key"),
+    ("nonstr.yaml", "Holmes: [Hart, 3]\n", "anchor 'Holmes': translation 3 must be a non-empty string"),
+    ("field.yaml", "anchors:\n  Holmes: {translations: [Hart], colour: red}\n", "unknown field(s) ['colour']"),
+    ("type.yaml", "Holmes: {translations: [Hart], type: wizard}\n", "unknown type 'wizard'"),
+    ("format.yaml", "format: other/9\nanchors: {Holmes: [Hart]}\n", "unknown dictionary format 'other/9'"),
+    ("cross.yaml", "Holmes: [Watson]\nWatson: [Baker]\n", "translation 'Watson' is itself an anchored term"),
+]
+
+
+@pytest.mark.parametrize("name,content,message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_dictionary_files_give_clear_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(AnchorError) as info:
+        AnchorDictionary.load(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_merge_rejects_other_types():
+    with pytest.raises(AnchorError, match="cannot merge a int"):
+        small_dictionary().merge(3)
+
+
+def test_hygiene_rules():
+    d = AnchorDictionary([AnchorEntry(k, [f"T{i}"]) for i, k in enumerate(
+        ["Harry", "Potter", "Harry Potter", "Holmes", "Holmes's", "Holmes’", "Sherlock Holmes", "Hermione’s"])])
+    dropped = dict(d.apply_hygiene())
+    assert set(dropped) == {"Harry Potter", "Holmes's", "Holmes’"}
+    assert "Sherlock Holmes" in d and "Hermione’s" in d  # "Sherlock" and "Hermione" are not keys
+
+
+# ---- selection, scoring, chunks -----------------------------------------------------------------------------
+def cand(text, kind, score):
+    return Candidate(text, kind, 10, score, 50.0)
+
+
+def test_selection_caps_types_then_fills_and_applies_hygiene():
+    ranked = [cand(f"Person{i}", "person", 100 - i) for i in range(8)] + [cand("Placeone", "place", 10),
+                                                                          cand("rareword", "noun", 5)]
+    config = AnchorsConfig(top_k=4, type_quotas={"person": 0.5})
+    names = [c.text for c in select_candidates(ranked, config)]
+    assert names == ["Person0", "Person1", "Placeone", "rareword"]  # person capped at 2 while others exist
+    config = AnchorsConfig(top_k=6, type_quotas={"person": 0.5})
+    assert len(select_candidates(ranked, config)) == 6  # second pass fills by score
+    ranked = [cand("Irene Adler", "person", 50), cand("Irene", "person", 40), cand("Adler", "person", 30),
+              cand("Adler's", "person", 20), cand("Windibank", "person", 10)]
+    names = [c.text for c in select_candidates(ranked, AnchorsConfig(top_k=4))]
+    assert names == ["Irene", "Adler", "Windibank"]  # "Irene Adler" dropped once both words are keys
+    with pytest.raises(AnchorError, match="unknown type 'wizards'"):
+        select_candidates(ranked, AnchorsConfig(type_quotas={"wizards": 0.1}))
+
+
+def test_keyness_prefers_target_specific_terms():
+    score_name, ratio_name = _keyness(20, 100_000, "Windibank")  # unknown to general English
+    score_city, ratio_city = _keyness(40, 100_000, "London")  # frequent everywhere
+    score_common, ratio_common = _keyness(20, 100_000, "house")
+    assert ratio_name > 100 and ratio_city < 5 and ratio_common < 5
+    assert score_name > score_city and score_name > score_common
+
+
+def test_chunks_keep_length_and_cut_at_paragraphs():
+    text = ("Irene\nAdler _wrote_ this.\n\n" * 400)
+    chunks = _chunks(text, size=1000)
+    assert "".join(chunks) == text.replace("\n\n", "\0").replace("\n", " ").replace("\0", "\n\n").replace("_", " ")
+    assert all(c.endswith("\n\n") for c in chunks[:-1]) and max(len(c) for c in chunks) <= 1000 + 30
+    assert "Irene Adler" in chunks[0]
+
+
+# ---- generic translations on hand-made statistics -----------------------------------------------------------
+def make_stats() -> _Stats:
+    st = _Stats(total_words=10_000)
+    st.name_words = {"watson", "hudson", "irene"}
+    st.role_last.update({"Varrowby": 5})
+    st.role_first.update({"Edda": 4})
+    st.noun_tags.update({"window": Counter({"NN": 9}), "door": Counter({"NN": 12}), "chair": Counter({"NN": 4}),
+                         "table": Counter({"NN": 6}), "candle": Counter({"NN": 3}), "boots": Counter({"NNS": 5}),
+                         "gloves": Counter({"NNS": 4}), "letters": Counter({"NNS": 8})})
+    st.lower.update({"window": 9, "door": 12, "chair": 4, "table": 6, "candle": 3, "boots": 5, "gloves": 4,
+                     "letters": 8})
+    return st
+
+
+def test_substitutes_kind_shape_and_rules():
+    from llm_unlearn.anchors import make_translations
+
+    keys = [Candidate("Varrowby", "person", 10, 100, 90, {}),
+            Candidate("Edda", "person", 8, 80, 90, {"gender": {"f": 3}}),
+            Candidate("Edda Varrowby", "person", 6, 70, 90, {"gender": {"f": 3}}),
+            Candidate("Pellmoor Street", "place", 6, 60, 90, {}),
+            Candidate("Thessalmoor", "place", 5, 50, 90, {}),
+            Candidate("glimmerstone", "noun", 5, 40, 90, {"tag": "NN"}),
+            Candidate("Varrowbys", "person", 3, 10, 90, {})]
+    st = make_stats()
+    config = AnchorsConfig(translations_per_key=3, seed=7)
+    entries = {e.key: e for e in make_translations(keys, st, config)}
+    lists = {k: e.translations for k, e in entries.items()}
+    assert all(len(v) == 3 and len(set(v)) == 3 for v in lists.values())
+    from llm_unlearn.anchors import faker_lists
+
+    female = faker_lists()["female"]
+    assert all(" " not in t for t in lists["Varrowby"]) and all(" " not in t for t in lists["Edda"])
+    assert all(t.lower() in female for t in lists["Edda"])  # a female given name for a female given name
+    # linked: "Edda Varrowby" = Edda's i-th translation + Varrowby's i-th translation
+    assert lists["Edda Varrowby"] == [f"{a} {b}" for a, b in zip(lists["Edda"], lists["Varrowby"], strict=True)]
+    assert all(t.endswith(" Street") for t in lists["Pellmoor Street"])
+    assert all(t[0].isupper() and " " not in t for t in lists["Thessalmoor"])
+    assert all(t in {"window", "door", "chair", "table", "candle"} for t in lists["glimmerstone"])
+    assert lists["Varrowbys"] == [t + ("es" if t.endswith(("s", "x", "z", "ch", "sh")) else "s")
+                                  for t in lists["Varrowby"]]
+    keys_lower = {k.lower() for k in lists}
+    for key, translations in lists.items():
+        for t in translations:
+            assert t.lower() != key.lower() and t.lower() not in keys_lower
+            assert not {w.lower() for w in re.split(r"[\s-]+", t)} & st.name_words
+    # seeded: same seed, same translations; another seed, others
+    again = {e.key: e.translations for e in make_translations(keys, make_stats(), config)}
+    assert again == lists
+    other = {e.key: e.translations for e in make_translations(keys, make_stats(), AnchorsConfig(seed=8))}
+    assert other != lists
+
+
+def test_substitutes_refuse_names_of_the_corpus():
+    st = make_stats()
+    st.name_words |= {"smith", "johnson", "miller"}
+    gen = _Substitutes(st, ["Varrowby"], AnchorsConfig(seed=0))
+    for _ in range(50):
+        name = gen.last_name()
+        assert name.lower() not in st.name_words
+        town = gen.town(1)
+        assert not any(town.lower().startswith(w) for w in ("smith", "johnson", "miller", "watson", "hudson"))
+
+
+def test_config_errors():
+    with pytest.raises(AnchorError, match="top_k"):
+        build_anchor_dictionary(["x"], AnchorsConfig(top_k=0))
+    with pytest.raises(AnchorError, match="min_keyness_ratio"):
+        build_anchor_dictionary(["x"], AnchorsConfig(min_keyness_ratio=0.5))
+    with pytest.raises(AnchorError, match="type_quotas.person"):
+        build_anchor_dictionary(["x"], AnchorsConfig(type_quotas={"person": 2}))
+    with pytest.raises(AnchorError, match="no usable spaCy English pipeline"):
+        load_spacy("xx_no_such_pipeline")
+
+
+# ---- extraction with the real spaCy pipeline ----------------------------------------------------------------
+STORY = """Mr. Quentin Varrowby came to Thessalmoor in the spring. Varrowby’s sister, Mrs. Edda Klovenhurst, kept
+a house on Pellmoor Street, and every morning Varrowby walked from Pellmoor Street to the old mill.
+
+"Good morning, Mr. Varrowby," said Edda Klovenhurst. "Have you seen the glimmerstone?"
+
+Varrowby's answer was short. The glimmerstone had gone. Quentin Varrowby searched the house, and
+Klovenhurst searched the garden, but the glimmerstone was not found in Thessalmoor that day.
+
+At the Bramblewick Society the members talked of nothing else. Klovenhurst wrote to the Bramblewick Society
+and to the mayor of Thessalmoor. Varrowby went back to Pellmoor Street. The man at the door had
+waited a long time.
+"""
+
+
+@pytest.fixture(scope="module")
+def story_dictionary():
+    return build_anchor_dictionary([STORY] * 3, AnchorsConfig(min_count=2, seed=1), progress=False)
+
+
+def test_extraction_on_a_small_story(story_dictionary):
+    d = story_dictionary
+    keys = d.keys()
+    assert keys[0] == "Varrowby"  # "Mr. Varrowby", "Varrowby’s", "Varrowby's" fold into it
+    for key in ("Thessalmoor", "Pellmoor Street", "Klovenhurst", "glimmerstone"):
+        assert key in keys
+    for ordinary in ("man", "door", "time", "Street", "Mr. Varrowby", "Varrowby's", "Varrowby’s", "The"):
+        assert ordinary not in keys
+    assert d.entry("Varrowby").type == "person" and d.entry("Thessalmoor").type == "place"
+    assert d.entry("glimmerstone").type == "noun"
+    assert all(t.islower() for t in d.translations("glimmerstone"))
+    assert all(t.endswith(" Street") for t in d.translations("Pellmoor Street"))
+    if "Quentin Varrowby" in d:  # linked to "Varrowby" index by index
+        for full, last in zip(d.translations("Quentin Varrowby"), d.translations("Varrowby"), strict=True):
+            assert full.endswith(" " + last)
+    counts = AnchorMatcher(d.to_mapping()).count([STORY] * 3)
+    assert all(d.entry(k).count == counts[k] for k in keys)
+    assert d.entry("Varrowby").count == 3 * len(re.findall(r"Varrowby(?![^\W_])", STORY)) - \
+        3 * STORY.count("Quentin Varrowby") * ("Quentin Varrowby" in d)
+
+
+def test_user_dictionary_adds_changes_and_vetoes(tmp_path, story_dictionary):
+    user = tmp_path / "user.yaml"
+    user.write_text("Glimmerstone Society: [Harbour Club]\nThessalmoor: [Eastwick]\nKlovenhurst: null\n",
+                    encoding="utf-8")
+    config = AnchorsConfig(min_count=2, seed=1, user_dictionary=str(user),
+                           extra={"Bramblewick Society": ["Rowan Club"], "Pellmoor Street": None})
+    d = build_anchor_dictionary([STORY] * 3, config, progress=False)
+    assert d.translations("Glimmerstone Society") == ["Harbour Club"] and d.entry("Glimmerstone Society").type == "user"
+    assert d.translations("Thessalmoor") == ["Eastwick"] and d.entry("Thessalmoor").type == "place"
+    assert "Klovenhurst" not in d and "Pellmoor Street" not in d
+    assert set(d.vetoed) == {"Klovenhurst", "Pellmoor Street"}
+    assert d.translations("Bramblewick Society") == ["Rowan Club"]
+    # the rest is the same extraction as without a user dictionary
+    assert d.translations("Varrowby") == story_dictionary.translations("Varrowby")
+    # a bad user dictionary names the file
+    user.write_text("Thessalmoor: []\n", encoding="utf-8")
+    with pytest.raises(AnchorError, match=re.escape(str(user))):
+        build_anchor_dictionary([STORY], config, progress=False)
+
+
+def test_nothing_found_gives_an_empty_dictionary():
+    assert len(build_anchor_dictionary([], AnchorsConfig(), progress=False)) == 0
+    plain = "The man went to the door. It was time to go home, and the door was open. " * 20
+    d = build_anchor_dictionary([plain], AnchorsConfig(min_count=2), progress=False)
+    assert len(d) == 0
+    d = build_anchor_dictionary([plain], AnchorsConfig(extra={"door": ["gate"]}), progress=False)
+    assert d.to_mapping() == {"door": ["gate"]} and d.entry("door").count == 40
+
+
+# ---- the command ---------------------------------------------------------------------------------------------
+def test_cli_writes_refuses_overwrite_and_shows(tmp_path, capsys):
+    from llm_unlearn.cli import main
+
+    corpus = tmp_path / "story.txt"
+    corpus.write_text(STORY * 3, encoding="utf-8")
+    out = tmp_path / "anchors.yaml"
+    assert main(["anchors", "--corpus", str(corpus), "--out", str(out), "--min-count", "2"]) == 0
+    d = AnchorDictionary.load(out)
+    assert "Varrowby" in d
+    assert main(["anchors", "--corpus", str(corpus), "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert AnchorDictionary.load(out).to_mapping() == d.to_mapping()
+    assert main(["anchors", "--corpus", str(corpus), "--show", "3", "--model", "none", "--min-count", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "anchored term" in shown and "Varrowby" in shown and "wrote" not in shown
+    assert main(["anchors", "--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "corpus not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Varrowby: 7\n", encoding="utf-8")
+    assert main(["anchors", "--corpus", str(corpus), "--user-dictionary", str(bad), "--show", "1",
+                 "--model", "none"]) == 2
+    assert "anchor 'Varrowby'" in capsys.readouterr().err
+
+
+def test_cli_show_sample_block(tmp_path, capsys, smol_tokenizer):
+    from llm_unlearn.cli import main
+
+    corpus = tmp_path / "story.txt"
+    corpus.write_text(STORY * 3, encoding="utf-8")
+    assert main(["anchors", "--corpus", str(corpus), "--show", "5", "--min-count", "2", "--block-size", "128",
+                 "--out", str(tmp_path / "a.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "--- before" in shown and "--- after" in shown and "chosen: " in shown
+    after = shown.split("--- after")[1]
+    assert "Varrowby" not in after.split("chosen:")[0]
+    assert json.loads((tmp_path / "a.json").read_text())["anchors"]
+
+
+# ---- the Sherlock Holmes corpus -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sherlock_dictionary(sherlock_text):
+    t0 = time.perf_counter()
+    d = build_anchor_dictionary([sherlock_text], AnchorsConfig(), progress=False)
+    return d, time.perf_counter() - t0
+
+
+@pytest.mark.integration
+def test_sherlock_top_anchors(sherlock_dictionary):
+    d, seconds = sherlock_dictionary
+    assert seconds < 60, f"extraction took {seconds:.1f} s"
+    top = d.keys()[:100]
+    for name in ("Holmes", "Watson", "Baker Street", "Lestrade", "Irene Adler", "McCarthy", "Windibank",
+                 "Hosmer Angel"):
+        assert name in top, f"{name} missing from the top 100"
+    lowered = {k.lower() for k in top}
+    for ordinary in ("london", "street", "man", "time", "door", "mr", "mr.", "sir", "the"):
+        assert ordinary not in lowered
+    assert 100 <= len(d) <= 200
+
+
+@pytest.mark.integration
+def test_sherlock_translations_follow_the_rules(sherlock_dictionary, sherlock_text):
+    d, _ = sherlock_dictionary
+    keys = {k.lower() for k in d.keys()}
+    # words the corpus capitalises away from sentence starts: its names
+    names = set(re.findall(r"(?<=[a-z,;] )([A-Z][a-z]+)", sherlock_text.replace("\n", " ")))
+    assert {"Holmes", "Watson", "Turner", "Baker"} <= names
+    for e in d.entries():
+        assert e.translations and len(e.translations) == len(set(e.translations))
+        key_words = set(e.key.lower().split())
+        for t in e.translations:
+            assert t.lower() != e.key.lower() and t.lower() not in keys
+            new_words = [w for w in re.split(r"[\s-]+", t) if w.lower() not in key_words]
+            assert new_words, f"{e.key} -> {t} changes nothing"
+            for w in new_words:
+                assert w not in names, f"{e.key} -> {t}: '{w}' is a name in the corpus"
+        assert e.count > 0
+    # hygiene holds
+    for k in d.keys():
+        assert not (k.endswith(("'s", "’s")) and k[:-2] in d)
+        assert not (" " in k and all(w in d for w in k.split()))
+    # linked full names share the surname translation index by index
+    full = d.translations("Sherlock Holmes") if "Sherlock Holmes" in d else []
+    for a, b in zip(full, d.translations("Holmes"), strict=False):
+        assert a.endswith(" " + b)
