@@ -237,14 +237,14 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     """anchors/anchors.yaml + reinforce/adapter + corpus/blocks.jsonl -> labels/dataset + labels/stats.json."""
     import shutil
 
-    from accelerate import PartialState
-
     from .anchors import AnchorDictionary
     from .corpus import read_blocks
     from .models import load_model
     from .translation import Translator
 
-    state = PartialState()
+    from .training import process_state
+
+    state = process_state()
     model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
     if recipe.reinforce.full_finetune:

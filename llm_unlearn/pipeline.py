@@ -137,9 +137,9 @@ class Pipeline:
     def __init__(self, recipe: Recipe, run_dir: str | Path, overwrite: bool = False, progress: bool = True):
         recipe.validate()
         self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
-        from accelerate import PartialState
+        from .training import process_state
 
-        self.state = PartialState()
+        self.state = process_state()
 
     # ---- manifest ----------------------------------------------------------------------------------------
     def load_manifest(self) -> dict:

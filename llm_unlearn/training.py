@@ -57,6 +57,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in vars(section).items() if k in names})
 
 
+def process_state():
+    """The accelerate process state (rank, world size). On a machine without GPU, processes started by
+    ``accelerate launch`` / ``torchrun`` join over gloo on the CPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def lora_targets(model, wanted: list[str]) -> list[str]:
     """The requested LoRA target module names that exist in this model (a clear error if none do)."""
     linear_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
