@@ -87,6 +87,7 @@ _EXCLUDE_PIPES = ["parser", "lemmatizer", "senter", "textcat", "textcat_multilab
                   "trainable_lemmatizer", "span_finder", "spancat"]
 _SENTENCE_END = {".", "!", "?", "…"}
 _OPENERS = {'"', "“", "‘", "'", "(", "[", "—", "-", "_"}
+_CLOSERS = {"”", "’", ")", "]"}  # between a full stop and the next sentence: transparent
 _SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _WS = re.compile(r"\s+")
@@ -448,7 +449,7 @@ def _sentence_starts(doc) -> list[bool]:
                 boundary = True
             starts.append(False)
             continue
-        if tok.text in _OPENERS:
+        if tok.text in _OPENERS or tok.text in _CLOSERS:
             starts.append(False)
             continue
         starts.append(boundary)
@@ -975,6 +976,13 @@ def _check_config(config: AnchorsConfig) -> None:
     if not isinstance(config.extra, Mapping):
         raise AnchorError("anchors.extra must be a mapping {key: [translations] or null}")
     _quotas(config)
+    from faker import Faker
+
+    try:
+        Faker(config.faker_locale)
+    except AttributeError as exc:
+        raise AnchorError(f"anchors.faker_locale: '{config.faker_locale}' is not a Faker locale "
+                          "(e.g. en_US, en_GB)") from exc
 
 
 def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: bool = True) -> AnchorDictionary:

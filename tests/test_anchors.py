@@ -159,6 +159,16 @@ def test_chunks_keep_length_and_cut_at_paragraphs():
     assert "Irene Adler" in chunks[0]
 
 
+def test_sentence_starts_without_a_parser():
+    import spacy
+
+    from llm_unlearn.anchors import _sentence_starts
+
+    doc = spacy.blank("en")("Come here. “Street lamps,” he said. “Go!” Mr. Holmes went.\n\nBaker came.")
+    starts = {tok.text for tok, s in zip(doc, _sentence_starts(doc), strict=True) if s}
+    assert starts == {"Come", "Street", "Go", "Mr.", "Baker"}
+
+
 # ---- generic translations on hand-made statistics -----------------------------------------------------------
 def make_stats() -> _Stats:
     st = _Stats(total_words=10_000)
@@ -230,6 +240,8 @@ def test_config_errors():
         build_anchor_dictionary(["x"], AnchorsConfig(min_keyness_ratio=0.5))
     with pytest.raises(AnchorError, match="type_quotas.person"):
         build_anchor_dictionary(["x"], AnchorsConfig(type_quotas={"person": 2}))
+    with pytest.raises(AnchorError, match="faker_locale"):
+        build_anchor_dictionary(["x"], AnchorsConfig(faker_locale="xx_YY"))
     with pytest.raises(AnchorError, match="no usable spaCy English pipeline"):
         load_spacy("xx_no_such_pipeline")
 
