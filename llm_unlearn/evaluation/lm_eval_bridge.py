@@ -205,3 +205,58 @@ def write_local_tasks(tasks: Sequence[str], data_dir: str | Path, out_dir: str |
         (out / f"{name}.yaml").write_text(cfg, encoding="utf-8")
         names.append(name)
     return names
+
+
+def lm_eval_requests(tasks: Sequence[str], data_dir: str | Path, limit: int | None, work_dir: str | Path) -> dict:
+    """The (context, continuation) requests and gold index lm-eval itself builds for the first ``limit`` items
+    of each shared file (no model needed). Used to check that the built-in scorer asks the same questions."""
+    names = write_local_tasks(tasks, data_dir, work_dir, limit)
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(work_dir), include_defaults=False)
+    loaded = _load_tasks(tm, names)
+    out = {}
+    for task, name in zip(tasks, names, strict=True):
+        t = loaded[name]
+        items = []
+        for i, doc in enumerate(t.test_docs()):
+            ctx = t.fewshot_context(doc, num_fewshot=0)
+            reqs = t.construct_requests(doc=doc, ctx=ctx, metadata=(name, i, 1))
+            reqs = reqs if isinstance(reqs, list) else [reqs]
+            choices = t.doc_to_choice(doc)
+            gold = t.doc_to_text(doc) if t.multiple_input else t.doc_to_target(doc)
+            if isinstance(gold, str):
+                gold = choices.index(gold)
+            items.append({"pairs": [tuple(r.args) for r in reqs], "gold": int(gold)})
+        out[task] = items
+    return out
+
+
+def _load_tasks(tm, names: list[str]) -> dict:
+    """Task objects by name, across lm-eval 0.4.x API changes."""
+    if hasattr(tm, "load"):
+        try:
+            loaded = tm.load(names)
+            if isinstance(loaded, dict) and isinstance(loaded.get("tasks"), dict):
+                flat = loaded["tasks"]
+                if all(n in flat for n in names):
+                    return flat
+        except TypeError:
+            pass
+    import warnings
+
+    from lm_eval.tasks import get_task_dict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _flatten_tasks(get_task_dict(names, tm))
+
+
+def _flatten_tasks(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_tasks(v))
+        else:
+            out[getattr(k, "group_name", k) if not isinstance(k, str) else k] = v
+    return out
