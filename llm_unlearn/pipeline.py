@@ -56,11 +56,11 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
 def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> anchors/anchors.yaml (spaCy extraction + substitutes + user dictionary)."""
     from .anchors import build_anchor_dictionary
-    from .corpus import read_blocks
+    from .corpus import read_corpus
 
-    blocks = read_blocks(run.blocks)
-    # Anchors are searched in the text actually being unlearned (the blocks), in document order.
-    texts = [b.text for b in blocks]
+    # Anchors are scored on the WHOLE corpus, even when only a slice is unlearned (corpus.max_blocks): term
+    # counts over more text separate target-specific names from ordinary words far better.
+    texts = [d.text for d in read_corpus(recipe.corpus.path, recipe.corpus.text_field, recipe.corpus.split)]
     dictionary = build_anchor_dictionary(texts, recipe.anchors, progress=progress)
     if len(dictionary) == 0:
         logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
@@ -111,7 +111,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("corpus", ("model", "corpus"), ()),
-    Stage("anchors", ("anchors",), ("corpus",)),
+    Stage("anchors", ("corpus", "anchors"), ("corpus",)),
     Stage("reinforce", ("model", "reinforce"), ("corpus",), distributed=True),
     Stage("labels", ("model", "labels"), ("anchors", "reinforce"), distributed=True),
     Stage("finetune", ("model", "finetune"), ("labels",), distributed=True),
