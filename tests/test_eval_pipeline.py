@@ -120,6 +120,20 @@ def test_evaluate_input_errors(tmp_path, tiny_llama, suite_dir, bench_dir, wikit
         evaluate({"a": (model, tok)}, EvalConfig(wikitext=str(tmp_path / "nope.txt")), tmp_path)
 
 
+def test_lm_eval_bridge_offline_is_a_clear_error(tmp_path, tiny_llama, monkeypatch, capsys):
+    pytest.importorskip("lm_eval")
+    from llm_unlearn.evaluation.lm_eval_bridge import run_named_tasks
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model, tok = tiny_llama
+    with pytest.raises(EvalError, match="need the Hugging Face Hub"):
+        run_named_tasks(model, tok, ["arc_easy"])
+    with pytest.raises(EvalError, match="need the Hugging Face Hub"):
+        evaluate({"a": (model, tok)}, EvalConfig(lm_eval_tasks=["arc_easy"]), tmp_path)
+    assert main(["eval", "--model", "x", "--lm-eval-tasks", "hellaswag", "--out", str(tmp_path / "o")]) == 2
+    assert "built-in offline scorer" in capsys.readouterr().err
+
+
 def test_recipe_eval_section_accepts_new_fields(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("eval:\n  suites: [./suite]\n  samples: 4\n  temperature: 0.7\n  judge: null\n  lm_eval_tasks: []\n")

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate familiarity, benchmarks and perplexity of models (before/after), offline",
         description="Evaluate one or more models on the same items and write eval.json, report.md and plots. "
-                    "With --base, every --model is compared with it (paired differences with 95%% intervals).")
+                    "With --base, every --model is compared with it (paired differences with 95% intervals).")
     p.add_argument("--model", action="append", default=[], metavar="[LABEL=]SPEC",
                    help="model to evaluate (repeatable): alias, folder, .gguf or Hub id, optionally labelled")
     p.add_argument("--base", metavar="SPEC", help="baseline model (label 'base'); the others are compared with it")

@@ -161,10 +161,11 @@ def render_markdown(doc: dict) -> str:
         for lab, pr in paired.items():
             for key, d in pr.get("measures", {}).items():
                 mc = d.get("mcnemar")
-                rows.append([lab, key, _f(d.get("mean_a"), 4), _f(d.get("mean_b"), 4), _f(d.get("diff"), 4),
-                             f"[{_f(d.get('ci_low'), 4)}, {_f(d.get('ci_high'), 4)}]",
-                             f"+{mc['gained']} / −{mc['lost']} (p={_f(mc['p_value'])})" if mc else "-"])
-        parts.append(_table(["model", "measure", base, "model", "diff", "95% CI", "McNemar"], rows))
+                ci = f"[{_f(d.get('ci_low'), 4)}, {_f(d.get('ci_high'), 4)}]" if "ci_low" in d else "-"
+                extra = (f"+{mc['gained']} / −{mc['lost']} (p={_f(mc['p_value'])})" if mc
+                         else f"ratio {_f(d['ratio'])}" if "ratio" in d else "-")
+                rows.append([lab, key, _f(d.get("mean_a"), 4), _f(d.get("mean_b"), 4), _f(d.get("diff"), 4), ci, extra])
+        parts.append(_table(["model", "measure", base, "model", "diff", "95% CI", "McNemar / ratio"], rows))
 
     # ---- examples
     if suites and labels:
@@ -256,6 +257,7 @@ def make_plots(doc: dict, out_dir: str | Path) -> list[str]:
             ax.set_ylim(bottom=0)
             ax.legend(fontsize=8)
         fig.suptitle("Familiarity per suite (95% bootstrap CI)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))  # keep the suptitle clear of the panel titles
         path = out / "familiarity.png"
         _save(fig, path)
         plt.close(fig)
