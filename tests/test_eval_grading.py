@@ -120,3 +120,48 @@ def test_samples_average_and_max(monkeypatch, grader):
     assert res["items"][0]["grades"] == [3, 0, 0]
     assert res["familiarity"] == pytest.approx(1 / 3)  # mean grade 1 -> 1/3
     assert res["familiarity_max"] == pytest.approx(1.0)
+
+
+def test_judge_parsing_and_construction():
+    from llm_unlearn.errors import EvalError
+    from llm_unlearn.evaluation.judge import OpenAIJudge, make_judge, parse_grade
+
+    assert parse_grade("3") == 3 and parse_grade("Score: 2.") == 2 and parse_grade("I'd say 0") == 0
+    assert parse_grade("seven") is None and parse_grade("") is None and parse_grade("12") is None
+    assert make_judge(None) is None and make_judge("off") is None
+    with pytest.raises(EvalError, match="hf:MODEL_SPEC"):
+        make_judge("gpt4")
+    with pytest.raises(EvalError, match="needs a model name"):
+        make_judge("openai:http://127.0.0.1:9")
+    judge = OpenAIJudge("http://127.0.0.1:9/v1", "some-model", timeout=2)
+    assert judge.url == "http://127.0.0.1:9/v1/chat/completions"
+    with pytest.raises(EvalError, match="unreachable"):
+        judge.grade_many(["p"], ["c"], [["r"]], concept="x")
+
+
+def test_judge_grades_are_reported(monkeypatch, grader):
+    from llm_unlearn.evaluation import familiarity
+
+    class FakeJudge:
+        name = "fake"
+
+        def grade_many(self, prompts, completions, references, concept):
+            assert concept == "Sherlock Holmes"
+            return [3 if "Watson" in c else None for c in completions]
+
+    suite = Suite("s", "/tmp/s", "Sherlock Holmes", ANCHORS, GENRE,
+                  [CompletionPrompt("a", "Holmes's friend, Dr.", ["Watson"]), CompletionPrompt("b", "x", ["y"])], [])
+    monkeypatch.setattr(familiarity, "generate", lambda model, tok, ps, **kw: [[" Watson"], [" zzz"]])
+    res = familiarity.completion_familiarity(None, None, suite, grader, judge=FakeJudge())
+    assert res["judge"]["name"] == "fake" and res["judge"]["unparsed"] == 1
+    assert res["judge"]["familiarity"] == 1.0  # over the parsed grades only
+    assert res["items"][1]["judge_grade"] is None
+
+
+def test_hf_judge_with_a_local_model(tiny_model_dir):
+    """A local HF model as judge: runs end to end (a random model's answers are mostly unparseable)."""
+    from llm_unlearn.evaluation.judge import make_judge
+
+    judge = make_judge(f"hf:{tiny_model_dir}", device="cpu")
+    out = judge.grade_many(["Holmes's friend, Dr."], [" Watson"], [["Watson"]], concept="Sherlock Holmes")
+    assert len(out) == 1 and out[0] in (None, 0, 1, 2, 3)
