@@ -118,3 +118,18 @@ def test_gemma_architecture(tiny_gemma):
     for c, s in zip(conts, shared, strict=True):
         cids, xids = encode_pair(tok, ctx, c)
         assert s.logprob == pytest.approx(sum(hand_logprobs(model, cids, xids)[0]), abs=1e-3)
+
+
+def test_generation_batched_equals_single_and_seeded_sampling(tiny_llama):
+    from llm_unlearn.evaluation.familiarity import generate
+
+    model, tok = tiny_llama
+    prompts = ["Hello there", "Sherlock Holmes lived at the", "x"]
+    batched = generate(model, tok, prompts, max_new_tokens=5, batch_size=3, progress=False)
+    single = [generate(model, tok, [p], max_new_tokens=5, progress=False)[0] for p in prompts]
+    assert batched == single and all(len(c) == 1 for c in batched)
+    assert tok.padding_side == "right"  # restored
+    kw = dict(max_new_tokens=5, samples=3, temperature=0.8, top_p=0.9, seed=1, progress=False)
+    s1, s2 = generate(model, tok, prompts, **kw), generate(model, tok, prompts, **kw)
+    assert s1 == s2 and all(len(c) == 3 for c in s1)
+    assert generate(model, tok, prompts, **{**kw, "seed": 2}) != s1
