@@ -9,7 +9,7 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    mention.
 2. **Folding.** A mention loses leading determiners and honorifics ("the", "Mr.", "Miss", "Lord"...), trailing
    possessives with straight or curly apostrophes ("Holmes's", "Holmes’", "Holmes’s") and punctuation; so
-   "Mr. Holmes" and "Holmes’s" count as "Holmes" while "Sherlock Holmes" stays a key of its own (and is linked to
+   "Mr. Holmes" and "Holmes’s" count as "Holmes" while "Sherlock Holmes" is a candidate of its own (linked to
    "Holmes" when translations are made). Straight and curly apostrophes inside a name are one spelling. A
    capitalised word is a name only if, away from sentence starts, it is capitalised at least as often as it is
    written in lower case (so "Street" or "Come" at a sentence start do not become names).
@@ -18,6 +18,12 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    ``ratio = (f_t + 1) / (f_g + 1)`` (Kilgarriff's "simple maths" with smoothing 1 per million) and
    ``score = n * log2(ratio)``. A term needs ``n >= min_count`` and ``ratio >= min_keyness_ratio``; the score
    weights the log-ratio by frequency so that a term the target uses constantly ranks above a one-off rarity.
+   **Name parts** (``split_names``, default on): each word of a multi-word person name (not an initial or an
+   abbreviation such as "St.", nor the word it binds: "St. Clair" is one surname) is a candidate too, counted
+   alone plus once per mention of every full name it is part of, and must pass the same two tests. So "Sherlock"
+   (95 mentions, all in "Sherlock Holmes") becomes a key while "John" or "Mary" (common in English) does not;
+   with both words keys, hygiene drops "Sherlock Holmes" and the position of "Sherlock" keeps its loss, predicting
+   what follows the anchor — as with the paper's separate "Harry" and "Potter" keys.
 4. **Selection.** The top ``top_k`` by score, with each type capped at a share of ``top_k`` (``type_quotas``)
    while other types still have candidates, and the hygiene rules of the public WHP scripts applied on the fly:
    drop a multi-word key when each of its words is a key; drop "X's" when "X" is a key.
@@ -27,11 +33,15 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    "Baker Street" -> "Hart Street"), a company or "<Surname> <Head>" for an organisation, a language adjective
    for a nationality/group, and an ordinary noun of the same number for a rare noun (nouns the corpus itself uses
    as ordinary nouns, with a tagged fallback list from ``wordfreq``). Multi-word keys whose first or last words are
-   keys reuse those keys' translations index by index ("Holmes" -> "Hart" and "Sherlock Holmes" -> "Owen Hart"),
-   which the translator relies on to stay consistent within a block. A generated translation never equals its
-   key, is never a key, never uses a word the corpus uses in a name, and is not reused for another key while
-   fresh ones are available.
+   keys reuse those keys' translations index by index ("Openshaw" -> "Hart" and "John Openshaw" -> "Owen Hart",
+   "John" not being a key), which the translator relies on to stay consistent within a block; a name linked at
+   both ends ("Neville St. Clair" with "Neville" and "St. Clair" keys) gets every pair of their translations, so
+   it matches whatever each part was given. A name part gets the kind of name it is used as (a first name for
+   "Sherlock", a surname for "Adler"). A generated translation never equals its key, is never a key, never uses
+   a word the corpus uses in a name, and is not reused for another key while fresh ones are available.
 6. **User dictionary** (YAML or JSON) merged last: ``Key: [translations]`` adds or replaces, ``Key: null`` vetoes.
+   Extracted keys the translator would never replace (a name part that only occurs inside a full name that
+   stays a key) are dropped after a recount.
 
 The dictionary file written by :meth:`AnchorDictionary.save` is::
 
@@ -641,19 +651,50 @@ def _keyness(n: int, total: int, text: str) -> tuple[float, float]:
     return n * math.log2(ratio), ratio
 
 
+def _part_words(words: list[str]) -> list[int]:
+    """Indices of the words of a multi-word name that may be names on their own: not an initial or abbreviation
+    ("H.", "St."), and not the word an abbreviation binds ("Clair" of "St. Clair", one surname)."""
+    return [k for k, w in enumerate(words)
+            if not w.endswith(".") and not (k > 0 and words[k - 1].endswith(".") and len(words[k - 1]) > 2)]
+
+
+def name_parts(st: _Stats, lists: dict[str, frozenset[str]]) -> dict[str, Counter]:
+    """Words of multi-word person names (module docstring, point 3): canonical word -> its spellings, counted once
+    per mention of each full name it is part of ("Sherlock" x 95 from "Sherlock Holmes")."""
+    parts: dict[str, Counter] = defaultdict(Counter)
+    for c, n in st.mentions.items():
+        words = c.split(" ")
+        if len(words) < 2:
+            continue
+        text = st.surface[c].most_common(1)[0][0]
+        if _kind(c, text, st, lists) != "person":
+            continue
+        surface = text.split(" ")
+        for k in _part_words(words):
+            if len(surface) == len(words):
+                parts[words[k]][surface[k]] += n
+    return parts
+
+
 def score_candidates(st: _Stats, config: AnchorsConfig, stop_words: Iterable[str] = ()) -> list[Candidate]:
     """Keyness-scored candidates, best first (see the module docstring)."""
     from wordfreq import zipf_frequency
 
     lists = faker_lists(config.faker_locale)
+    counts = Counter(st.mentions)
+    part_surface: dict[str, Counter] = {}
+    if config.split_names:
+        part_surface = name_parts(st, lists)
+        for c, spellings in part_surface.items():
+            counts[c] += sum(spellings.values())
     out: list[Candidate] = []
-    for c, n in st.mentions.items():
+    for c, n in counts.items():
         if n < config.min_count:
             continue
         words = c.split(" ")
         if len(words) == 1 and (st.cap_mid[c] < st.lower[c.lower()] or (st.cap_mid[c] == 0 and st.lower[c.lower()])):
             continue  # mostly an ordinary word, capitalised at sentence starts
-        text = st.surface[c].most_common(1)[0][0]
+        text = (st.surface.get(c) or part_surface[c]).most_common(1)[0][0]
         kind = _kind(c, text, st, lists)
         score, ratio = _keyness(n, st.total_words, text)
         if ratio < config.min_keyness_ratio:
@@ -911,12 +952,20 @@ class _Substitutes:
                            if " ".join(words[n:]) in linked), None)
         if prefix_key and suffix_key and len(prefix_key.split(" ")) + len(suffix_key.split(" ")) > len(words):
             suffix_key = None
-        prefix = linked.get(prefix_key) if prefix_key else None
-        suffix = linked.get(suffix_key) if suffix_key else None
+        prefix_all = linked.get(prefix_key) if prefix_key else None
+        suffix_all = linked.get(suffix_key) if suffix_key else None
+        # Linked at both ends ("Neville St. Clair" with "Neville" and "St. Clair" keys): every pair of the parts'
+        # translations, so whichever the translator picks for each part, the full name has a translation to match.
+        pairs = len(prefix_all) * len(suffix_all) if prefix_all and suffix_all else 0
+        target = max(self.n, pairs)
         out: list[str] = []
-        for i in range(self.n * 3):  # a few extra draws in case of duplicates
-            if len(out) >= self.n:
+        for j in range(target * 3):  # a few extra draws in case of duplicates
+            if len(out) >= target:
                 break
+            prefix, suffix, i = prefix_all, suffix_all, j
+            if pairs:
+                prefix = [prefix_all[j // len(suffix_all) % len(prefix_all)]]
+                suffix, i = [suffix_all[j % len(suffix_all)]], 0
             if kind == "person":
                 t = self.person(key, cand, prefix, suffix, i)
             elif kind == "noun":
@@ -1006,6 +1055,7 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
         logger.info("anchors: %d candidates scored, %d kept from %d words in %.1f s", len(ranked), len(entries),
                     st.total_words, time.perf_counter() - t0)
     dictionary = AnchorDictionary(entries)
+    generated = {e.key: tuple(e.translations) for e in entries}  # to tell extracted keys from a user's
     if config.user_dictionary:
         dictionary.merge(config.user_dictionary)
     if config.extra:
@@ -1014,4 +1064,13 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
     dictionary.check("anchors" if not config.user_dictionary else str(config.user_dictionary))
     if texts and len(dictionary):
         dictionary.recount(texts)
+        # A name part that only ever occurs inside a full name that stays a key ("Burnwell" of "George Burnwell")
+        # is never replaced: drop it (extracted keys only; keys the user gave or changed stay).
+        unused = [e.key for e in dictionary.entries()
+                  if e.count == 0 and generated.get(e.key) == tuple(e.translations)]
+        for key in unused:
+            del dictionary._entries[key]
+        if unused:
+            logger.info("anchors: %d extracted keys never occur outside longer keys, dropped: %s", len(unused),
+                        ", ".join(unused))
     return dictionary

@@ -56,6 +56,9 @@ class AnchorsConfig:
     rare_word_zipf: float = 3.0  # a content word is "rare" below this wordfreq Zipf value (3 = once per million)
     type_quotas: dict = field(default_factory=dict)  # max share of top_k per type, e.g. {person: 0.5, noun: 0.2}
     faker_locale: str = "en_US"  # Faker locale for generic names, places, companies
+    # Make the distinctive words of multi-word person names keys of their own ("Sherlock" from "Sherlock Holmes"),
+    # each by the same count/keyness test as any candidate; hygiene then drops a full name whose words are all keys.
+    split_names: bool = True
 
 
 @dataclass

@@ -197,14 +197,14 @@ def test_substitutes_kind_shape_and_rules():
     config = AnchorsConfig(translations_per_key=3, seed=7)
     entries = {e.key: e for e in make_translations(keys, st, config)}
     lists = {k: e.translations for k, e in entries.items()}
-    assert all(len(v) == 3 and len(set(v)) == 3 for v in lists.values())
+    assert all(len(v) == 3 and len(set(v)) == 3 for k, v in lists.items() if k != "Edda Varrowby")
     from llm_unlearn.anchors import faker_lists
 
     female = faker_lists()["female"]
     assert all(" " not in t for t in lists["Varrowby"]) and all(" " not in t for t in lists["Edda"])
     assert all(t.lower() in female for t in lists["Edda"])  # a female given name for a female given name
-    # linked: "Edda Varrowby" = Edda's i-th translation + Varrowby's i-th translation
-    assert lists["Edda Varrowby"] == [f"{a} {b}" for a, b in zip(lists["Edda"], lists["Varrowby"], strict=True)]
+    # linked at both ends: every pair of Edda's and Varrowby's translations, whatever the translator picks for each
+    assert lists["Edda Varrowby"] == [f"{a} {b}" for a in lists["Edda"] for b in lists["Varrowby"]]
     assert all(t.endswith(" Street") for t in lists["Pellmoor Street"])
     assert all(t[0].isupper() and " " not in t for t in lists["Thessalmoor"])
     assert all(t in {"window", "door", "chair", "table", "candle"} for t in lists["glimmerstone"])
@@ -220,6 +220,107 @@ def test_substitutes_kind_shape_and_rules():
     assert again == lists
     other = {e.key: e.translations for e in make_translations(keys, make_stats(), AnchorsConfig(seed=8))}
     assert other != lists
+
+
+def name_stats() -> _Stats:
+    """A 100,000-word corpus: "Zebulon" only ever in "Zebulon Quarrington", "John" (common in English) in "John
+    Quarrington", "St. Clair" one surname, "H." an initial."""
+    st = _Stats(total_words=100_000)
+    mentions = {"Zebulon Quarrington": 20, "John Quarrington": 5, "Quarrington": 30, "Neville St. Clair": 6,
+                "St. Clair": 5, "H. Quarrington": 3}
+    for text, n in mentions.items():
+        st.mentions[text] += n
+        st.surface[text][text] += n
+        st.labels[text]["PERSON"] += n
+        words = text.split(" ")
+        for k in range(1, len(words)):
+            st.role_first[" ".join(words[:k])] += n
+            st.role_last[" ".join(words[k:])] += n
+        st.name_words |= {w.lower() for w in words}
+    st.gender["Zebulon"]["m"] += 4
+    return st
+
+
+def test_name_parts_are_candidates_by_the_same_tests():
+    from llm_unlearn.anchors import score_candidates
+
+    st = name_stats()
+    ranked = {c.text: c for c in score_candidates(st, AnchorsConfig(include_rare_words=False))}
+    # "Zebulon": 20 mentions, all inside a full name; "Quarrington": 30 alone + 20 + 5 + 3 inside full names
+    assert ranked["Zebulon"].count == 20 and ranked["Zebulon"].type == "person"
+    assert ranked["Quarrington"].count == 58
+    assert ranked["Neville"].count == 6
+    assert ranked["Zebulon"].ratio >= 5 and ranked["Neville"].ratio >= 5
+    # "John": 5 mentions per 100,000 words is not more than general English; initials and "St. Clair" stay whole
+    for absent in ("John", "H.", "H", "St.", "Clair"):
+        assert absent not in ranked
+    assert _keyness(5, 100_000, "John")[1] < 5
+    # the same tests: a higher bar keeps "Zebulon" out, a lower count too
+    assert "Zebulon" not in {c.text for c in score_candidates(st, AnchorsConfig(min_count=21))}
+    assert "Zebulon" not in {c.text for c in score_candidates(st, AnchorsConfig(min_keyness_ratio=1e6))}
+    # switched off: full names and names used alone only, counted alone
+    off = {c.text: c for c in score_candidates(st, AnchorsConfig(include_rare_words=False, split_names=False))}
+    assert "Zebulon" not in off and "Neville" not in off and off["Quarrington"].count == 30
+    assert set(off) < set(ranked)
+
+
+def test_name_parts_replace_full_names_and_keep_translations_consistent():
+    from llm_unlearn.anchors import faker_lists, make_translations, score_candidates
+
+    st = name_stats()
+    config = AnchorsConfig(include_rare_words=False, seed=3)
+    selected = select_candidates(score_candidates(st, config), config)
+    keys = [c.text for c in selected]
+    assert "Zebulon" in keys and "Quarrington" in keys
+    assert "Zebulon Quarrington" not in keys  # each of its words is a key (hygiene)
+    assert "John Quarrington" in keys and "Neville St. Clair" in keys and "St. Clair" in keys
+    tr = {e.key: e.translations for e in make_translations(selected, st, config)}
+    male = faker_lists()["male"]
+    # a first name for the first-name part (male, from "Mr."), a surname for the surname
+    assert all(" " not in t and t.lower() in male for t in tr["Zebulon"])
+    assert all(" " not in t for t in tr["Quarrington"])
+    # a kept full name ends with its surname's translations, index by index
+    assert [t.split(" ")[-1] for t in tr["John Quarrington"]] == tr["Quarrington"]
+    # linked at both ends: every pair, so the translator's choices for the parts always fit
+    assert sorted(tr["Neville St. Clair"]) == sorted(f"{a} {b}" for a in tr["Neville"] for b in tr["St. Clair"])
+
+
+def test_translator_keeps_a_full_name_consistent_with_both_parts(smol_tokenizer):
+    import random
+
+    from llm_unlearn.corpus import Document, make_blocks
+    from llm_unlearn.translation import Translator
+
+    first, last = ["Owen", "Paul", "Ross"], ["Hart", "Moss", "Reed"]
+    table = {"Neville": first, "St. Clair": last, "Neville St. Clair": [f"{a} {b}" for a in first for b in last]}
+    text = "Neville St. Clair came home. Later Neville spoke to Mrs. St. Clair."
+    block = make_blocks([Document("t", text)], smol_tokenizer, block_size=10_000)[0]
+    translator = Translator(table, smol_tokenizer)
+    for seed in range(12):
+        chosen = translator.translate(block, random.Random(seed)).chosen
+        assert chosen["Neville St. Clair"] == f"{chosen['Neville']} {chosen['St. Clair']}"
+
+
+def test_unused_extracted_keys_are_dropped(monkeypatch):
+    """A name part that never occurs outside a kept full name is never replaced: dropped after the recount,
+    unless the user gave it."""
+    import llm_unlearn.anchors as anchors
+
+    st = _Stats(total_words=100_000)
+    for text, n in {"Zebulon Johnson": 6, "Quarrington": 8}.items():
+        st.mentions[text] += n
+        st.surface[text][text] += n
+        st.labels[text]["PERSON"] += n
+    st.role_first["Zebulon"] += 6
+    st.role_last["Johnson"] += 6
+    monkeypatch.setattr(anchors, "collect_stats", lambda texts, nlp, progress=False: st)
+    corpus = ["Zebulon Johnson met Quarrington. " * 6]
+    d = build_anchor_dictionary(corpus, AnchorsConfig(include_rare_words=False), progress=False)
+    assert "Zebulon" not in d and "Zebulon Johnson" in d and "Quarrington" in d
+    assert d.entry("Zebulon Johnson").count == 6
+    d = build_anchor_dictionary(corpus, AnchorsConfig(include_rare_words=False, extra={"Zebulon": ["Abel"]}),
+                                progress=False)
+    assert d.translations("Zebulon") == ["Abel"] and d.entry("Zebulon").count == 0
 
 
 def test_substitutes_refuse_names_of_the_corpus():
@@ -370,7 +471,8 @@ def test_sherlock_top_anchors(sherlock_dictionary):
     top = d.keys()[:100]
     for name in ("Holmes", "Watson", "Baker Street", "Lestrade", "Irene Adler", "McCarthy", "Windibank",
                  "Hosmer Angel"):
-        assert name in top, f"{name} missing from the top 100"
+        # a full name dropped by hygiene (split_names made each of its words a key) is still fully covered
+        assert name in top or all(w in top for w in name.split(" ")), f"{name} missing from the top 100"
     lowered = {k.lower() for k in top}
     for ordinary in ("london", "street", "man", "time", "door", "mr", "mr.", "sir", "the"):
         assert ordinary not in lowered
@@ -402,3 +504,44 @@ def test_sherlock_translations_follow_the_rules(sherlock_dictionary, sherlock_te
     full = d.translations("Sherlock Holmes") if "Sherlock Holmes" in d else []
     for a, b in zip(full, d.translations("Holmes"), strict=False):
         assert a.endswith(" " + b)
+
+
+@pytest.mark.integration
+def test_sherlock_name_parts(sherlock_dictionary, smol_tokenizer):
+    import random
+
+    from llm_unlearn.anchors import faker_lists
+    from llm_unlearn.corpus import Document, make_blocks
+    from llm_unlearn.translation import Translator
+
+    d, _ = sherlock_dictionary
+    # "Sherlock" is a key of its own (a male first name), so "Sherlock Holmes" is two anchors and the position of
+    # "Sherlock" keeps its loss; the full names whose words are all keys are gone
+    assert "Sherlock" in d.keys()[:10] and "Sherlock Holmes" not in d
+    assert all(t.lower() in faker_lists()["male"] for t in d.translations("Sherlock"))
+    assert [k for _, _, k, _ in AnchorMatcher(d.to_mapping()).find("Mr. Sherlock Holmes")] == ["Sherlock", "Holmes"]
+    for full in ("Irene Adler", "Hosmer Angel"):
+        assert full not in d and all(w in d for w in full.split(" "))
+    # ordinary first names fail keyness, by the numbers
+    for ordinary in ("John", "Mary", "James", "George", "William", "Henry", "St.", "Clair"):
+        assert ordinary not in d
+    # kept full names stay consistent with their keyed parts
+    for key in d.keys():
+        words = key.split(" ")
+        if d.entry(key).type != "person" or len(words) < 2:
+            continue
+        if words[0] in d:
+            assert {t.split(" ")[0] for t in d.translations(key)} == set(d.translations(words[0])), key
+        if words[-1] in d and " ".join(words[:-1]) not in d:
+            assert {t.split(" ")[-1] for t in d.translations(key)} <= set(d.translations(words[-1])), key
+    # the translator's choice for a kept full name always fits its parts' choices
+    text = "Mr. Neville St. Clair and Mrs. St. Clair; Neville went out. James Windibank wrote to Windibank."
+    block = make_blocks([Document("t", text)], smol_tokenizer, block_size=10_000)[0]
+    translator = Translator(d, smol_tokenizer)
+    for seed in range(8):
+        chosen = translator.translate(block, random.Random(seed)).chosen
+        for full in ("Neville St. Clair", "James Windibank"):
+            first, rest = full.split(" ", 1)
+            assert full in chosen and rest in chosen
+            assert chosen[full].endswith(" " + chosen[rest]), chosen
+            assert first not in chosen or chosen[full] == f"{chosen[first]} {chosen[rest]}", chosen
