@@ -123,11 +123,9 @@ def main(argv=None) -> int:
     for task in tasks:
         items = load_benchmark(task, data_dir, limits[task])
         t0 = time.perf_counter()
-        res = score_benchmark(model, tok, task, items, batch_size=args.batch_size)
+        res = score_benchmark(model, tok, task, items, batch_size=args.batch_size, return_logprobs=True)
         t_ours += time.perf_counter() - t0
         ours[task] = (items, res)
-
-    from llm_unlearn.evaluation.scoring import score_items
 
     rows, report, worst = [], {}, 0.0
     for task in tasks:
@@ -136,9 +134,8 @@ def main(argv=None) -> int:
         n = len(items)
         same_requests = all([list(p) for p in it.pairs()] == t["args"] for it, t in zip(items, th, strict=True))
         # per-choice log-likelihoods, to report how close the two computations are
-        scored = score_items(model, tok, [it.pairs() for it in items], batch_size=args.batch_size, progress=False)
-        max_ll_diff = max(abs(c.logprob - ll) for sc, t in zip(scored, th, strict=True)
-                          for c, ll in zip(sc, t["lls"], strict=True))
+        max_ll_diff = max(abs(mine - ll) for lps, t in zip(res["logprobs"], th, strict=True)
+                          for mine, ll in zip(lps, t["lls"], strict=True))
         entry = {"n": n, "requests_identical": same_requests, "max_abs_loglik_diff": max_ll_diff}
         for metric in LM_EVAL_METRICS[task]:
             mine = res["correct"] if metric == "acc" else res["correct_norm"]

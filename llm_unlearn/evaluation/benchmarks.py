@@ -218,8 +218,9 @@ def _argmax(xs: list[float]) -> int:
 
 
 def score_benchmark(model, tokenizer, name: str, items: list[MCItem], batch_size: int = 16,
-                    progress: bool = True) -> dict:
-    """acc / acc_norm with standard errors, and per-item correctness for paired comparisons."""
+                    progress: bool = True, return_logprobs: bool = False) -> dict:
+    """acc / acc_norm with standard errors, and per-item correctness for paired comparisons (and, when asked,
+    every choice's log-likelihood)."""
     scored = score_items(model, tokenizer, [it.pairs() for it in items], batch_size=batch_size, desc=name,
                          progress=progress)
     acc, acc_norm, preds = [], [], []
@@ -238,4 +239,6 @@ def score_benchmark(model, tokenizer, name: str, items: list[MCItem], batch_size
     if "acc_norm" in LM_EVAL_METRICS[name]:
         result["correct_norm"] = [int(a) for a in acc_norm]
     result["pred"] = preds
+    if return_logprobs:
+        result["logprobs"] = [[c.logprob for c in choices] for choices in scored]
     return result
