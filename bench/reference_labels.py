@@ -17,6 +17,7 @@ several blocks per forward pass, vectorised masking and suppression, inference m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -24,13 +25,17 @@ import torch
 from llm_unlearn.labels import IGNORE, alpha_key, block_rng, generic_logits
 
 
-def reference_block_labels(source, block, translated, alphas: Sequence[float], suppress: bool = True) -> dict:
-    """Labels for ONE block, given its translation (a ``TranslatedBlock``)."""
+def reference_block_labels(source, block, translated, alphas: Sequence[float], suppress: bool = True,
+                           timings: dict | None = None) -> dict:
+    """Labels for ONE block, given its translation (a ``TranslatedBlock``). ``timings`` (optional) accumulates
+    seconds spent in the forward passes ("forward") and in the per-position loop ("loop")."""
+    t0 = time.perf_counter()
     orig = torch.tensor([block.input_ids], device=source.device)
     tr = torch.tensor([translated.translated_ids], device=source.device)
     with torch.no_grad():
         logits_b = source.base(tr, torch.ones_like(tr))[0]
         logits_r = source.reinforced_logits(orig, torch.ones_like(orig))[0]
+    t1 = time.perf_counter()
     n = len(block.input_ids)
     labels = {alpha: [IGNORE] * n for alpha in alphas}
     for i in range(n - 1):  # the last position predicts nothing inside the block
@@ -50,6 +55,9 @@ def reference_block_labels(source, block, translated, alphas: Sequence[float], s
             if suppressed:
                 v[suppressed] = float("-inf")
             labels[alpha][i + 1] = int(v.argmax())
+    if timings is not None:
+        timings["forward"] = timings.get("forward", 0.0) + t1 - t0
+        timings["loop"] = timings.get("loop", 0.0) + time.perf_counter() - t1
     out = {"block_index": None, "input_ids": list(block.input_ids)}
     for alpha in alphas:
         out[alpha_key(alpha)] = labels[alpha]
@@ -57,13 +65,13 @@ def reference_block_labels(source, block, translated, alphas: Sequence[float], s
 
 
 def reference_labels(source, blocks, indices: Sequence[int], translator, alphas: Sequence[float], seed: int,
-                     suppress: bool = True) -> list[dict]:
+                     suppress: bool = True, timings: dict | None = None) -> list[dict]:
     """Rows in the same format as :func:`llm_unlearn.labels.label_blocks` (sorted by block index)."""
     rows = []
     for bi in sorted(indices):
         block = blocks[bi]
         translated = translator.translate(block, block_rng(seed, bi))
-        row = reference_block_labels(source, block, translated, alphas, suppress)
+        row = reference_block_labels(source, block, translated, alphas, suppress, timings)
         row["block_index"] = int(bi)
         rows.append(row)
     return rows
@@ -74,12 +82,12 @@ def compare_rows(fast: list[dict], ref: list[dict], alphas: Sequence[float]) -> 
     diffs = []
     total = 0
     assert [r["block_index"] for r in fast] == [r["block_index"] for r in ref], "different blocks"
-    for a_row, b_row in zip(fast, ref):
+    for a_row, b_row in zip(fast, ref, strict=True):
         assert a_row["input_ids"] == b_row["input_ids"]
         for alpha in alphas:
             a, b = a_row[alpha_key(alpha)], b_row[alpha_key(alpha)]
             total += sum(x != IGNORE for x in b)
-            for pos, (x, y) in enumerate(zip(a, b)):
+            for pos, (x, y) in enumerate(zip(a, b, strict=True)):
                 if x != y:
                     diffs.append({"block_index": a_row["block_index"], "alpha": alpha, "position": pos,
                                   "fast": x, "reference": y})

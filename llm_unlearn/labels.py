@@ -38,16 +38,34 @@ IGNORE = -100
 MASK_RULES = {1: "inside_anchor", 2: "predicts_repeated_anchor"}
 
 
-def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The WHP formula: push down every logit the reinforced model raised above the base model."""
-    return v_base - alpha * torch.relu(v_reinforced - v_base)
+# Positions are post-processed in chunks of about this many logits (per tensor), so that the temporaries of the
+# formula stay small (and in cache on a CPU) whatever the vocabulary and block size: 2**18 float32 = 1 MiB.
+CHUNK_LOGITS = 2**18
 
 
-def apply_suppression(v: torch.Tensor, translated_pos: np.ndarray, suppress_from: Sequence[tuple[int, list[int]]]) -> None:
-    """In place: set to -inf, at each row whose translated position is >= p, the token ids suppressed from p on.
+def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: float,
+                   rise: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The WHP formula: push down every logit the reinforced model raised above the base model.
 
-    Suppressing in v_b before the formula or in v_generic after it is the same for the argmax:
-    -inf - alpha * ReLU(v_r + inf) = -inf. Doing it once on v_generic per alpha is simplest."""
+    ``rise`` (``relu(v_reinforced - v_base)``, see :func:`reinforced_rise`) may be passed to share it between
+    several alphas, and ``out`` a buffer to write into; the result is bit-identical either way (the same
+    float32 operations in the same order)."""
+    if rise is None:
+        rise = reinforced_rise(v_base, v_reinforced)
+    if out is None:
+        return v_base - alpha * rise
+    torch.mul(rise, alpha, out=out)
+    return torch.sub(v_base, out, out=out)
+
+
+def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor) -> torch.Tensor:
+    """ReLU(v_r - v_b): how much the reinforced model raised each logit."""
+    return (v_reinforced - v_base).relu_()
+
+
+def suppression_index(translated_pos: np.ndarray, suppress_from: Sequence[tuple[int, list[int]]],
+                      device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows, cols) of the logits to suppress: at each row whose translated position is >= p, the ids of p."""
     rows_all, cols_all = [], []
     for p, ids in suppress_from:
         if not ids:
@@ -57,10 +75,20 @@ def apply_suppression(v: torch.Tensor, translated_pos: np.ndarray, suppress_from
             continue
         rows_all.append(np.repeat(rows, len(ids)))
         cols_all.append(np.tile(np.asarray(ids, dtype=np.int64), rows.size))
-    if rows_all:
-        r = torch.from_numpy(np.concatenate(rows_all)).to(v.device)
-        c = torch.from_numpy(np.concatenate(cols_all)).to(v.device)
-        v[r, c] = float("-inf")
+    if not rows_all:
+        return None
+    return (torch.from_numpy(np.concatenate(rows_all)).to(device),
+            torch.from_numpy(np.concatenate(cols_all)).to(device))
+
+
+def apply_suppression(v: torch.Tensor, translated_pos: np.ndarray, suppress_from: Sequence[tuple[int, list[int]]]) -> None:
+    """In place: set to -inf, at each row whose translated position is >= p, the token ids suppressed from p on.
+
+    Suppressing in v_b before the formula or in v_generic after it is the same for the argmax:
+    -inf - alpha * ReLU(v_r + inf) = -inf. Doing it once on v_generic per alpha is simplest."""
+    index = suppression_index(translated_pos, suppress_from, v.device)
+    if index is not None:
+        v[index] = float("-inf")
 
 
 def block_rng(seed: int, block_index: int) -> random.Random:
@@ -138,15 +166,26 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
         stats.masked["last_position"] += 1
         pos = np.nonzero(keep)[0]
         t_pos = mapping[pos]
-        v_b = logits_b[row, torch.from_numpy(t_pos).to(dev)].float()
-        v_r = logits_r[row, torch.from_numpy(pos).to(dev)].float()
+        preds = {alpha: torch.empty(pos.size, dtype=torch.long, device=dev) for alpha in alphas}
+        # Positions in chunks: the temporaries are chunk x vocabulary, whatever the block length; the rise
+        # ReLU(v_r - v_b) and the suppression index are computed once per chunk and shared by every alpha.
+        step = max(1, CHUNK_LOGITS // logits_b.size(-1))
+        for c0 in range(0, pos.size, step):
+            c_pos, c_tpos = pos[c0:c0 + step], t_pos[c0:c0 + step]
+            v_b = logits_b[row, torch.from_numpy(c_tpos).to(dev)].float()
+            v_r = logits_r[row, torch.from_numpy(c_pos).to(dev)].float()
+            rise = reinforced_rise(v_b, v_r)
+            sup = suppression_index(c_tpos, tb.suppress_from, dev) if suppress else None
+            buf = torch.empty_like(v_b)
+            for alpha in alphas:
+                v = generic_logits(v_b, v_r, alpha, rise=rise, out=buf)
+                if sup is not None:
+                    v[sup] = float("-inf")
+                torch.argmax(v, -1, out=preds[alpha][c0:c0 + c_pos.size])
         ids = np.asarray(block.input_ids)
         out = {"block_index": int(bi), "input_ids": list(block.input_ids)}
         for alpha in alphas:
-            v = generic_logits(v_b, v_r, alpha)
-            if suppress:
-                apply_suppression(v, t_pos, tb.suppress_from)
-            pred = v.argmax(-1).cpu().numpy()
+            pred = preds[alpha].cpu().numpy()
             labels = np.full(n, IGNORE, dtype=np.int64)
             labels[pos + 1] = pred
             out[alpha_key(alpha)] = labels.tolist()
