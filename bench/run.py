@@ -322,6 +322,32 @@ def _run_measured(cmd: list[str], logfile: Path, env: dict) -> tuple[int, int, f
     return proc.returncode, usage.ru_maxrss * 1024, time.perf_counter() - t0
 
 
+def saved_activations(base, tokens: list[int], checkpointing: bool) -> int:
+    """Bytes autograd saves for the backward pass of one LoRA training forward (the demo's LoRA config), counted
+    with saved-tensor hooks (each storage once). With gradient checkpointing the recomputed blocks save nothing
+    here (one block's activations exist again, briefly, during its recomputation)."""
+    import torch
+
+    from llm_unlearn.training import TrainConfig, wrap_lora
+
+    model = wrap_lora(copy.deepcopy(base), TrainConfig(target_modules=LORA_TARGETS, lora_dropout=0.05))
+    model.train()
+    if checkpointing:
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        return t
+
+    ids = torch.tensor([tokens])
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())
+
+
 def bench_memory(ctx: dict, args) -> dict:
     from llm_unlearn.pipeline import ORDER
 
@@ -374,6 +400,18 @@ def bench_memory(ctx: dict, args) -> dict:
         if len(ok) == 2:
             p = [(r["peak_rss_labelling"] or r["peak_rss_process"]) for r in ok]
             out["labels_peak_growth_2x_blocks"] = p[1] / p[0]
+    # Activations per token of a LoRA training step (what grows with batch x block size), with and without
+    # gradient checkpointing: the factor docs/scaling.md extrapolates from.
+    tokens = ctx["all_blocks"][0].input_ids
+    cfg = ctx["base"].config
+    act = {"tokens": len(tokens), "hidden_size": cfg.hidden_size, "layers": cfg.num_hidden_layers,
+           "vocab": cfg.vocab_size, "dtype": str(ctx["base"].dtype)}
+    for gc_on in (False, True):
+        b = saved_activations(ctx["base"], tokens, gc_on)
+        act["checkpointing" if gc_on else "plain"] = {"bytes": b, "bytes_per_token": b / len(tokens)}
+        log(f"  saved activations, gradient checkpointing {'on' if gc_on else 'off'}: "
+            f"{b / len(tokens) / 1024:.0f} KiB/token")
+    out["activations"] = act
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:
@@ -434,6 +472,11 @@ def table(results: dict) -> list[tuple[str, str, str, str]]:
             peak = row["peak_rss_labelling"] or row["peak_rss_process"]
             rows.append((f"labels peak RSS, {row['blocks']} blocks", f"{peak / GIB:.2f} GiB (rows "
                          f"{row['rows_python_bytes'] / 2**20:.1f} MiB)", "flat", ""))
+        a = r.get("activations")
+        if a:
+            rows.append(("saved activations per token, LoRA step (off / on grad. ckpt)",
+                         f"{a['plain']['bytes_per_token'] / 1024:.0f} / {a['checkpointing']['bytes_per_token'] / 1024:.0f}"
+                         " KiB", "", ""))
         if "labels_peak_growth_2x_blocks" in r:
             g = r["labels_peak_growth_2x_blocks"]
             rows.append(("labels peak RSS growth for 2x blocks", f"{g:.3f}x", "~1.0", "met" if g < 1.05 else "GROWS"))
