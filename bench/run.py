@@ -312,14 +312,17 @@ QUICK_DEMO_OVERRIDES = [
 ]
 
 
-def _run_measured(cmd: list[str], logfile: Path, env: dict) -> tuple[int, int, float]:
-    """Run cmd; return (exit status, peak RSS of the process and its waited-for descendants in bytes, seconds)."""
+def _run_measured(args: list[str], logfile: Path, env: dict) -> tuple[int, int, float]:
+    """Run ``python -m ARGS`` under bench/peak_rss.py; return (exit status, its peak RSS in bytes, seconds)."""
+    report = logfile.with_suffix(".peak.json")
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, str(REPO / "bench" / "peak_rss.py"), str(report)] + args
     t0 = time.perf_counter()
     with open(logfile, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024, time.perf_counter() - t0
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env).returncode
+    seconds = time.perf_counter() - t0
+    peak = json.loads(report.read_text()) if report.is_file() else {}
+    return rc, max(peak.get("peak_rss_bytes", 0), peak.get("children_peak_rss_bytes", 0)), seconds
 
 
 def saved_activations(base, tokens: list[int], checkpointing: bool) -> int:
@@ -363,7 +366,7 @@ def bench_memory(ctx: dict, args) -> dict:
     for stage in ORDER:
         if stage in args.skip_stages.split(","):
             continue
-        cmd = [sys.executable, "-m", "llm_unlearn", "run", str(DEMO_RECIPE), "--out", str(run_dir), "--until", stage,
+        cmd = ["llm_unlearn", "run", str(DEMO_RECIPE), "--out", str(run_dir), "--until", stage,
                "--no-progress"] + [x for o in overrides for x in ("--set", o)]
         rc, peak, secs = _run_measured(cmd, work / "stages.log", env)
         stages[stage] = {"peak_rss_bytes": peak, "peak_rss_gib": peak / GIB, "seconds": secs, "exit": rc}
