@@ -144,3 +144,26 @@ def test_requests_identical_to_lm_eval(tmp_path):
         for i, (o, t) in enumerate(zip(ours, theirs[task], strict=True)):
             assert o.pairs() == t["pairs"], f"{task} item {i}"
             assert o.gold == t["gold"], f"{task} item {i}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
+def test_agreement_script_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """eval/lm_eval_agreement.py end to end (lm-eval loads the model folder itself): a random model's
+    accuracies must agree exactly with lm-eval's on the same items."""
+    need_shared(BENCH_DIR)
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "eval" / "lm_eval_agreement.py"
+    spec = importlib.util.spec_from_file_location("lm_eval_agreement", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "agree.json"
+    rc = mod.main(["--model", str(tiny_model_dir), "--tasks", "arc_easy,winogrande", "--limit", "6",
+                   "--batch-size", "4", "--out", str(out), "--md", str(tmp_path / "agree.md")])
+    res = json.loads(out.read_text())
+    assert rc == 0 and res["ok"]
+    for task in ("arc_easy", "winogrande"):
+        assert res["tasks"][task]["requests_identical"]
+        assert res["tasks"][task]["acc"]["diff_points"] == 0
+        assert res["tasks"][task]["max_abs_loglik_diff"] < 1e-3
+    assert "| arc_easy | acc | 6 |" in (tmp_path / "agree.md").read_text()

@@ -85,6 +85,24 @@ def test_shared_prefix_equals_rows_and_hand(tiny_llama):
         assert s.n_tokens == len(xids)
 
 
+def test_shared_prefix_batched_across_items(tiny_llama):
+    """Several items of different context lengths in one batch (left-padded contexts, repeated caches), with
+    single- and multi-token continuations mixed: every score equals the plain forward pass."""
+    model, tok = tiny_llama
+    items = [[("Passage: a long passage about the weather in spring and summer.\nQuestion: is it warm?\nAnswer:", c)
+              for c in (" no", " yes")],
+             [("Question: 2+2?\nAnswer:", c) for c in (" four", " five hundred and six", " 4")],
+             [("Sherlock", " Holmes of 221B Baker Street")],
+             [("Hi", " there")]]
+    res = score_items(model, tok, items, batch_size=16, progress=False)
+    res_small = score_items(model, tok, items, batch_size=2, progress=False)
+    for item, scored, small in zip(items, res, res_small, strict=True):
+        for (c, x), s, s2 in zip(item, scored, small, strict=True):
+            cids, xids = encode_pair(tok, c, x)
+            hand = sum(hand_logprobs(model, cids, xids)[0])
+            assert s.logprob == pytest.approx(hand, abs=1e-4) and s2.logprob == pytest.approx(hand, abs=1e-4)
+
+
 def test_row_batches_with_different_contexts(tiny_llama):
     """WinoGrande-style items (one context per choice), batched and left-padded across items."""
     model, tok = tiny_llama
@@ -112,12 +130,13 @@ def test_left_truncation_of_long_contexts(smol_tokenizer):
 def test_gemma_architecture(tiny_gemma):
     """The shared-prefix path must also work with Gemma-3's sliding-window cache."""
     model, tok = tiny_gemma
-    ctx = "Question: Which planet is largest?\nAnswer:"
-    conts = [" Jupiter", " Mars and Venus"]
-    shared = score_items(model, tok, [[(ctx, c) for c in conts]], progress=False)[0]
-    for c, s in zip(conts, shared, strict=True):
-        cids, xids = encode_pair(tok, ctx, c)
-        assert s.logprob == pytest.approx(sum(hand_logprobs(model, cids, xids)[0]), abs=1e-3)
+    items = [[("Question: Which planet is largest?\nAnswer:", c) for c in (" Jupiter", " Mars and Venus")],
+             [("Q: yes?\nA:", c) for c in (" no", " yes")]]
+    res = score_items(model, tok, items, progress=False)
+    for item, scored in zip(items, res, strict=True):
+        for (c, x), s in zip(item, scored, strict=True):
+            cids, xids = encode_pair(tok, c, x)
+            assert s.logprob == pytest.approx(sum(hand_logprobs(model, cids, xids)[0]), abs=1e-3)
 
 
 def test_generation_batched_equals_single_and_seeded_sampling(tiny_llama):

@@ -10,10 +10,10 @@ way lm-eval's ``HFLM`` does, so that our accuracies are comparable with publishe
 * an empty context is replaced by one prefix token (BOS, else EOS);
 * the tokenizer's default special-token behaviour is used (no BOS for SmolLM2, BOS for Gemma).
 
-It differs in *how* it computes, not what: all choices of an item share one context, so the context is run
-once, its KV cache is repeated for the choices, and only the continuations are run as a batch
-("shared-prefix scoring"). Items whose choices have different contexts (WinoGrande) are scored as full rows,
-left-padded and batched across items.
+It differs in *how* it computes, not what: all choices of an item share one context, so the contexts of a
+batch of items are run once (left-padded), their KV caches are repeated once per choice, and only the
+continuations are run on top ("shared-prefix scoring"). Items whose choices have different contexts
+(WinoGrande) are scored as full rows, left-padded and batched across items.
 """
 
 from __future__ import annotations
@@ -122,40 +122,65 @@ def _out_cache(out):
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
-def _repeat_cache(cache, n: int):
-    if n == 1:
+def _select_cache(cache, index):
+    """Reorder / repeat the batch rows of a KV cache (row i of the result = row index[i])."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(index)
         return cache
-    if hasattr(cache, "batch_repeat_interleave"):
-        cache.batch_repeat_interleave(n)
-        return cache
-    # legacy tuple cache
-    return tuple(tuple(t.repeat_interleave(n, dim=0) for t in layer) for layer in cache)
+    return tuple(tuple(t[index] for t in layer) for layer in cache)  # legacy tuple cache
 
 
-def _score_shared(model, ctx: list[int], conts: list[list[int]], pad_id: int, max_len: int) -> list[Choice]:
-    """Run the context once, then all continuations as one batch on top of its KV cache."""
+def _score_shared(model, batch: list[tuple[list[int], list[list[int]]]], pad_id: int, max_len: int) -> list[list[Choice]]:
+    """Shared-prefix scoring of several items at once: each item is (context ids, [continuation ids ...]).
+
+    Pass 1 runs the items' contexts once, as one left-padded batch, keeping the KV cache and the last position's
+    logits (which predict every continuation's first token). Pass 2 repeats each item's cache rows once per
+    continuation and runs all continuations (without their last token) as one right-padded batch on top, with
+    explicit positions. Contexts are never recomputed per choice.
+    """
     import torch
 
     dev = _device(model)
-    longest = max(len(c) for c in conts)
-    if len(ctx) + longest > max_len + 1:  # left-truncate like lm-eval
-        ctx = ctx[-(max_len + 1 - longest):]
-    out = forward(model, 1, input_ids=torch.tensor([ctx], device=dev), use_cache=True)
-    first_logits = out.logits[0, -1]  # predicts the first continuation token
-    if longest == 1:  # single-token continuations: the context pass is all we need
-        return [_choice_from_logits(first_logits[None], c) for c in conts]
-    # Continuations without their last token (nothing to predict after it); right-padded: with a causal mask
-    # the pads only ever come after the real tokens, so they cannot influence them.
-    width = longest - 1
-    rows = [c[:-1] + [pad_id] * (width - (len(c) - 1)) for c in conts]
-    cache = _repeat_cache(_out_cache(out), len(conts))
-    attn = torch.ones(len(conts), len(ctx) + width, dtype=torch.long, device=dev)
-    out2 = model(input_ids=torch.tensor(rows, device=dev), attention_mask=attn, use_cache=False,
-                 **{_cache_kwarg(model): cache})
+    ctxs = []
+    for ctx, conts in batch:
+        longest = max(len(c) for c in conts)
+        ctxs.append(ctx[-(max_len + 1 - longest):] if len(ctx) + longest > max_len + 1 else ctx)  # lm-eval: cut left
+    width = max(len(c) for c in ctxs)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, c in enumerate(ctxs):
+        ids[i, width - len(c):] = torch.tensor(c)
+        mask[i, width - len(c):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    need_rest = any(len(c) > 1 for _, conts in batch for c in conts)
+    out = forward(model, 1, input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                  use_cache=need_rest)
+    first = out.logits[:, -1]  # (items, vocab): predicts each continuation's first token
+    rest: dict[tuple[int, int], object] = {}
+    if need_rest:
+        # one row per continuation longer than one token; single-token ones are done with pass 1
+        rows = [(i, j) for i, (_, conts) in enumerate(batch) for j, c in enumerate(conts) if len(c) > 1]
+        w2 = max(len(batch[i][1][j]) - 1 for i, j in rows)
+        sel = torch.tensor([i for i, _ in rows], device=dev)
+        cont = torch.full((len(rows), w2), pad_id, dtype=torch.long)
+        for r, (i, j) in enumerate(rows):
+            c = batch[i][1][j][:-1]
+            cont[r, :len(c)] = torch.tensor(c)  # right padding: pads follow the real tokens, never precede them
+        ctx_len = mask.sum(-1).to(dev)[sel]
+        cache = _select_cache(_out_cache(out), sel)
+        attn = torch.cat([mask.to(dev)[sel], torch.ones((len(rows), w2), dtype=torch.long, device=dev)], dim=1)
+        positions = ctx_len[:, None] + torch.arange(w2, device=dev)[None, :]
+        out2 = model(input_ids=cont.to(dev), attention_mask=attn, position_ids=positions, use_cache=False,
+                     **{_cache_kwarg(model): cache})
+        for r, (i, j) in enumerate(rows):
+            rest[(i, j)] = out2.logits[r, :len(batch[i][1][j]) - 1]
     results = []
-    for i, c in enumerate(conts):
-        logits = torch.cat([first_logits[None], out2.logits[i, : len(c) - 1]], dim=0)
-        results.append(_choice_from_logits(logits, c))
+    for i, (_, conts) in enumerate(batch):
+        item = []
+        for j, c in enumerate(conts):
+            logits = first[i][None] if len(c) == 1 else torch.cat([first[i][None], rest[(i, j)]], dim=0)
+            item.append(_choice_from_logits(logits, c))
+        results.append(item)
     return results
 
 
@@ -186,13 +211,26 @@ def _score_rows(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, ma
     return results
 
 
+def _batches(indices: list[int], sizes: dict[int, int], batch_size: int):
+    """Consecutive groups of items holding about ``batch_size`` rows (an item with more rows goes alone)."""
+    batch: list[int] = []
+    for idx in indices:
+        if batch and sum(sizes[i] for i in batch) + sizes[idx] > batch_size:
+            yield batch
+            batch = []
+        batch.append(idx)
+    if batch:
+        yield batch
+
+
 def score_items(model, tokenizer, items: Sequence[Sequence[tuple[str, str]]], batch_size: int = 16,
                 desc: str = "scoring", progress: bool = True) -> list[list[Choice]]:
     """Score every (context, continuation) pair of every item; returns one list of :class:`Choice` per item.
 
-    Items with several pairs sharing one context use shared-prefix scoring (one item per forward pass, its
-    choices batched on the context's KV cache); the others (single pairs, per-choice contexts) are batched as
-    full rows across items (up to ``batch_size`` rows).
+    Items whose pairs share one context (multiple choice with a common question, probability prompts) use
+    shared-prefix scoring, several items per forward pass (:func:`_score_shared`); items with one context per
+    choice (WinoGrande) are scored as full rows. Either way a batch holds about ``batch_size`` continuations,
+    and items are sorted by length first so that a batch pads little.
     """
     import torch
     from tqdm.auto import tqdm
@@ -201,31 +239,26 @@ def score_items(model, tokenizer, items: Sequence[Sequence[tuple[str, str]]], ba
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
     encoded = [[encode_pair(tokenizer, ctx, cont) for ctx, cont in item] for item in items]
     results: list[list[Choice] | None] = [None] * len(items)
-    row_items = []
+    shared = [i for i, pairs in enumerate(encoded) if len({tuple(c) for c, _ in pairs}) == 1]
+    shared_set = set(shared)
+    rows = [i for i in range(len(encoded)) if i not in shared_set]
+    sizes = {i: len(pairs) for i, pairs in enumerate(encoded)}
+    length = {i: max(len(c) + len(t) for c, t in pairs) for i, pairs in enumerate(encoded)}
     bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
     with torch.inference_mode():
-        for idx, pairs in enumerate(encoded):
-            # shared prefix pays off from two choices up; single pairs (probability prompts) batch better as rows
-            if len(pairs) > 1 and len({tuple(c) for c, _ in pairs}) == 1:
-                results[idx] = _score_shared(model, pairs[0][0], [p[1] for p in pairs], pad_id, max_len)
-                bar.update(1)
-            else:
-                row_items.append(idx)
-        # Multi-context items: pack whole items into batches of about batch_size rows, longest first so the
-        # padding inside a batch stays small.
-        row_items.sort(key=lambda i: -max(len(c) + len(t) for c, t in encoded[i]))
-        batch: list[int] = []
-        for pos, idx in enumerate(row_items):
-            batch.append(idx)
-            n_rows = sum(len(encoded[i]) for i in batch)
-            if n_rows >= batch_size or pos == len(row_items) - 1:
-                flat = [p for i in batch for p in encoded[i]]
-                scored = _score_rows(model, flat, pad_id, max_len)
-                k = 0
-                for i in batch:
-                    results[i] = scored[k: k + len(encoded[i])]
-                    k += len(encoded[i])
-                bar.update(len(batch))
-                batch = []
+        for batch in _batches(sorted(shared, key=lambda i: -length[i]), sizes, batch_size):
+            scored = _score_shared(model, [(encoded[i][0][0], [t for _, t in encoded[i]]) for i in batch], pad_id,
+                                   max_len)
+            for i, res in zip(batch, scored, strict=True):
+                results[i] = res
+            bar.update(len(batch))
+        for batch in _batches(sorted(rows, key=lambda i: -length[i]), sizes, batch_size):
+            flat = [p for i in batch for p in encoded[i]]
+            scored = _score_rows(model, flat, pad_id, max_len)
+            k = 0
+            for i in batch:
+                results[i] = scored[k: k + len(encoded[i])]
+                k += len(encoded[i])
+            bar.update(len(batch))
     bar.close()
     return results  # type: ignore[return-value]
