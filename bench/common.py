@@ -84,21 +84,30 @@ def machine_info() -> dict:
             "versions": versions, "git_commit": commit}
 
 
+CPU_TIMES: dict[str, list[float]] = {}  # process CPU seconds of the last interleaved() call, per function
+
+
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                 log: Callable[[str], None] | None = None) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Time each function ``repeats`` times in the order A, B, C, A, B, C, ... after ``warmup`` untimed rounds,
-    so that background load affects all of them alike. Returns seconds per function and each one's last result."""
+    so that background load affects all of them alike. Returns wall seconds per function and each one's last
+    result; the process CPU seconds of the same runs are left in ``CPU_TIMES`` (less sensitive to other jobs on a
+    shared machine, which stretch wall time but not the CPU time this process gets)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    CPU_TIMES.clear()
+    CPU_TIMES.update({k: [] for k in fns})
     last: dict[str, object] = {}
     for rnd in range(warmup + repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             last[name] = fn()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if rnd >= warmup:
                 times[name].append(dt)
+                CPU_TIMES[name].append(dc)
             if log:
-                log(f"  {'warmup' if rnd < warmup else 'repeat ' + str(rnd - warmup + 1)} {name}: {dt:.2f}s")
+                log(f"  {'warmup' if rnd < warmup else 'repeat ' + str(rnd - warmup + 1)} {name}: {dt:.2f}s "
+                    f"(cpu {dc:.2f}s)")
     return times, last
 
 

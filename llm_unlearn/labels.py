@@ -108,14 +108,20 @@ class LogitSource:
         self.base_model = base_model  # only for a fully fine-tuned reinforced model
         self.device = next(reinforced_model.parameters()).device
 
+    @staticmethod
+    def _kwargs(model) -> dict:
+        # No KV cache: a single forward pass would otherwise keep every layer's keys and values alive until it
+        # returns (2 x layers x kv width x tokens; ~2 GB for a 7B model on 8 x 512 tokens). Logits are unchanged.
+        return {"use_cache": False} if getattr(model, "config", None) is not None else {}
+
     def base(self, ids, att):
         if self.base_model is not None:
-            return self.base_model(input_ids=ids, attention_mask=att).logits
+            return self.base_model(input_ids=ids, attention_mask=att, **self._kwargs(self.base_model)).logits
         with self.reinforced.disable_adapter():
-            return self.reinforced(input_ids=ids, attention_mask=att).logits
+            return self.reinforced(input_ids=ids, attention_mask=att, **self._kwargs(self.reinforced)).logits
 
     def reinforced_logits(self, ids, att):
-        return self.reinforced(input_ids=ids, attention_mask=att).logits
+        return self.reinforced(input_ids=ids, attention_mask=att, **self._kwargs(self.reinforced)).logits
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
