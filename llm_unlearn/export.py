@@ -100,9 +100,7 @@ def run_export(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     out = {"model": str(run.export_model), "adapter": str(run.export_adapter) if run.export_adapter.exists() else None,
            "parameters": n_params}
-    if recipe.export.push_to_hub:
-        out["hub_url"] = push_to_hub(run.export_model, recipe.export.push_to_hub, private=recipe.export.private)
-    return out
+    return out  # pushing to the Hub happens after the stage (Pipeline._maybe_push), so it never redoes the export
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:

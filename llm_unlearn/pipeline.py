@@ -155,11 +155,18 @@ class Pipeline:
         fps: dict[str, str] = {}
         for name in ORDER:
             stage = STAGES[name]
-            parts = [name, self.recipe.section_hash(*stage.sections)] + [fps[d] for d in stage.depends]
+            parts = [name, self._config_hash(stage)] + [fps[d] for d in stage.depends]
             if name == "corpus":
                 parts.append(_corpus_identity(self.recipe))
             fps[name] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         return fps
+
+    def _config_hash(self, stage: Stage) -> str:
+        """Hash of what a stage reads. Where the model is pushed is not part of what it computes."""
+        data = self.recipe.to_dict()
+        data["export"] = {k: v for k, v in data["export"].items() if k not in ("push_to_hub", "private")}
+        payload = {s: data[s] for s in stage.sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def plan(self, until: str = "eval") -> list[tuple[str, str]]:
         """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo')]."""
@@ -217,7 +224,24 @@ class Pipeline:
                 logger.info("stage %-9s finished earlier, unchanged: skipped", name)
                 continue
             self._run_stage(manifest, name, action, fps[name])
+        if ORDER.index(until) >= ORDER.index("export"):
+            self._maybe_push(manifest)
         return manifest
+
+    def _maybe_push(self, manifest: dict) -> None:
+        """Push the exported model when the recipe names a Hub repo and this export was not pushed there yet."""
+        repo = self.recipe.export.push_to_hub
+        export = manifest["stages"].get("export", {})
+        if not repo or not self.state.is_main_process or export.get("status") != "done":
+            return
+        pushed = export.setdefault("pushed", {})
+        if pushed.get(repo) == export["fingerprint"]:
+            return
+        from .export import push_to_hub
+
+        export.setdefault("metrics", {})["hub_url"] = push_to_hub(self.run.export_model, repo, self.recipe.export.private)
+        pushed[repo] = export["fingerprint"]
+        self._save_manifest(manifest)
 
     @staticmethod
     def _done(manifest: dict, name: str, fps: dict) -> bool:
@@ -232,7 +256,7 @@ class Pipeline:
         self.state.wait_for_everyone()
         logger.info("stage %-9s %s", name, {"run": "starting", "redo": "config changed: redoing",
                                              "resume": "interrupted earlier: resuming"}[action])
-        entry = {"status": "running", "fingerprint": fingerprint, "config_hash": self.recipe.section_hash(*stage.sections),
+        entry = {"status": "running", "fingerprint": fingerprint, "config_hash": self._config_hash(stage),
                  "inputs": list(stage.depends), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "attempts": manifest["stages"].get(name, {}).get("attempts", 0) + 1}
         manifest["stages"][name] = entry

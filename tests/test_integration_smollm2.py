@@ -11,7 +11,9 @@ from conftest import need_package
 
 pytestmark = pytest.mark.integration
 
-PROMPTS = ["Sherlock", "my friend Sherlock", "It was Mr. Sherlock", "“I am Sherlock"]
+# Prompts where the base model clearly continues with " Holmes" (p from 0.1 to 0.8).
+PROMPTS = ["The famous detective Sherlock", "Sir Arthur Conan Doyle created the detective Sherlock",
+           "the great detective, Sherlock", "It was Mr. Sherlock", "Dr. Watson and Sherlock"]
 
 
 def p_holmes(model, tokenizer) -> float:
@@ -31,7 +33,9 @@ def test_unlearn_sherlock_slice_on_smollm2(tmp_path, sherlock_text):
 
     from llm_unlearn import load_model, unlearn
 
-    corpus = sherlock_text[:40000]
+    # A small slice of the corpus focused on the target: the paragraphs that name him.
+    paragraphs = [p for p in sherlock_text.split("\n\n") if "Holmes" in p or "Sherlock" in p]
+    corpus = "\n\n".join(paragraphs)[:30000]
     result = unlearn(
         model="smollm2-135m",
         corpus=[corpus],  # texts in memory, as a user with a custom concept would pass them
@@ -39,10 +43,10 @@ def test_unlearn_sherlock_slice_on_smollm2(tmp_path, sherlock_text):
         out=tmp_path / "run",
         target="Sherlock Holmes",
         overrides={
-            "corpus.block_size": 128, "corpus.max_blocks": 32, "corpus.validation_fraction": 0.125,
+            "corpus.block_size": 128, "corpus.max_blocks": 40, "corpus.validation_fraction": 0.1,
             "anchors.top_k": 60,
             "reinforce.max_steps": 10, "reinforce.learning_rate": 5e-4, "reinforce.eval_every": 5,
-            "finetune.max_steps": 16, "finetune.learning_rate": 5e-4, "finetune.eval_every": 4,
+            "finetune.max_steps": 20, "finetune.learning_rate": 1e-3, "finetune.eval_every": 5,
             "eval.enabled": False,
         },
         progress=False,
@@ -55,5 +59,5 @@ def test_unlearn_sherlock_slice_on_smollm2(tmp_path, sherlock_text):
     unlearned = AutoModelForCausalLM.from_pretrained(result.model_path)  # plain transformers, no llm_unlearn
     AutoTokenizer.from_pretrained(result.model_path)
     before, after = p_holmes(base, tok), p_holmes(unlearned, tok)
-    assert before > 0.05, f"base SmolLM2 should know 'Sherlock Holmes' (p={before:.3f})"
+    assert before > 0.2, f"base SmolLM2 should know 'Sherlock Holmes' (p={before:.3f})"
     assert after < 0.5 * before, f"P(' Holmes' | 'Sherlock') {before:.3f} -> {after:.3f}"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from llm_unlearn.cli import main as cli_main
-from llm_unlearn.errors import RecipeError, RunDirError
+from llm_unlearn.errors import HubError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
 from llm_unlearn.recipe import Recipe
 
@@ -88,6 +88,19 @@ def test_full_pipeline_then_skip_then_redo(tmp_path, tiny_model_dir, small_corpu
     # rerun: nothing redone
     before = finished_times(run)
     Pipeline(recipe, run, progress=False).run_stages()
+    assert finished_times(run) == before
+
+    # pushing to the Hub is not a config change: nothing is redone, and the errors say what to do
+    push = recipe.with_override("export.push_to_hub=me/tiny-unlearned")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("HF_TOKEN", raising=False)
+        mp.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        with pytest.raises(HubError, match="HF_TOKEN"):
+            Pipeline(push, run, progress=False).run_stages()
+        mp.setenv("HF_TOKEN", "hf_dummy")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(HubError, match="cannot reach"):
+            Pipeline(push, run, progress=False).run_stages()
     assert finished_times(run) == before
 
     # a changed label config on a finished run is refused without --overwrite ...
