@@ -336,7 +336,7 @@ def _run_measured(args: list[str], logfile: Path, env: dict) -> tuple[int, int, 
 
 def saved_activations(base, tokens: list[int], checkpointing: bool) -> int:
     """Bytes autograd saves for the backward pass of one LoRA training forward (the demo's LoRA config), counted
-    with saved-tensor hooks (each storage once). With gradient checkpointing the recomputed blocks save nothing
+    with saved-tensor hooks (each storage once, the model's own weights excluded). With gradient checkpointing the recomputed blocks save nothing
     here (one block's activations exist again, briefly, during its recomputation)."""
     import torch
 
@@ -348,10 +348,12 @@ def saved_activations(base, tokens: list[int], checkpointing: bool) -> int:
         model.enable_input_require_grads()
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     seen: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}  # saved too, but not activations
 
     def pack(t):
         st = t.untyped_storage()
-        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        if st.data_ptr() not in weights:
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
         return t
 
     ids = torch.tensor([tokens])
