@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         report[task] = entry
 
     header = ["task", "metric", "items", "lm-eval", "llm-unlearn", "diff (points)", "same item outcome",
-              "same requests", "max |Δ loglik|"]
+              "same requests", "max abs Δ loglik"]
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
                       ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
     ok = worst <= args.tolerance
@@ -204,7 +204,7 @@ give the accuracies lm-evaluation-harness gives on the same items. This page rec
 - llm-unlearn side: `load_benchmark` + `score_benchmark` on the same files (shared-prefix KV-cache scoring).
 - "same requests": every (context, continuation) pair lm-eval built equals ours, character for character.
 - "same item outcome": share of items where both are right or both are wrong.
-- "max |Δ loglik|": the largest difference of a choice's log-likelihood (float32 arithmetic, different batching).
+- "max abs Δ loglik": the largest difference of a choice's log-likelihood (float32 arithmetic, different batching).
 
 ## Result
 
@@ -218,6 +218,8 @@ both sides here read the same line, so they agree, but HellaSwag numbers on thes
 lm-eval's on the Hub dataset.
 
 ## Environment
+
+Seconds are wall-clock on this machine; lm-eval's include loading the model and preparing its datasets.
 
 ```json
 {env}
