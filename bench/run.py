@@ -30,8 +30,10 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
+import io
 import json
 import os
 import shutil
@@ -231,7 +233,8 @@ def bench_finetune(ctx: dict, args) -> dict:
     batch = pad_batch(rows, tok.pad_token_id, key)
 
     def trainer_steps():
-        return trainer.train(progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's per-evaluation line (tqdm.write)
+            return trainer.train(progress=False)
 
     def bare_steps():
         for _ in range(k):
@@ -239,7 +242,7 @@ def bench_finetune(ctx: dict, args) -> dict:
             loss.backward()
             opt.step()
             opt.zero_grad()
-        return float(loss)
+        return float(loss.detach())
 
     tokens = sum(len(r["input_ids"]) for r in rows)
     log(f"finetune: batch {len(rows)} x {BLOCK_SIZE} tokens, {k} steps per timing, {args.repeats} repeats")

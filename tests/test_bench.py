@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, build_tiny_llama
+
 from llm_unlearn.corpus import Document, make_blocks
 from llm_unlearn.labels import IGNORE, LogitSource, alpha_key, block_rng, label_blocks
 from llm_unlearn.translation import Translator
