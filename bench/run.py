@@ -199,7 +199,19 @@ def bench_finetune(ctx: dict, args) -> dict:
     from llm_unlearn.training import TrainConfig, Trainer, pad_batch, wrap_lora
 
     class StepTrainer(Trainer):
-        """The Trainer's own step loop; validation, checkpoints and weight saving (outside a step) are skipped."""
+        """The Trainer's own step loop, ``k`` steps per ``train()`` call, continuing where the last call stopped;
+        validation, checkpoints and weight saving (outside a step) are skipped."""
+
+        position = 0
+
+        def _resume(self):
+            self.total_micro = self.position + k
+            return self.position
+
+        def train(self, progress: bool = True):
+            out = super().train(progress)
+            self.position += k
+            return out
 
         def validate(self):
             return float("nan")
@@ -218,9 +230,11 @@ def bench_finetune(ctx: dict, args) -> dict:
         key = None
         rows = [{"input_ids": b.input_ids} for b in ctx["all_blocks"][: args.ft_batch]]
     k = args.ft_steps
+    # A constant learning rate, as in the bare loop (a decaying schedule would reach 0 and make the two models
+    # diverge: different weights, possibly different arithmetic speed); the schedule covers every timed call.
     cfg = TrainConfig(lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS,
-                      learning_rate=3e-4, adam_beta2=0.98, max_steps=k, batch_size=args.ft_batch,
-                      eval_every=10**9, warmup_ratio=0.0, seed=0)
+                      learning_rate=3e-4, adam_beta2=0.98, max_steps=k * (args.repeats + 1), batch_size=args.ft_batch,
+                      eval_every=10**9, warmup_ratio=0.0, lr_scheduler="constant", seed=0)
     stage = Path(tempfile.mkdtemp(prefix="bench-ft-"))
     (stage / "best").mkdir()  # so train() does not copy final/ -> best/ (weights are not saved here)
     trainer = StepTrainer(copy.deepcopy(ctx["base"]), tok, cfg, stage, rows, [], label_key=key, desc="bench")
