@@ -51,6 +51,8 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
         f"| base model | `{recipe.model.spec}` |",
         f"| target | {recipe.target or '-'} |",
         f"| corpus | `{recipe.corpus.path or 'in-memory'}` (block size {recipe.corpus.block_size}) |",
+        *([f"| extra target text | {', '.join(f'`{p}`' for p in recipe.corpus.extra_paths)} |"]
+          if recipe.corpus.extra_paths else []),
         f"| anchored terms | {anchors} |",
         f"| reinforce | lr {rf.learning_rate}, epochs {rf.epochs}, max_steps {rf.max_steps} |",
         f"| label alpha | {alpha} (labels also built for {recipe.label_alphas()}) |",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .labels import alpha_key
+from .labels import alpha_key, soft_keys
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
@@ -86,10 +86,17 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         from .errors import RecipeError
 
         raise RecipeError(f"no labels for alpha {alpha} in {run.labels_dataset} (have {ds.column_names})")
+    soft = soft_keys(alpha) if recipe.finetune.soft_labels else None
+    if soft and soft[0] not in ds.column_names:
+        from .errors import RecipeError
+
+        raise RecipeError(f"finetune.soft_labels: {run.labels_dataset} has no top-k generic logits; set "
+                          "labels.soft_top_k (e.g. 32) so the labels stage keeps them")
     split = json.loads(run.split.read_text())
     by_block = {int(b): i for i, b in enumerate(ds["block_index"])}
-    cols = ds.select_columns(["input_ids", key]).to_dict()
-    rows = [{"input_ids": cols["input_ids"][i], key: cols[key][i]} for i in range(len(ds))]
+    names = ["input_ids", key, *(soft or ())]
+    cols = ds.select_columns(names).to_dict()
+    rows = [{c: cols[c][i] for c in names} for i in range(len(ds))]
     train = [rows[by_block[i]] for i in split["train"]]
     val = [rows[by_block[i]] for i in split["validation"]]
     extra = None
@@ -100,10 +107,10 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         extra = RetainGuard(retain_rows(recipe, tokenizer), cfg.retain_weight, cfg.batch_size,
                             tokenizer.pad_token_id, base_copy)
     trainer = Trainer(model, tokenizer, cfg, run.finetune_dir, train, val, label_key=key, extra_loss=extra,
-                      desc="unlearn")
+                      desc="unlearn", soft_keys=soft)
     result = trainer.train(progress=progress)
     if trainer.accelerator.is_main_process:
         shutil.rmtree(run.finetune_weights, ignore_errors=True)
         shutil.copytree(run.finetune_dir / "best", run.finetune_weights)
         trainer.cleanup_checkpoints()
-    return {"label_alpha": alpha, **result}
+    return {"label_alpha": alpha, "soft_labels": bool(soft), **result}

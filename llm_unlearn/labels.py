@@ -100,6 +100,11 @@ def alpha_key(alpha: float) -> str:
     return f"labels_alpha_{float(alpha):g}"
 
 
+def soft_keys(alpha: float) -> tuple[str, str]:
+    """Dataset columns of the top-k generic logits (token ids, logits) for one alpha (labels.soft_top_k > 0)."""
+    return f"soft_ids_alpha_{float(alpha):g}", f"soft_logits_alpha_{float(alpha):g}"
+
+
 class LogitSource:
     """Gives base and reinforced logits. With a peft model the base pass runs with the adapter disabled."""
 
@@ -151,8 +156,9 @@ class LabelStats:
 
 def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Sequence[int], translator,
                 alphas: Sequence[float], seed: int, pad_id: int, stats: LabelStats,
-                suppress: bool = True) -> list[dict]:
-    """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha."""
+                suppress: bool = True, soft_top_k: int = 0) -> list[dict]:
+    """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha
+    (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position)."""
     translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices)]
     orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
     tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
@@ -173,6 +179,10 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
         pos = np.nonzero(keep)[0]
         t_pos = mapping[pos]
         preds = {alpha: torch.empty(pos.size, dtype=torch.long, device=dev) for alpha in alphas}
+        k = min(soft_top_k, logits_b.size(-1))
+        if k:
+            top_v = {alpha: torch.empty(pos.size, k, device=dev) for alpha in alphas}
+            top_i = {alpha: torch.empty(pos.size, k, dtype=torch.long, device=dev) for alpha in alphas}
         # Positions in chunks: the temporaries are chunk x vocabulary, whatever the block length; the rise
         # ReLU(v_r - v_b) and the suppression index are computed once per chunk and shared by every alpha.
         step = max(1, CHUNK_LOGITS // logits_b.size(-1))
@@ -188,6 +198,9 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
                 if sup is not None:
                     v[sup] = float("-inf")
                 torch.argmax(v, -1, out=preds[alpha][c0:c0 + c_pos.size])
+                if k:
+                    vals, idx = torch.topk(v, k, dim=-1)
+                    top_v[alpha][c0:c0 + c_pos.size], top_i[alpha][c0:c0 + c_pos.size] = vals, idx
         ids = np.asarray(block.input_ids)
         out = {"block_index": int(bi), "input_ids": list(block.input_ids)}
         for alpha in alphas:
@@ -195,6 +208,12 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
             labels = np.full(n, IGNORE, dtype=np.int64)
             labels[pos + 1] = pred
             out[alpha_key(alpha)] = labels.tolist()
+            if k:  # aligned with the labels: row i + 1 holds the distribution predicted at position i
+                ids_key, logits_key = soft_keys(alpha)
+                soft_i = np.zeros((n, k), dtype=np.int64)
+                soft_v = np.zeros((n, k), dtype=np.float32)
+                soft_i[pos + 1], soft_v[pos + 1] = top_i[alpha].cpu().numpy(), top_v[alpha].cpu().numpy()
+                out[ids_key], out[logits_key] = soft_i.tolist(), soft_v.tolist()
             if alpha == main_alpha:
                 nxt = ids[pos + 1]
                 changed = pred != nxt
@@ -210,7 +229,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
 
 def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence[int], translator,
                  alphas: Sequence[float], batch_size: int, seed: int, pad_id: int, suppress: bool = True,
-                 progress: bool = True, desc: str = "labels") -> tuple[list[dict], LabelStats]:
+                 progress: bool = True, desc: str = "labels", soft_top_k: int = 0) -> tuple[list[dict], LabelStats]:
     """Label the blocks ``indices`` (of ``blocks``), batching blocks of similar length together."""
     from tqdm.auto import tqdm
 
@@ -220,7 +239,8 @@ def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence
     rows: list[dict] = []
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = order[start:start + batch_size]
-        rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress)
+        rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress,
+                            soft_top_k)
     rows.sort(key=lambda r: r["block_index"])
     return rows, stats
 
@@ -272,7 +292,9 @@ def save_label_dataset(rows: list[dict], alphas: Sequence[float], folder: Path) 
     data = {"block_index": [r["block_index"] for r in rows], "input_ids": [r["input_ids"] for r in rows],
             "attention_mask": [[1] * len(r["input_ids"]) for r in rows]}
     for a in alphas:
-        data[alpha_key(a)] = [r[alpha_key(a)] for r in rows]
+        for key in (alpha_key(a), *soft_keys(a)):
+            if key in rows[0]:
+                data[key] = [r[key] for r in rows]
     ds = datasets.Dataset.from_dict(data)
     with atomic_dir(folder) as tmp:
         ds.save_to_disk(str(tmp))
@@ -311,7 +333,7 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     mine = list(range(len(blocks)))[state.process_index::state.num_processes]
     rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,
                                tokenizer.pad_token_id, recipe.labels.suppress_used_translations,
-                               progress=progress and state.is_main_process)
+                               progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k)
     shard_dir = run.labels_dir / "shards"
     write_shard(rows, stats, shard_dir / f"rank-{state.process_index:03d}.json")
     state.wait_for_everyone()

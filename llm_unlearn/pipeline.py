@@ -45,6 +45,13 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     source = recipe.corpus.path
     blocks = load_blocks(source, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split,
                          recipe.corpus.start_block, recipe.corpus.max_blocks)
+    n_docs = max(b.doc_index for b in blocks) + 1
+    for extra in recipe.corpus.extra_paths:  # used whole: the slice options apply to corpus.path only
+        more = load_blocks(extra, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split)
+        for b in more:
+            b.doc_index += n_docs
+        n_docs = max(b.doc_index for b in more) + 1
+        blocks += more
     train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
     save_blocks(blocks, run.blocks)
     atomic_write_json(run.split, {"train": train, "validation": val})
@@ -60,7 +67,8 @@ def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
 
     # Anchors are scored on the WHOLE corpus, even when only a slice is unlearned (corpus.max_blocks): term
     # counts over more text separate target-specific names from ordinary words far better.
-    texts = [d.text for d in read_corpus(recipe.corpus.path, recipe.corpus.text_field, recipe.corpus.split)]
+    texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
+             for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
     dictionary = build_anchor_dictionary(texts, recipe.anchors, progress=progress)
     if len(dictionary) == 0:
         logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
@@ -122,13 +130,23 @@ ORDER = list(STAGES)
 
 
 def _corpus_identity(recipe: Recipe) -> str:
-    """Identity of the corpus input: size + mtime of a file or of every file in a folder."""
-    path = recipe.corpus.path
-    if not path or not Path(path).exists():
-        return str(path)
-    p = Path(path)
-    files = sorted(p.rglob("*")) if p.is_dir() else [p]
-    return ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+    """Identity of the corpus inputs: a content hash of each file (of every file in a folder).
+
+    Content, not mtime: a copied or re-mounted corpus keeps its finished stages (hashing runs at ~1 GB/s)."""
+    parts = []
+    for path in [recipe.corpus.path, *recipe.corpus.extra_paths]:
+        if not path or not Path(path).exists():
+            parts.append(str(path))
+            continue
+        p = Path(path)
+        for f in (sorted(p.rglob("*")) if p.is_dir() else [p]):
+            if f.is_file():
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+                parts.append(f"{f.relative_to(p) if p.is_dir() else f.name}:{h.hexdigest()[:16]}")
+    return ";".join(parts)
 
 
 class Pipeline:

@@ -33,6 +33,9 @@ class ModelConfig:
 @dataclass
 class CorpusConfig:
     path: Optional[str] = None  # .txt/.md file, folder, .jsonl, or a datasets id
+    # More target text, always used whole (start_block/max_blocks slice only ``path``): e.g. articles and
+    # discussions about the target, as the paper added synthetic wiki/forum text to the books.
+    extra_paths: list = field(default_factory=list)
     text_field: str = "text"  # for .jsonl / datasets
     split: str = "train"  # for datasets ids
     block_size: int = 512
@@ -89,6 +92,9 @@ class LabelsConfig:
     alphas: Optional[list] = None  # default [alpha/2, alpha, 2*alpha]
     batch_size: int = 4
     suppress_used_translations: bool = True
+    # Beyond the paper: also keep the top-k generic logits of every position (0 = hard labels only), for
+    # fine-tuning on soft labels (finetune.soft_labels).
+    soft_top_k: int = 0
     seed: int = 0
 
 
@@ -96,6 +102,10 @@ class LabelsConfig:
 class FinetuneConfig:
     full_finetune: bool = False
     label_alpha: Optional[float] = None  # which alpha's labels to train on (default: labels.alpha)
+    # Beyond the paper (which trains on hard labels, argmax of the generic logits): cross-entropy against
+    # softmax(generic logits) over their top-k (labels.soft_top_k > 0). Where nothing target-specific happens the
+    # generic distribution is the base model's own, so the model is not sharpened toward its greedy guesses.
+    soft_labels: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -241,6 +251,11 @@ class Recipe:
             raise RecipeError(
                 f"finetune.label_alpha={self.finetune.label_alpha} is not among labels.alphas {self.label_alphas()}"
             )
+        if self.labels.soft_top_k < 0:
+            raise RecipeError(f"labels.soft_top_k must be >= 0 (got {self.labels.soft_top_k})")
+        if self.finetune.soft_labels and self.labels.soft_top_k < 1:
+            raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
+                              "(e.g. --set labels.soft_top_k=32)")
         if self.finetune.mixed_precision not in ("no", "bf16", "fp16"):
             raise RecipeError("finetune.mixed_precision must be one of no, bf16, fp16")
 
@@ -262,10 +277,11 @@ def _resolve_relative_paths(data: dict, base: Path) -> dict:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key].startswith(("./", "../")):
             sec[key] = str((base / sec[key]).resolve())
-    ev = data.get("eval")
-    if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
-        ev["suites"] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s
-                        for s in ev["suites"]]
+    for section, key in (("eval", "suites"), ("corpus", "extra_paths")):
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), list):
+            sec[key] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s
+                        for s in sec[key]]
     return data
 
 

@@ -85,8 +85,11 @@ def wrap_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lcfg)
 
 
-def pad_batch(rows: list[dict], pad_id: int, label_key: str | None) -> dict:
-    """Right-pad a list of examples; padding gets attention 0 and label -100 (never trained on)."""
+def pad_batch(rows: list[dict], pad_id: int, label_key: str | None, soft_keys: tuple[str, str] | None = None) -> dict:
+    """Right-pad a list of examples; padding gets attention 0 and label -100 (never trained on).
+
+    With ``soft_keys`` (ids column, logits column) the batch also holds ``soft_ids`` / ``soft_logits``
+    (batch x length x k): the top-k generic logits aligned with the labels."""
     length = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     att = torch.zeros((len(rows), length), dtype=torch.long)
@@ -96,7 +99,29 @@ def pad_batch(rows: list[dict], pad_id: int, label_key: str | None) -> dict:
         ids[i, :n] = torch.as_tensor(r["input_ids"])
         att[i, :n] = 1
         lab[i, :n] = torch.as_tensor(r[label_key] if label_key else r["input_ids"])
-    return {"input_ids": ids, "attention_mask": att, "labels": lab}
+    batch = {"input_ids": ids, "attention_mask": att, "labels": lab}
+    if soft_keys:
+        k = len(rows[0][soft_keys[0]][0])
+        s_ids = torch.zeros((len(rows), length, k), dtype=torch.long)
+        s_val = torch.zeros((len(rows), length, k), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            s_ids[i, :n] = torch.as_tensor(r[soft_keys[0]])
+            s_val[i, :n] = torch.as_tensor(r[soft_keys[1]], dtype=torch.float32)
+        batch.update(soft_ids=s_ids, soft_logits=s_val)
+    return batch
+
+
+def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor, soft_ids: torch.Tensor, soft_logits: torch.Tensor,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the model against softmax(top-k generic logits), at the positions the labels supervise.
+
+    Shifted like causal-LM labels: position i predicts row i + 1. Tokens outside the top-k get target 0."""
+    mask = labels[:, 1:] != -100
+    logq = torch.log_softmax(logits[:, :-1].float()[mask], -1)
+    p = torch.softmax(soft_logits[:, 1:][mask].float(), -1)
+    nll = -(p * logq.gather(-1, soft_ids[:, 1:][mask])).sum(-1)
+    return nll.mean() if reduction == "mean" else nll.sum()
 
 
 def batch_schedule(n_items: int, global_batch: int, n_steps_micro: int, seed: int) -> list[list[int]]:
@@ -123,10 +148,12 @@ class Trainer:
 
     def __init__(self, model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
                  val_rows: list[dict], label_key: str | None = None,
-                 extra_loss: Callable | None = None, accelerator=None, desc: str = "train"):
+                 extra_loss: Callable | None = None, accelerator=None, desc: str = "train",
+                 soft_keys: tuple[str, str] | None = None):
         from accelerate import Accelerator
 
         self.cfg, self.tokenizer, self.label_key, self.extra_loss, self.desc = cfg, tokenizer, label_key, extra_loss, desc
+        self.soft_keys = soft_keys  # train on soft labels (top-k generic logits) instead of hard labels
         self.stage_dir = Path(stage_dir)
         self.train_rows, self.val_rows = train_rows, val_rows
         if not train_rows:
@@ -249,11 +276,15 @@ class Trainer:
         rows = self.val_rows[acc.process_index::acc.num_processes]
         for start in range(0, len(rows), self.cfg.batch_size):
             batch = {k: v.to(acc.device) for k, v in pad_batch(rows[start:start + self.cfg.batch_size], self.pad_id,
-                                                               self.label_key).items()}
+                                                               self.label_key, self.soft_keys).items()}
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            shift_logits, shift_labels = logits[:, :-1].float(), batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            shift_labels = batch["labels"][:, 1:]
+            if self.soft_keys:
+                loss = soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"], reduction="sum")
+            else:
+                shift_logits = logits[:, :-1].float()
+                loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                         shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
             total += torch.stack([loss, (shift_labels != -100).sum().float()])
         total = acc.reduce(total, reduction="sum")
         self.model.train()
@@ -269,10 +300,13 @@ class Trainer:
         running = []
         for micro in range(start, self.total_micro):
             batch = {k: v.to(acc.device) for k, v in pad_batch(self._local_rows(self.schedule[micro]), self.pad_id,
-                                                               self.label_key).items()}
+                                                               self.label_key, self.soft_keys).items()}
             with acc.accumulate(self.model):
-                out = self.model(**batch)
-                loss = out.loss
+                if self.soft_keys:
+                    logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    loss = soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"])
+                else:
+                    loss = self.model(**batch).loss
                 extra = self.extra_loss(self.model, batch, micro) if self.extra_loss else None
                 total = loss + extra if extra is not None else loss
                 acc.backward(total)

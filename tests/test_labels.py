@@ -120,3 +120,31 @@ def test_label_blocks_order_and_determinism():
 def test_block_rng_is_per_block():
     assert block_rng(0, 3).random() == block_rng(0, 3).random()
     assert block_rng(0, 3).random() != block_rng(0, 4).random()
+
+
+def test_soft_top_k_holds_the_generic_logits_of_each_labelled_position():
+    """labels.soft_top_k (beyond the paper): the stored top-k are the generic logits v_b - alpha*ReLU(v_r - v_b)
+    after suppression, aligned with the hard labels (row i + 1 for position i); their first is the label's logit."""
+    from llm_unlearn.labels import soft_keys
+
+    orig = [5, 6, 3]
+    tb = SimpleNamespace(translated_ids=orig, mapping=np.arange(3), mask_reason=np.zeros(3, dtype=np.int8),
+                         suppress_from=[(1, [4])], chosen={}, translated_text="")
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
+                       soft_top_k=3)
+    ids_key, logits_key = soft_keys(5.0)
+    ids, vals, hard = rows[0][ids_key], rows[0][logits_key], rows[0][alpha_key(5.0)]
+    assert len(ids) == len(orig) and all(len(r) == 3 for r in ids)
+    for i in (1, 2):  # rows predicted by positions 0 and 1
+        v_b = FakeModel()(torch.tensor([orig])).logits[0, i - 1]
+        v = generic_logits(v_b, v_b + torch.nn.functional.one_hot(torch.tensor(7), V) * 3.0, 5.0)
+        if i == 2:
+            v[4] = float("-inf")  # suppressed from translated position 1 on
+        top = torch.topk(v, 3)
+        assert vals[i] == pytest.approx(top.values.tolist())
+        assert vals[i][0] == pytest.approx(float(v[hard[i]]))  # the hard label is a top-1 (ties aside)
+    assert 4 not in ids[2]
+    # without soft_top_k nothing extra is stored
+    plain = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats())
+    assert ids_key not in plain[0] and plain[0][alpha_key(5.0)] == hard

@@ -205,3 +205,56 @@ def test_corpus_without_anchors_warns_and_continues(tmp_path, tiny_model_dir, ca
     assert manifest["stages"]["anchors"]["metrics"]["anchors"] == 0
     assert "logit offset alone" in caplog.text
     assert manifest["stages"]["labels"]["status"] == "done"
+
+
+def test_extra_target_text_is_used_whole_and_corpus_identity_is_content(tmp_path, tiny_model_dir, small_corpus):
+    """corpus.extra_paths adds text that max_blocks does not cut; finished stages survive a copied corpus
+    (same bytes, new mtime) and are redone when the extra text changes."""
+    import os
+    import shutil
+
+    from llm_unlearn.corpus import read_blocks
+
+    extra = tmp_path / "about.md"
+    extra.write_text("Sherlock Holmes lived at 221B Baker Street with Dr. Watson. " * 20, encoding="utf-8")
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["corpus"].update({"max_blocks": 3, "extra_paths": [str(extra)]})
+    run = tmp_path / "run"
+    Pipeline(Recipe.from_dict(data), run, progress=False).run_stages(until="corpus")
+    blocks = read_blocks(run / "corpus" / "blocks.jsonl")
+    main = [b for b in blocks if b.doc_index == 0]
+    added = [b for b in blocks if b.doc_index == 1]
+    assert len(main) == 3 and added, "max_blocks slices corpus.path only; the extra text is kept whole"
+    assert "".join(b.text for b in added) == extra.read_text()
+
+    # same bytes, newer mtime (a copy, a re-mount): nothing to redo
+    os.utime(small_corpus, (1, 1))
+    shutil.copy(extra, tmp_path / "tmp.md")
+    shutil.move(tmp_path / "tmp.md", extra)
+    assert [a for _, a in Pipeline(Recipe.from_dict(data), run, progress=False).plan("corpus")] == ["skip"]
+    # changed extra text: the corpus stage is redone
+    extra.write_text("Moriarty waited at the Reichenbach Falls. " * 20, encoding="utf-8")
+    assert [a for _, a in Pipeline(Recipe.from_dict(data), run, progress=False).plan("corpus")] == ["redo"]
+
+
+def test_soft_labels_option_end_to_end(tmp_path, tiny_model_dir, small_corpus):
+    """labels.soft_top_k + finetune.soft_labels (beyond the paper): the label dataset holds the top-k generic
+    logits, the fine-tune trains on them, and asking for soft labels without them is a clear recipe error."""
+    import datasets
+
+    from llm_unlearn.errors import RecipeError
+
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["labels"]["soft_top_k"] = 8
+    data["finetune"]["soft_labels"] = True
+    run = tmp_path / "run"
+    manifest = Pipeline(Recipe.from_dict(data), run, progress=False).run_stages(until="finetune")
+    ds = datasets.load_from_disk(str(run / "labels" / "dataset"))
+    assert {"soft_ids_alpha_5", "soft_logits_alpha_5"} <= set(ds.column_names)
+    assert len(ds[0]["soft_ids_alpha_5"][1]) == 8
+    metrics = manifest["stages"]["finetune"]["metrics"]
+    assert metrics["soft_labels"] and metrics["history"][-1]["val_loss"] > 0
+
+    data["labels"]["soft_top_k"] = 0
+    with pytest.raises(RecipeError, match="labels.soft_top_k"):
+        Pipeline(Recipe.from_dict(data), tmp_path / "run2", progress=False)

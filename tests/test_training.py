@@ -96,3 +96,29 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, smol_tokenizer):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k])
+
+
+def test_soft_label_loss_is_cross_entropy_against_the_top_k_distribution():
+    from llm_unlearn.training import soft_label_loss
+
+    torch.manual_seed(0)
+    B, L, V, k = 2, 5, 11, 3
+    logits = torch.randn(B, L, V)
+    labels = torch.full((B, L), -100)
+    labels[0, 2], labels[1, 4] = 3, 7  # two supervised positions: (0, 1) and (1, 3)
+    ids = torch.randint(0, V, (B, L, k))
+    vals = torch.randn(B, L, k)
+    got = soft_label_loss(logits, labels, ids, vals)
+    want = []
+    for b, t in ((0, 2), (1, 4)):
+        p = torch.softmax(vals[b, t], -1)
+        logq = torch.log_softmax(logits[b, t - 1], -1)
+        want.append(-(p * logq[ids[b, t]]).sum())
+    assert float(got) == pytest.approx(float(torch.stack(want).mean()), rel=1e-5)
+    # a one-hot soft target (one logit far above the rest) is the hard-label cross-entropy
+    vals_hot = torch.full((B, L, k), -1e4)
+    vals_hot[..., 0] = 0.0
+    ids_hot = ids.clone()
+    ids_hot[0, 2, 0], ids_hot[1, 4, 0] = 3, 7
+    hard = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert float(soft_label_loss(logits, labels, ids_hot, vals_hot)) == pytest.approx(float(hard), rel=1e-5)

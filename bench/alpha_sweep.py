@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Sweep over the label alpha (and any other fine-tune setting): forgetting vs retained ability.
+
+    python bench/alpha_sweep.py recipes/sherlock_smollm2.yaml --out runs/sweep --alphas 2.5 5 10
+    python bench/alpha_sweep.py recipes/sherlock_smollm2.yaml --out runs/sweep --alphas 5 \\
+        --variant guard=finetune.retain_weight=1.0 --set eval.limit=500
+
+The stages up to the labels run once (labels for every alpha come from the same forward passes); each variant
+(one per alpha, times each ``--variant``) gets its own run directory whose upstream stages are hard links to the
+shared ones, then its own fine-tune and export. All models, and the base model once, are evaluated on the same
+items by ``llm_unlearn.evaluation.evaluate`` (paired differences vs the base). Writes, in ``--out``:
+
+- ``eval/``: eval.json, report.md and plots of every model;
+- ``sweep.json`` and ``sweep.md``: one row per variant: forgetting (familiarity and P(target) as % of base) and
+  retained ability (control suite, mean benchmark accuracy difference, WikiText-2 perplexity ratio);
+- ``sweep.png``: forgetting vs retained ability across alpha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm_unlearn.pipeline import Pipeline  # noqa: E402
+from llm_unlearn.recipe import Recipe  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+
+UPSTREAM = ("corpus", "anchors", "reinforce", "labels")
+
+
+def link_upstream(shared: Path, dest: Path) -> None:
+    """A variant's run directory: upstream stages hard-linked from the shared run, manifest copied."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for stage in UPSTREAM:
+        if not (dest / stage).exists():
+            shutil.copytree(shared / stage, dest / stage, copy_function=os.link)
+    manifest = json.loads((shared / "manifest.json").read_text())
+    if (dest / "manifest.json").exists():  # keep the variant's own finished stages (resume a sweep)
+        own = json.loads((dest / "manifest.json").read_text())
+        manifest["stages"] = {**own["stages"], **{s: manifest["stages"][s] for s in UPSTREAM}}
+    else:
+        manifest["stages"] = {s: manifest["stages"][s] for s in UPSTREAM}
+    atomic_write_json(dest / "manifest.json", manifest)
+
+
+def summarize(doc: dict, target_suite: str, control_suite: str | None) -> dict[str, dict]:
+    """Per model: forgetting and retention numbers relative to the baseline."""
+    from llm_unlearn.evaluation.report import flat_summary
+
+    flat = flat_summary(doc)
+    base = flat[doc["baseline"]]
+    tasks = sorted({k.split("/", 1)[1] for k in base if k.startswith("acc/")})
+    out = {}
+    for label, row in flat.items():
+        r = {}
+        for key in (f"familiarity/{target_suite}", f"prob/{target_suite}"):
+            if key in row and base.get(key):
+                r[key] = row[key]
+                r[key + " %base"] = 100 * row[key] / base[key]
+        if control_suite and f"familiarity/{control_suite}" in row:
+            key = f"familiarity/{control_suite}"
+            r[key] = row[key]
+            r[key + " %base"] = 100 * row[key] / base[key]
+        if tasks:
+            r["benchmark_mean"] = sum(row[f"acc/{t}"] for t in tasks) / len(tasks)
+            r["benchmark_diff_points"] = 100 * (r["benchmark_mean"] - sum(base[f"acc/{t}"] for t in tasks) / len(tasks))
+        if "ppl/wikitext" in row:
+            r["ppl/wikitext"] = row["ppl/wikitext"]
+            r["ppl/wikitext %change"] = 100 * (row["ppl/wikitext"] / base["ppl/wikitext"] - 1)
+        out[label] = r
+    return out
+
+
+def markdown(summary: dict, variants: dict, target: str, control: str | None) -> str:
+    head = ["model", "alpha", "settings", "familiarity (% of base)", "P(target) (% of base)",
+            "control familiarity (% of base)", "benchmarks mean acc (diff, points)", "WikiText-2 ppl (change)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, r in summary.items():
+        v = variants.get(label, {})
+
+        def pct(key):
+            return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key in r else "-"
+        bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
+        ppl = f"{r['ppl/wikitext']:.2f} ({r['ppl/wikitext %change']:+.1f}%)" if "ppl/wikitext" in r else "-"
+        lines.append("| " + " | ".join([label, str(v.get("alpha", "-")), " ".join(v.get("overrides", [])) or "-",
+                                        pct(f"familiarity/{target}"), pct(f"prob/{target}"),
+                                        pct(f"familiarity/{control}") if control else "-", bench, ppl]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, variants: dict, target: str, control: str | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups: dict[str, list] = {}
+    for label, v in variants.items():
+        groups.setdefault(" ".join(v["overrides"]) or "recipe", []).append((v["alpha"], summary[label]))
+    for name, pts in groups.items():
+        pts.sort(key=lambda t: t[0])
+        xs = [a for a, _ in pts]
+        for key, style in ((f"familiarity/{target} %base", "o-"), (f"prob/{target} %base", "s--")):
+            if all(key in r for _, r in pts):
+                ax1.plot(xs, [r[key] for _, r in pts], style, label=f"{key.split('/')[0]} ({name})")
+        for key, style in ((f"familiarity/{control} %base" if control else "", "o-"), ("ppl/wikitext %change", "^:"),
+                           ("benchmark_diff_points", "s--")):
+            if key and all(key in r for _, r in pts):
+                ax2.plot(xs, [r[key] for _, r in pts], style, label=f"{key.split(' ')[0]} ({name})")
+    ax1.axhline(25, color="grey", lw=0.8, ls=":")
+    ax1.set(xscale="log", xlabel="label alpha", ylabel="% of base model", title=f"Forgetting: {target}")
+    ax1.set_xticks(sorted({v["alpha"] for v in variants.values()}), labels=[f"{a:g}" for a in sorted({v['alpha'] for v in variants.values()})])
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.set(xscale="log", xlabel="label alpha", ylabel="% / points",
+            title="Retained ability (control % of base, ppl % change, benchmark diff points)")
+    ax2.set_xticks(ax1.get_xticks(), labels=[t.get_text() for t in ax1.get_xticklabels()])
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--alphas", nargs="+", type=float, default=[2.5, 5.0, 10.0])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                    help="extra fine-tune settings, crossed with every alpha (default: the recipe alone)")
+    ap.add_argument("--no-base-variant", action="store_true", help="with --variant: skip the plain recipe rows")
+    ap.add_argument("--target-suite", default=None, help="suite of the target (default: the first eval suite)")
+    ap.add_argument("--control-suite", default=None, help="suite of protected knowledge (default: the second)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    alphas = sorted(args.alphas)
+    overrides = args.set + [f"labels.alphas={alphas}", f"labels.alpha={alphas[len(alphas) // 2]}"]
+    recipe = Recipe.from_yaml(args.recipe, overrides)
+    shared = args.out / "shared"
+    t0 = time.perf_counter()
+    Pipeline(recipe, shared).run_stages(until="labels")
+    timings = {"shared_stages_s": round(time.perf_counter() - t0, 1)}
+
+    variant_sets = [] if args.no_base_variant and args.variant else [("", [])]
+    for spec in args.variant:
+        name, _, kvs = spec.partition("=")
+        variant_sets.append((name, [kv for kv in kvs.split(",") if kv]))
+    variants, models = {}, {"base": recipe.model.spec}
+    for name, extra in variant_sets:
+        for alpha in alphas:
+            label = f"alpha {alpha:g}" + (f" {name}" if name else "")
+            run_dir = args.out / label.replace(" ", "_")
+            link_upstream(shared, run_dir)
+            r = Recipe.from_yaml(args.recipe, overrides + [f"finetune.label_alpha={alpha}"] + extra)
+            t1 = time.perf_counter()
+            manifest = Pipeline(r, run_dir).run_stages(until="export")
+            timings[label] = round(time.perf_counter() - t1, 1)
+            variants[label] = {"alpha": alpha, "overrides": extra, "run_dir": str(run_dir),
+                               "finetune": manifest["stages"]["finetune"]["metrics"].get("best")}
+            models[label] = str(run_dir / "export" / "model")
+
+    from llm_unlearn.evaluation import evaluate
+
+    suites = [Path(s).name for s in recipe.eval.suites]
+    target = args.target_suite or (suites[0] if suites else "")
+    control = args.control_suite or (suites[1] if len(suites) > 1 else None)
+    from llm_unlearn.corpus import read_blocks
+
+    blocks = read_blocks(shared / "corpus" / "blocks.jsonl")
+    heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
+    t1 = time.perf_counter()
+    doc = evaluate(models, recipe.eval, args.out / "eval", target_heldout=heldout, baseline="base")
+    timings["eval_s"] = round(time.perf_counter() - t1, 1)
+    # suite names come from suite.yaml; map folder names to them
+    names = [s["name"] for s in doc["suites"]]
+    target = names[suites.index(target)] if target in suites else target
+    control = names[suites.index(control)] if control in suites else control
+    summary = summarize(doc, target, control)
+    result = {"recipe": args.recipe, "overrides": overrides, "alphas": alphas, "variants": variants,
+              "summary": summary, "timings": timings}
+    atomic_write_json(args.out / "sweep.json", result)
+    table = markdown(summary, variants, target, control)
+    atomic_write_text(args.out / "sweep.md", table)
+    plot(summary, variants, target, control, args.out / "sweep.png")
+    print(table)
+    print(f"wrote {args.out / 'sweep.json'}, sweep.md, sweep.png and eval/ ({timings})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
