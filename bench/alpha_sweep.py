@@ -2,10 +2,12 @@
 """Sweep over the label alpha (and any other fine-tune setting): forgetting vs retained ability.
 
     python bench/alpha_sweep.py recipes/sherlock_smollm2.yaml --out runs/sweep --alphas 2.5 5 10
+    python bench/alpha_sweep.py recipes/sherlock_smollm2.yaml --out runs/sweep --from-run runs/sherlock_smollm2
     python bench/alpha_sweep.py recipes/sherlock_smollm2.yaml --out runs/sweep --alphas 5 \\
         --variant guard=finetune.retain_weight=1.0 --set eval.limit=500
 
-The stages up to the labels run once (labels for every alpha come from the same forward passes); each variant
+The stages up to the labels run once (labels for every alpha come from the same forward passes; by default the
+recipe's alpha/2, alpha, 2*alpha), or are taken from a finished run of the same recipe (``--from-run``); each variant
 (one per alpha, times each ``--variant``) gets its own run directory whose upstream stages are hard links to the
 shared ones, then its own fine-tune and export. All models, and the base model once, are evaluated on the same
 items by ``llm_unlearn.evaluation.evaluate`` (paired differences vs the base). Writes, in ``--out``:
@@ -36,18 +38,24 @@ from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
 UPSTREAM = ("corpus", "anchors", "reinforce", "labels")
 
 
-def link_upstream(shared: Path, dest: Path) -> None:
-    """A variant's run directory: upstream stages hard-linked from the shared run, manifest copied."""
+def link_upstream(shared: Path, dest: Path, recipe: Recipe) -> None:
+    """A variant's run directory: upstream stages hard-linked from the shared run, manifest copied. The shared
+    run's fine-tune and export are linked too when they are exactly the variant's (same fingerprints)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for stage in UPSTREAM:
+    manifest = json.loads((shared / "manifest.json").read_text())
+    fps = Pipeline(recipe, dest, progress=False).fingerprints()
+    stages = list(UPSTREAM) + [s for s in ("finetune", "export")
+                               if manifest["stages"].get(s, {}).get("status") == "done"
+                               and manifest["stages"][s]["fingerprint"] == fps[s]]
+    for stage in stages:
         if not (dest / stage).exists():
             shutil.copytree(shared / stage, dest / stage, copy_function=os.link)
-    manifest = json.loads((shared / "manifest.json").read_text())
+    shared_stages = {s: manifest["stages"][s] for s in stages}
     if (dest / "manifest.json").exists():  # keep the variant's own finished stages (resume a sweep)
         own = json.loads((dest / "manifest.json").read_text())
-        manifest["stages"] = {**own["stages"], **{s: manifest["stages"][s] for s in UPSTREAM}}
+        manifest["stages"] = {**own["stages"], **shared_stages}
     else:
-        manifest["stages"] = {s: manifest["stages"][s] for s in UPSTREAM}
+        manifest["stages"] = shared_stages
     atomic_write_json(dest / "manifest.json", manifest)
 
 
@@ -86,7 +94,7 @@ def markdown(summary: dict, variants: dict, target: str, control: str | None) ->
     for label, r in summary.items():
         v = variants.get(label, {})
 
-        def pct(key):
+        def pct(key, r=r):
             return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key in r else "-"
         bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
         ppl = f"{r['ppl/wikitext']:.2f} ({r['ppl/wikitext %change']:+.1f}%)" if "ppl/wikitext" in r else "-"
@@ -137,7 +145,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe")
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--alphas", nargs="+", type=float, default=[2.5, 5.0, 10.0])
+    ap.add_argument("--alphas", nargs="+", type=float, default=None,
+                    help="label alphas (default: the recipe's labels.alphas, i.e. alpha/2, alpha, 2*alpha)")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="a run of the same recipe whose stages up to the labels are finished: reuse them")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
                     help="extra fine-tune settings, crossed with every alpha (default: the recipe alone)")
@@ -147,11 +158,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    alphas = sorted(args.alphas)
-    overrides = args.set + [f"labels.alphas={alphas}", f"labels.alpha={alphas[len(alphas) // 2]}"]
+    overrides = list(args.set)
+    if args.alphas:
+        alphas = sorted(args.alphas)
+        overrides += [f"labels.alphas={alphas}", f"labels.alpha={alphas[len(alphas) // 2]}"]
     recipe = Recipe.from_yaml(args.recipe, overrides)
-    shared = args.out / "shared"
+    alphas = recipe.label_alphas()
+    shared = args.from_run or args.out / "shared"
     t0 = time.perf_counter()
+    # never redoes a finished --from-run: a changed config is an error there (RunDirError), not an overwrite
     Pipeline(recipe, shared).run_stages(until="labels")
     timings = {"shared_stages_s": round(time.perf_counter() - t0, 1)}
 
@@ -164,8 +179,9 @@ def main(argv=None) -> int:
         for alpha in alphas:
             label = f"alpha {alpha:g}" + (f" {name}" if name else "")
             run_dir = args.out / label.replace(" ", "_")
-            link_upstream(shared, run_dir)
-            r = Recipe.from_yaml(args.recipe, overrides + [f"finetune.label_alpha={alpha}"] + extra)
+            pick = [] if alpha == (recipe.finetune.label_alpha or recipe.labels.alpha) else [f"finetune.label_alpha={alpha}"]
+            r = Recipe.from_yaml(args.recipe, overrides + pick + extra)
+            link_upstream(shared, run_dir, r)
             t1 = time.perf_counter()
             manifest = Pipeline(r, run_dir).run_stages(until="export")
             timings[label] = round(time.perf_counter() - t1, 1)

@@ -19,7 +19,7 @@ from .labels import alpha_key, soft_keys
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
-from .training import Trainer, TrainConfig
+from .training import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
 

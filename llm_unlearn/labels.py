@@ -23,9 +23,9 @@ import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
                 suppress: bool = True, soft_top_k: int = 0) -> list[dict]:
     """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha
     (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position)."""
-    translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices)]
+    translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices, strict=True)]
     orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
     tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
     dev = source.device
@@ -168,7 +168,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
         logits_r = source.reinforced_logits(orig_ids.to(dev), orig_att.to(dev))
     main_alpha = alphas[len(alphas) // 2]
     rows = []
-    for row, (block, tb, bi) in enumerate(zip(blocks, translated, block_indices)):
+    for row, (block, tb, bi) in enumerate(zip(blocks, translated, block_indices, strict=True)):
         n = len(block.input_ids)
         mapping, reason = np.asarray(tb.mapping), np.asarray(tb.mask_reason)
         keep = np.zeros(n, dtype=bool)
@@ -218,7 +218,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
                 nxt = ids[pos + 1]
                 changed = pred != nxt
                 stats.changed += int(changed.sum())
-                stats.replacements.update(zip(nxt[changed].tolist(), pred[changed].tolist()))
+                stats.replacements.update(zip(nxt[changed].tolist(), pred[changed].tolist(), strict=True))
         stats.positions += n
         stats.supervised += int(pos.size)
         stats.anchors_used.update(tb.chosen.keys())
@@ -307,9 +307,8 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     from .anchors import AnchorDictionary
     from .corpus import read_blocks
     from .models import load_model
-    from .translation import Translator
-
     from .training import process_state
+    from .translation import Translator
 
     state = process_state()
     model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,

@@ -19,9 +19,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import RecipeError, RunDirError
 from .recipe import Recipe

@@ -15,9 +15,10 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_section(cls, section) -> "TrainConfig":
+    def from_section(cls, section) -> TrainConfig:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in vars(section).items() if k in names})
 
@@ -307,9 +308,12 @@ class Trainer:
                     loss = soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"])
                 else:
                     loss = self.model(**batch).loss
+                acc.backward(loss)
+                # The extra term (retain guard) runs its own forward and backward after the main one, so the two
+                # graphs are never in memory together; gradients add up as for backward(loss + extra).
                 extra = self.extra_loss(self.model, batch, micro) if self.extra_loss else None
-                total = loss + extra if extra is not None else loss
-                acc.backward(total)
+                if extra is not None:
+                    acc.backward(extra)
                 if acc.sync_gradients:
                     acc.clip_grad_norm_(self.model.parameters(), 1.0)
                 self.optimizer.step()

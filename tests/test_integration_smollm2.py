@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import need_package
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,17 @@ import pytest
 import torch
 
 from llm_unlearn.corpus import Block
-from llm_unlearn.labels import (IGNORE, LogitSource, alpha_key, apply_suppression, block_rng, generic_logits,
-                                label_batch, label_blocks, LabelStats)
+from llm_unlearn.labels import (
+    IGNORE,
+    LabelStats,
+    LogitSource,
+    alpha_key,
+    apply_suppression,
+    block_rng,
+    generic_logits,
+    label_batch,
+    label_blocks,
+)
 
 V = 12
 
