@@ -198,8 +198,20 @@ def main(argv=None) -> int:
 
     blocks = read_blocks(shared / "corpus" / "blocks.jsonl")
     heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
+    reuse = {}
+    if args.from_run and (args.from_run / "eval" / "eval.json").exists():
+        from llm_unlearn.evaluation.core import same_config
+
+        earlier = json.loads((args.from_run / "eval" / "eval.json").read_text())
+        if same_config(earlier, recipe.eval):  # the run's base, and its own model where a variant is that model
+            reuse["base"] = earlier["models"]["base"]
+            for label, v in variants.items():
+                if (Path(v["run_dir"]) / "export").exists() and \
+                        os.path.samefile(Path(v["run_dir"]) / "export" / "model" / "model.safetensors",
+                                         args.from_run / "export" / "model" / "model.safetensors"):
+                    reuse[label] = earlier["models"]["unlearned"]
     t1 = time.perf_counter()
-    doc = evaluate(models, recipe.eval, args.out / "eval", target_heldout=heldout, baseline="base")
+    doc = evaluate(models, recipe.eval, args.out / "eval", target_heldout=heldout, baseline="base", reuse=reuse)
     timings["eval_s"] = round(time.perf_counter() - t1, 1)
     # suite names come from suite.yaml; map folder names to them
     names = [s["name"] for s in doc["suites"]]

@@ -223,3 +223,21 @@ def test_smollm2_knows_some_holmes(tmp_path):
     assert res["suites"]["sherlock_holmes"]["completion"]["frac_3"] >= 0.5  # prompts the base model knows
     assert res["suites"]["sherlock_holmes"]["probability"]["mean_prob"] > 0.05
     assert 0.3 <= res["benchmarks"]["arc_easy"]["acc"] <= 0.9
+
+
+def test_reuse_results_of_an_earlier_evaluation(tmp_path, tiny_llama, suite_dir, bench_dir, wikitext):
+    """A model whose results are reused is not loaded again (a spec that cannot load proves it), and the
+    paired differences come out as if it had been evaluated; same_config tells a matching eval.json."""
+    from llm_unlearn.evaluation.core import same_config
+
+    model, tok = tiny_llama
+    cfg = _config(suite_dir, bench_dir, wikitext, plots=False)
+    first = evaluate({"a": (model, tok), "b": (model, tok)}, cfg, tmp_path / "one", baseline="a")
+    assert same_config(first, cfg)
+    again = evaluate({"a": "no-such-model-spec-is-loaded", "b": (model, tok)}, cfg, tmp_path / "two", baseline="a",
+                     reuse={"a": first["models"]["a"]})
+    assert again["models"]["a"]["reused"]
+    assert again["paired"]["b"]["measures"].keys() == first["paired"]["b"]["measures"].keys()
+    assert all(m["diff"] == 0 for m in again["paired"]["b"]["measures"].values())
+    cfg.limit = (cfg.limit or 1000) + 1
+    assert not same_config(first, cfg)

@@ -178,9 +178,13 @@ def _pair(base: dict, other: dict, config: EvalConfig) -> dict:
 
 
 def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | Path,
-             target_heldout: list[str] | None = None, baseline: str | None = None, progress: bool = True) -> dict:
+             target_heldout: list[str] | None = None, baseline: str | None = None, progress: bool = True,
+             reuse: dict[str, dict] | None = None) -> dict:
     """Evaluate each model of ``models`` (label -> model spec, or a loaded ``(model, tokenizer)``) on the same
     items; when ``baseline`` names one of them, report paired differences of the others against it.
+
+    ``reuse`` maps labels to results of an earlier ``eval.json`` (its ``models[label]`` entry) made with the
+    same config: those models are not evaluated again (the caller checks the config, see :func:`same_config`).
 
     Writes ``eval.json``, ``report.md`` and PNG plots into ``out_dir`` (each file atomically) and returns the
     eval.json dict. A spec is loaded once, evaluated on everything, and released before the next model.
@@ -215,6 +219,10 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         order.insert(0, baseline)
     results: dict[str, dict] = {}
     for label in order:
+        if reuse and label in reuse:
+            results[label] = {**reuse[label], "reused": True}
+            logger.info("%s: results reused from an earlier evaluation with the same config", label)
+            continue
         t0 = time.perf_counter()
         model, tok, spec, loaded_here = _prepare(models[label], config)
         logger.info("evaluating %s (%s)", label, spec)
@@ -249,6 +257,14 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
     atomic_write_json(out / "eval.json", doc)
     atomic_write_text(out / "report.md", render_markdown(doc))
     return doc
+
+
+def same_config(doc: dict, config: EvalConfig) -> bool:
+    """Whether an earlier eval.json was made with ``config`` (what is measured; plots and bootstrap aside)."""
+    ignore = {"plots", "bootstrap"}
+    old = {k: v for k, v in (doc.get("config") or {}).items() if k not in ignore}
+    new = {k: v for k, v in _config_dict(config).items() if k not in ignore}
+    return old == new
 
 
 def _config_dict(config: EvalConfig) -> dict:
