@@ -104,7 +104,8 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     if cfg.retain_weight > 0:
         if cfg.full_finetune:
             base_copy, _ = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device)
-        extra = RetainGuard(retain_rows(recipe, tokenizer), cfg.retain_weight, cfg.batch_size,
+        extra = RetainGuard(retain_rows(recipe, tokenizer), cfg.retain_weight,
+                            recipe.finetune.retain_batch_size or cfg.batch_size,
                             tokenizer.pad_token_id, base_copy)
     trainer = Trainer(model, tokenizer, cfg, run.finetune_dir, train, val, label_key=key, extra_loss=extra,
                       desc="unlearn", soft_keys=soft)

@@ -126,6 +126,7 @@ class FinetuneConfig:
     gradient_checkpointing: bool = False
     retain_weight: float = 0.0  # beyond the paper: KL-to-base guard on generic text (0 = off)
     retain_corpus: Optional[str] = None  # generic text for the guard (default: WikiText-2 if present)
+    retain_batch_size: Optional[int] = None  # generic blocks per step for the guard (default: batch_size)
     seed: int = 0
 
 
