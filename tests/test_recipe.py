@@ -200,3 +200,17 @@ def test_section_hash_changes_only_with_its_sections():
     changed = base.with_override("finetune.learning_rate=1e-3")
     assert base.section_hash("corpus") == changed.section_hash("corpus")
     assert base.section_hash("finetune") != changed.section_hash("finetune")
+
+
+@pytest.mark.parametrize("name", ["sherlock_smollm2", "sherlock_gemma3", "harry_potter_llama2", "custom_concept"])
+def test_shipped_recipes_load_and_validate(name):
+    """Every recipe in recipes/ parses, validates, and the files it ships with (articles, user anchors) exist."""
+    recipe = Recipe.from_yaml(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    recipe.validate()
+    for path in recipe.corpus.extra_paths + ([recipe.anchors.user_dictionary] if recipe.anchors.user_dictionary else []):
+        assert Path(path).is_file(), path
+    if name.startswith("sherlock"):
+        assert recipe.finetune.soft_labels and recipe.labels.soft_top_k > 0 and recipe.finetune.retain_weight > 0
+        from llm_unlearn.anchors import AnchorDictionary
+
+        AnchorDictionary().merge(recipe.anchors.user_dictionary)  # the user dictionary is well-formed
