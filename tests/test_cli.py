@@ -152,3 +152,25 @@ def test_info_packaged_models(alias, arch, size, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert arch in out and size in out
     assert str(models.resolve_spec(alias).cached_path) in out
+
+
+def test_run_prints_a_before_after_table_from_eval_json(capsys):
+    from llm_unlearn.commands.stages import before_after_rows, print_before_after
+
+    def model(fam, prob, acc, ppl):
+        return {"suites": {"sherlock_holmes": {"completion": {"n": 4, "familiarity": fam, "frac_ge2": fam},
+                                               "probability": {"n": 2, "mean_prob": prob, "frac_first_top1": 0}}},
+                "benchmarks": {"piqa": {"acc": acc}, "boolq": {"acc": acc - 0.1}},
+                "perplexity": {"wikitext": {"token_perplexity": ppl}}}
+
+    doc = {"baseline": "base", "suites": [{"name": "sherlock_holmes"}],
+           "models": {"base": model(0.4, 0.2, 0.6, 20.0), "unlearned": model(0.1, 0.02, 0.59, 21.0)}}
+    rows = {r[0]: r for r in before_after_rows(doc)}
+    assert rows["completion familiarity, sherlock_holmes"][3] == "25% of base"
+    assert rows["probability familiarity, sherlock_holmes"][3] == "10% of base"
+    assert rows["mean accuracy (2 benchmarks)"][3] == "-1.0 points"
+    assert rows["perplexity, wikitext"][3] == "+5.0%"
+    print_before_after(doc)
+    out = capsys.readouterr().out
+    assert "before / after" in out and "25% of base" in out
+    assert before_after_rows({"baseline": None, "models": {"a": model(0.1, 0.1, 0.5, 10.0)}}) == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import RecipeError
@@ -68,7 +69,62 @@ def run(args) -> int:
     manifest = pipe.run_stages(until=args.until)
     if pipe.state.is_main_process:
         print_summary(manifest, args.out)
+        eval_json = pipe.run.eval_dir / "eval.json"
+        if manifest["stages"].get("eval", {}).get("status") == "done" and eval_json.exists():
+            print_before_after(json.loads(eval_json.read_text()))
     return 0
+
+
+def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
+    """(measure, base, unlearned, change) for the headline numbers of an eval.json with a baseline."""
+    from ..evaluation.report import flat_summary
+
+    flat = flat_summary(doc)
+    base_label = doc.get("baseline")
+    others = [label for label in flat if label != base_label]
+    if not base_label or not others:
+        return []
+    base, new = flat[base_label], flat[others[0]]
+    suites = [s["name"] for s in doc.get("suites", [])]
+    rows: list[tuple[str, float, float, str]] = []
+
+    def add(name, key, relative=True):
+        if key in base and key in new:
+            b, n = base[key], new[key]
+            change = (f"{100 * n / b:.0f}% of base" if relative and b else f"{100 * (n - b):+.1f} points")
+            rows.append((name, b, n, change))
+
+    for suite in suites:
+        add(f"completion familiarity, {suite}", f"familiarity/{suite}")
+        add(f"probability familiarity, {suite}", f"prob/{suite}")
+    tasks = sorted(k.split("/", 1)[1] for k in base if k.startswith("acc/") and k in new)
+    for task in tasks:
+        add(f"accuracy, {task}", f"acc/{task}", relative=False)
+    if tasks:
+        b = sum(base[f"acc/{t}"] for t in tasks) / len(tasks)
+        n = sum(new[f"acc/{t}"] for t in tasks) / len(tasks)
+        rows.append((f"mean accuracy ({len(tasks)} benchmarks)", b, n, f"{100 * (n - b):+.1f} points"))
+    for name in ("wikitext", "target_heldout"):
+        key = f"ppl/{name}"
+        if key in base and key in new:
+            rows.append((f"perplexity, {name}", base[key], new[key], f"{100 * (new[key] / base[key] - 1):+.1f}%"))
+    return rows
+
+
+def print_before_after(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = before_after_rows(doc)
+    if not rows:
+        return
+    labels = [label for label in doc["models"] if label != doc["baseline"]]
+    table = Table(title=f"before / after ({doc['baseline']} vs {labels[0]}; report: eval/report.md)")
+    for col in ("measure", doc["baseline"], labels[0], "change"):
+        table.add_column(col, justify="left" if col in ("measure", "change") else "right")
+    for name, b, n, change in rows:
+        table.add_row(name, f"{b:.4g}", f"{n:.4g}", change)
+    Console().print(table)
 
 
 def print_summary(manifest: dict, out: str) -> None:
