@@ -69,14 +69,13 @@ def summarize(doc: dict, target_suite: str, control_suite: str | None) -> dict[s
     out = {}
     for label, row in flat.items():
         r = {}
-        for key in (f"familiarity/{target_suite}", f"prob/{target_suite}"):
-            if key in row and base.get(key):
+        keys = [f"familiarity/{target_suite}", f"prob/{target_suite}"]
+        keys += [f"familiarity/{control_suite}"] if control_suite else []
+        for key in keys:
+            if key in row:
                 r[key] = row[key]
-                r[key + " %base"] = 100 * row[key] / base[key]
-        if control_suite and f"familiarity/{control_suite}" in row:
-            key = f"familiarity/{control_suite}"
-            r[key] = row[key]
-            r[key + " %base"] = 100 * row[key] / base[key]
+                if base.get(key):  # a share of base only where base is not 0
+                    r[key + " %base"] = 100 * row[key] / base[key]
         if tasks:
             r["benchmark_mean"] = sum(row[f"acc/{t}"] for t in tasks) / len(tasks)
             r["benchmark_diff_points"] = 100 * (r["benchmark_mean"] - sum(base[f"acc/{t}"] for t in tasks) / len(tasks))
@@ -95,7 +94,9 @@ def markdown(summary: dict, variants: dict, target: str, control: str | None) ->
         v = variants.get(label, {})
 
         def pct(key, r=r):
-            return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key in r else "-"
+            if key not in r:
+                return "-"
+            return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key + " %base" in r else f"{r[key]:.3f}"
         bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
         ppl = f"{r['ppl/wikitext']:.2f} ({r['ppl/wikitext %change']:+.1f}%)" if "ppl/wikitext" in r else "-"
         lines.append("| " + " | ".join([label, str(v.get("alpha", "-")), " ".join(v.get("overrides", [])) or "-",

@@ -103,3 +103,11 @@ def tiny_model_dir(tmp_path, smol_tokenizer):
     model.save_pretrained(out, safe_serialization=True)
     smol_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture()
+def small_corpus(tmp_path, sherlock_text) -> Path:
+    """The first 6,000 characters of the Sherlock corpus, as a file (pipeline tests on tiny models)."""
+    path = tmp_path / "sherlock_slice.txt"
+    path.write_text(sherlock_text[:6000], encoding="utf-8")
+    return path

@@ -28,7 +28,7 @@ def test_alpha_sweep_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus, mon
     assert set(result["summary"]) == {"base", "alpha 2", "alpha 8"}
     for label in ("alpha 2", "alpha 8"):
         row = result["summary"][label]
-        assert "familiarity/sherlock_holmes %base" in row and "prob/sherlock_holmes %base" in row
+        assert "familiarity/sherlock_holmes" in row and "prob/sherlock_holmes %base" in row
         manifest = json.loads((out / label.replace(" ", "_") / "manifest.json").read_text())
         assert manifest["stages"]["export"]["status"] == "done"
     # the two variants share the upstream stages (hard links), and differ in the labels they trained on

@@ -42,13 +42,6 @@ def tiny_recipe(model_dir: Path, corpus_path: Path, **sections) -> dict:
     return data
 
 
-@pytest.fixture()
-def small_corpus(tmp_path, sherlock_text) -> Path:
-    path = tmp_path / "sherlock_slice.txt"
-    path.write_text(sherlock_text[:6000], encoding="utf-8")
-    return path
-
-
 def write_recipe(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
