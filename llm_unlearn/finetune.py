@@ -3,7 +3,9 @@
 The BASE model is fine-tuned on the original blocks with the generic labels (cross-entropy), LoRA by default.
 As in the authors' script, the checkpoint with the lowest validation loss (on held-out blocks' generic
 labels) is kept. Optional, beyond the paper: a retain guard, ``retain_weight * KL(base || model)`` on generic
-text (WikiText-2 by default), which protects related knowledge that the labels alone would also push down.
+text (WikiText-2 by default), which protects related knowledge that the labels alone would also push down; and
+soft labels (``soft_labels``): cross-entropy against softmax of the stored top-k generic logits instead of their
+argmax (:func:`llm_unlearn.training.soft_label_loss`).
 """
 
 from __future__ import annotations

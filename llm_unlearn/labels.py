@@ -9,7 +9,9 @@ The label for the next original token is ``argmax(v_generic)``. Positions that t
 "no loss" (inside an anchor, or predicting a repeated anchor) get ``-100``, and after a translation has been
 used in the block its first tokens are suppressed at later positions (:func:`apply_suppression`).
 Labels are stored shifted like ordinary causal-LM labels: ``labels[i + 1]`` is the target predicted at position
-``i`` (Hugging Face models shift internally), and ``labels[0] = -100``.
+``i`` (Hugging Face models shift internally), and ``labels[0] = -100``. Beyond the paper, ``labels.soft_top_k = k``
+also stores the top-k generic logits (and their token ids) of every labelled position, aligned the same way, for
+fine-tuning on soft labels (``finetune.soft_labels``).
 
 Memory: full-vocabulary logits exist only for the current batch; labels for several alphas come from the
 same forward passes. With a LoRA reinforced model only ONE copy of the base weights is in memory: the adapter
