@@ -126,13 +126,15 @@ def plot(summary: dict, variants: dict, target: str, control: str | None, path: 
             if key and all(key in r for _, r in pts):
                 ax2.plot(xs, [r[key] for _, r in pts], style, label=f"{key.split(' ')[0]} ({name})")
     ax1.axhline(25, color="grey", lw=0.8, ls=":")
-    ax1.set(xscale="log", xlabel="label alpha", ylabel="% of base model", title=f"Forgetting: {target}")
-    ax1.set_xticks(sorted({v["alpha"] for v in variants.values()}), labels=[f"{a:g}" for a in sorted({v['alpha'] for v in variants.values()})])
+    ax1.set(xscale="log", xlabel="label alpha", ylabel="% of base model (lower = more forgotten)",
+            title=f"Forgetting: {target}")
     ax2.axhline(0, color="grey", lw=0.8)
-    ax2.set(xscale="log", xlabel="label alpha", ylabel="% / points",
-            title="Retained ability (control % of base, ppl % change, benchmark diff points)")
-    ax2.set_xticks(ax1.get_xticks(), labels=[t.get_text() for t in ax1.get_xticklabels()])
+    ax2.set(xscale="log", xlabel="label alpha", ylabel="% of base / % change / points",
+            title="Retained ability")
+    ticks = sorted({v["alpha"] for v in variants.values()})
     for ax in (ax1, ax2):
+        ax.set_xticks(ticks, labels=[f"{a:g}" for a in ticks])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -156,8 +158,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-base-variant", action="store_true", help="with --variant: skip the plain recipe rows")
     ap.add_argument("--target-suite", default=None, help="suite of the target (default: the first eval suite)")
     ap.add_argument("--control-suite", default=None, help="suite of protected knowledge (default: the second)")
+    ap.add_argument("--replot", action="store_true", help="only redraw sweep.png and sweep.md from sweep.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.replot:
+        saved = json.loads((args.out / "sweep.json").read_text())
+        target, control = saved.get("target_suite"), saved.get("control_suite")
+        atomic_write_text(args.out / "sweep.md", markdown(saved["summary"], saved["variants"], target, control))
+        plot(saved["summary"], saved["variants"], target, control, args.out / "sweep.png")
+        return 0
 
     overrides = list(args.set)
     if args.alphas:
@@ -220,7 +229,7 @@ def main(argv=None) -> int:
     control = names[suites.index(control)] if control in suites else control
     summary = summarize(doc, target, control)
     result = {"recipe": args.recipe, "overrides": overrides, "alphas": alphas, "variants": variants,
-              "summary": summary, "timings": timings}
+              "summary": summary, "timings": timings, "target_suite": target, "control_suite": control}
     atomic_write_json(args.out / "sweep.json", result)
     table = markdown(summary, variants, target, control)
     atomic_write_text(args.out / "sweep.md", table)

@@ -37,6 +37,8 @@ def test_alpha_sweep_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus, mon
     assert json.loads((a2 / "manifest.json").read_text())["stages"]["finetune"]["metrics"]["label_alpha"] == 2.0
     assert json.loads((a8 / "manifest.json").read_text())["stages"]["finetune"]["metrics"]["label_alpha"] == 8.0
     assert (out / "sweep.png").exists() and "| alpha 8 |" in (out / "sweep.md").read_text()
+    (out / "sweep.png").unlink()
+    assert alpha_sweep.main([str(recipe), "--out", str(out), "--replot"]) == 0 and (out / "sweep.png").exists()
 
     # --from-run: a finished run of the recipe gives the stages up to the labels, its own model and its
     # evaluation (same config), so only the other alpha is trained and evaluated
