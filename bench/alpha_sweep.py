@@ -135,7 +135,8 @@ def plot(summary: dict, variants: dict, target: str, control: str | None, path: 
     for ax in (ax1, ax2):
         ax.set_xticks(ticks, labels=[f"{a:g}" for a in ticks])
         ax.minorticks_off()
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
