@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import RecipeError
 from .labels import alpha_key, soft_keys
 from .models import load_model
 from .recipe import Recipe
@@ -67,8 +68,6 @@ def retain_rows(recipe: Recipe, tokenizer, limit_blocks: int = 256) -> list[dict
 
     path = recipe.finetune.retain_corpus or str(DEFAULT_RETAIN)
     if not Path(path).exists():
-        from .errors import RecipeError
-
         raise RecipeError(f"finetune.retain_weight > 0 needs generic text: {path} not found; set finetune.retain_corpus")
     blocks = load_blocks(path, tokenizer, block_size=min(recipe.corpus.block_size, 256), max_blocks=limit_blocks)
     return [{"input_ids": b.input_ids} for b in blocks]
@@ -85,13 +84,9 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     key = alpha_key(alpha)
     ds = datasets.load_from_disk(str(run.labels_dataset))
     if key not in ds.column_names:
-        from .errors import RecipeError
-
         raise RecipeError(f"no labels for alpha {alpha} in {run.labels_dataset} (have {ds.column_names})")
     soft = soft_keys(alpha) if recipe.finetune.soft_labels else None
     if soft and soft[0] not in ds.column_names:
-        from .errors import RecipeError
-
         raise RecipeError(f"finetune.soft_labels: {run.labels_dataset} has no top-k generic logits; set "
                           "labels.soft_top_k (e.g. 32) so the labels stage keeps them")
     split = json.loads(run.split.read_text())

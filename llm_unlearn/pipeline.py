@@ -155,6 +155,7 @@ class Pipeline:
     def __init__(self, recipe: Recipe, run_dir: str | Path, overwrite: bool = False, progress: bool = True):
         recipe.validate()
         self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
+        self._corpus_id: str | None = None
         from .training import process_state
 
         self.state = process_state()
@@ -175,7 +176,9 @@ class Pipeline:
             stage = STAGES[name]
             parts = [name, self._config_hash(stage)] + [fps[d] for d in stage.depends]
             if name == "corpus":
-                parts.append(_corpus_identity(self.recipe))
+                if self._corpus_id is None:  # hashing reads the whole corpus: once per Pipeline, not per plan
+                    self._corpus_id = _corpus_identity(self.recipe)
+                parts.append(self._corpus_id)
             fps[name] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         return fps
 
