@@ -61,27 +61,25 @@ def link_upstream(shared: Path, dest: Path, recipe: Recipe) -> None:
 
 def summarize(doc: dict, target_suite: str, control_suite: str | None) -> dict[str, dict]:
     """Per model: forgetting and retention numbers relative to the baseline."""
-    from llm_unlearn.evaluation.report import flat_summary
+    from llm_unlearn.evaluation.report import changes_vs_base, flat_summary
 
     flat = flat_summary(doc)
     base = flat[doc["baseline"]]
-    tasks = sorted({k.split("/", 1)[1] for k in base if k.startswith("acc/")})
+    keys = [f"familiarity/{target_suite}", f"prob/{target_suite}", "ppl/wikitext"]
+    keys += [f"familiarity/{control_suite}"] if control_suite else []
     out = {}
     for label, row in flat.items():
+        change = changes_vs_base(base, row)
         r = {}
-        keys = [f"familiarity/{target_suite}", f"prob/{target_suite}"]
-        keys += [f"familiarity/{control_suite}"] if control_suite else []
         for key in keys:
             if key in row:
                 r[key] = row[key]
-                if base.get(key):  # a share of base only where base is not 0
-                    r[key + " %base"] = 100 * row[key] / base[key]
-        if tasks:
-            r["benchmark_mean"] = sum(row[f"acc/{t}"] for t in tasks) / len(tasks)
-            r["benchmark_diff_points"] = 100 * (r["benchmark_mean"] - sum(base[f"acc/{t}"] for t in tasks) / len(tasks))
-        if "ppl/wikitext" in row:
-            r["ppl/wikitext"] = row["ppl/wikitext"]
-            r["ppl/wikitext %change"] = 100 * (row["ppl/wikitext"] / base["ppl/wikitext"] - 1)
+                for suffix in (" %base", " %change"):
+                    if key + suffix in change:
+                        r[key + suffix] = change[key + suffix]
+        if "acc_mean" in change:
+            r["benchmark_mean"] = change["acc_mean"]
+            r["benchmark_diff_points"] = change["acc_mean points"]
         out[label] = r
     return out
 

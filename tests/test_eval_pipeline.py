@@ -241,3 +241,19 @@ def test_reuse_results_of_an_earlier_evaluation(tmp_path, tiny_llama, suite_dir,
     assert all(m["diff"] == 0 for m in again["paired"]["b"]["measures"].values())
     cfg.limit = (cfg.limit or 1000) + 1
     assert not same_config(first, cfg)
+
+
+def test_changes_vs_base_uses_each_target_unit():
+    from llm_unlearn.evaluation.report import changes_vs_base
+
+    base = {"familiarity/t": 0.4, "prob/t": 0.0, "acc/a": 0.50, "acc/b": 0.30, "ppl/wikitext": 20.0}
+    new = {"familiarity/t": 0.1, "prob/t": 0.05, "acc/a": 0.52, "acc/b": 0.27, "ppl/wikitext": 22.0,
+           "acc/only_new": 0.9}
+    c = changes_vs_base(base, new)
+    assert c["familiarity/t %base"] == pytest.approx(25.0)
+    assert "prob/t %base" not in c  # no share of a zero base
+    assert c["acc/a points"] == pytest.approx(2.0) and c["acc/b points"] == pytest.approx(-3.0)
+    assert c["ppl/wikitext %change"] == pytest.approx(10.0)
+    # the mean is over the tasks both models have, so a task only one side ran cannot move it
+    assert c["acc_mean n_tasks"] == 2
+    assert c["acc_mean"] == pytest.approx(0.395) and c["acc_mean points"] == pytest.approx(-0.5)

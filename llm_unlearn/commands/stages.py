@@ -77,7 +77,7 @@ def run(args) -> int:
 
 def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
     """(measure, base, unlearned, change) for the headline numbers of an eval.json with a baseline."""
-    from ..evaluation.report import flat_summary
+    from ..evaluation.report import changes_vs_base, flat_summary
 
     flat = flat_summary(doc)
     base_label = doc.get("baseline")
@@ -85,29 +85,30 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
     if not base_label or not others:
         return []
     base, new = flat[base_label], flat[others[0]]
+    change = changes_vs_base(base, new)
     suites = [s["name"] for s in doc.get("suites", [])]
     rows: list[tuple[str, float, float, str]] = []
 
-    def add(name, key, relative=True):
+    def add(name, key):
         if key in base and key in new:
-            b, n = base[key], new[key]
-            change = (f"{100 * n / b:.0f}% of base" if relative and b else f"{100 * (n - b):+.1f} points")
-            rows.append((name, b, n, change))
+            if f"{key} %base" in change:
+                text = f"{change[key + ' %base']:.0f}% of base"
+            elif f"{key} %change" in change:
+                text = f"{change[key + ' %change']:+.1f}%"
+            else:  # accuracies, and shares whose base is 0
+                text = f"{100 * (new[key] - base[key]):+.1f} points"
+            rows.append((name, base[key], new[key], text))
 
     for suite in suites:
         add(f"completion familiarity, {suite}", f"familiarity/{suite}")
         add(f"probability familiarity, {suite}", f"prob/{suite}")
-    tasks = sorted(k.split("/", 1)[1] for k in base if k.startswith("acc/") and k in new)
-    for task in tasks:
-        add(f"accuracy, {task}", f"acc/{task}", relative=False)
-    if tasks:
-        b = sum(base[f"acc/{t}"] for t in tasks) / len(tasks)
-        n = sum(new[f"acc/{t}"] for t in tasks) / len(tasks)
-        rows.append((f"mean accuracy ({len(tasks)} benchmarks)", b, n, f"{100 * (n - b):+.1f} points"))
+    for key in sorted(k for k in base if k.startswith("acc/") and k in new):
+        add(f"accuracy, {key.split('/', 1)[1]}", key)
+    if "acc_mean" in change:
+        rows.append((f"mean accuracy ({change['acc_mean n_tasks']} benchmarks)", change["acc_mean base"],
+                     change["acc_mean"], f"{change['acc_mean points']:+.1f} points"))
     for name in ("wikitext", "target_heldout"):
-        key = f"ppl/{name}"
-        if key in base and key in new:
-            rows.append((f"perplexity, {name}", base[key], new[key], f"{100 * (new[key] / base[key] - 1):+.1f}%"))
+        add(f"perplexity, {name}", f"ppl/{name}")
     return rows
 
 

@@ -63,6 +63,33 @@ def flat_summary(doc: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, float]:
+    """How one model's flat summary row differs from the baseline's, in the units the targets use:
+    ``<key> %base`` (familiarity and probability: share of base, where base is not 0), ``<key> points``
+    (accuracies: difference in points), ``<key> %change`` (perplexities), plus ``acc_mean`` and
+    ``acc_mean points`` over the benchmarks both rows have. Shared by ``run``'s before/after table and the
+    alpha sweep."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        b = base.get(key)
+        if b is None:
+            continue
+        kind = key.split("/", 1)[0]
+        if kind in ("familiarity", "prob") and b:
+            out[f"{key} %base"] = 100 * value / b
+        elif kind == "acc":
+            out[f"{key} points"] = 100 * (value - b)
+        elif kind == "ppl" and b:
+            out[f"{key} %change"] = 100 * (value / b - 1)
+    tasks = sorted(k for k in row if k.startswith("acc/") and k in base)
+    if tasks:
+        out["acc_mean"] = sum(row[t] for t in tasks) / len(tasks)
+        out["acc_mean base"] = sum(base[t] for t in tasks) / len(tasks)
+        out["acc_mean points"] = 100 * (out["acc_mean"] - out["acc_mean base"])
+        out["acc_mean n_tasks"] = len(tasks)
+    return out
+
+
 def render_markdown(doc: dict) -> str:
     models = doc.get("models", {})
     labels = list(models)
