@@ -266,6 +266,17 @@ class Trainer:
         mine = global_indices[acc.process_index::acc.num_processes]
         return [self.train_rows[i] for i in (mine or global_indices[:1])]
 
+    def _loss(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
+        """Token loss on the supervised positions: cross-entropy against the labels, or against the soft labels
+        (softmax of the stored top-k generic logits) when the trainer has ``soft_keys``."""
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if self.soft_keys:
+            return soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"], reduction=reduction)
+        shift_logits = logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
+                                                 reduction=reduction)
+
     @torch.no_grad()
     def validate(self) -> float:
         """Mean token loss on the validation rows (summed over processes)."""
@@ -278,15 +289,8 @@ class Trainer:
         for start in range(0, len(rows), self.cfg.batch_size):
             batch = {k: v.to(acc.device) for k, v in pad_batch(rows[start:start + self.cfg.batch_size], self.pad_id,
                                                                self.label_key, self.soft_keys).items()}
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            shift_labels = batch["labels"][:, 1:]
-            if self.soft_keys:
-                loss = soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"], reduction="sum")
-            else:
-                shift_logits = logits[:, :-1].float()
-                loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                         shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-            total += torch.stack([loss, (shift_labels != -100).sum().float()])
+            loss = self._loss(batch, reduction="sum")
+            total += torch.stack([loss, (batch["labels"][:, 1:] != -100).sum().float()])
         total = acc.reduce(total, reduction="sum")
         self.model.train()
         return float(total[0] / total[1].clamp(min=1))
@@ -303,11 +307,7 @@ class Trainer:
             batch = {k: v.to(acc.device) for k, v in pad_batch(self._local_rows(self.schedule[micro]), self.pad_id,
                                                                self.label_key, self.soft_keys).items()}
             with acc.accumulate(self.model):
-                if self.soft_keys:
-                    logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    loss = soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"])
-                else:
-                    loss = self.model(**batch).loss
+                loss = self._loss(batch)
                 acc.backward(loss)
                 # The extra term (retain guard) runs its own forward and backward after the main one, so the two
                 # graphs are never in memory together; gradients add up as for backward(loss + extra).
