@@ -63,14 +63,27 @@ class RetainGuard:
         return self.weight * kl
 
 
+def retain_paths(recipe: Recipe) -> list[str]:
+    paths = recipe.finetune.retain_corpus or str(DEFAULT_RETAIN)
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
 def retain_rows(recipe: Recipe, tokenizer, limit_blocks: int = 256) -> list[dict]:
+    """Blocks of generic text for the guard; with several files their blocks alternate, so every few steps see
+    each kind of text (e.g. encyclopedia text and other fiction)."""
     from .corpus import load_blocks
 
-    path = recipe.finetune.retain_corpus or str(DEFAULT_RETAIN)
-    if not Path(path).exists():
-        raise RecipeError(f"finetune.retain_weight > 0 needs generic text: {path} not found; set finetune.retain_corpus")
-    blocks = load_blocks(path, tokenizer, block_size=min(recipe.corpus.block_size, 256), max_blocks=limit_blocks)
-    return [{"input_ids": b.input_ids} for b in blocks]
+    paths = retain_paths(recipe)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise RecipeError(f"finetune.retain_weight > 0 needs generic text: {', '.join(missing)} not found; "
+                          "set finetune.retain_corpus to a text file (or a list of them)")
+    per_file = [load_blocks(p, tokenizer, block_size=min(recipe.corpus.block_size, 256),
+                            max_blocks=max(1, limit_blocks // len(paths))) for p in paths]
+    rows = []
+    for k in range(max(len(b) for b in per_file)):
+        rows += [{"input_ids": b[k].input_ids} for b in per_file if k < len(b)]
+    return rows
 
 
 def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:

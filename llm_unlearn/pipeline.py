@@ -129,12 +129,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
 ORDER = list(STAGES)
 
 
-def _corpus_identity(recipe: Recipe) -> str:
-    """Identity of the corpus inputs: a content hash of each file (of every file in a folder).
+def _files_identity(paths) -> str:
+    """Identity of input files: a content hash of each file (of every file in a folder).
 
     Content, not mtime: a copied or re-mounted corpus keeps its finished stages (hashing runs at ~1 GB/s)."""
     parts = []
-    for path in [recipe.corpus.path, *recipe.corpus.extra_paths]:
+    for path in paths:
         if not path or not Path(path).exists():
             parts.append(str(path))
             continue
@@ -149,13 +149,26 @@ def _corpus_identity(recipe: Recipe) -> str:
     return ";".join(parts)
 
 
+def _stage_input_files(recipe: Recipe, name: str) -> list:
+    """Files a stage reads besides the artifacts of the stages before it: editing one redoes the stage."""
+    if name == "corpus":
+        return [recipe.corpus.path, *recipe.corpus.extra_paths]
+    if name == "anchors" and recipe.anchors.user_dictionary:
+        return [recipe.anchors.user_dictionary]
+    if name == "finetune" and recipe.finetune.retain_weight > 0:
+        from .finetune import retain_paths
+
+        return retain_paths(recipe)
+    return []
+
+
 class Pipeline:
     """Runs the stages of a recipe in a run directory, recording everything in ``manifest.json``."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, overwrite: bool = False, progress: bool = True):
         recipe.validate()
         self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
-        self._corpus_id: str | None = None
+        self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline
         from .training import process_state
 
         self.state = process_state()
@@ -175,10 +188,10 @@ class Pipeline:
         for name in ORDER:
             stage = STAGES[name]
             parts = [name, self._config_hash(stage)] + [fps[d] for d in stage.depends]
-            if name == "corpus":
-                if self._corpus_id is None:  # hashing reads the whole corpus: once per Pipeline, not per plan
-                    self._corpus_id = _corpus_identity(self.recipe)
-                parts.append(self._corpus_id)
+            if name not in self._input_ids:  # hashing reads the whole corpus: once per Pipeline, not per plan
+                self._input_ids[name] = _files_identity(_stage_input_files(self.recipe, name))
+            if self._input_ids[name]:
+                parts.append(self._input_ids[name])
             fps[name] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         return fps
 

@@ -125,7 +125,8 @@ class FinetuneConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
     gradient_checkpointing: bool = False
     retain_weight: float = 0.0  # beyond the paper: KL-to-base guard on generic text (0 = off)
-    retain_corpus: Optional[str] = None  # generic text for the guard (default: WikiText-2 if present)
+    # generic text for the guard: a path or a list of paths, whose blocks alternate (default: WikiText-2 valid)
+    retain_corpus: Optional[str | list] = None
     retain_batch_size: Optional[int] = None  # generic blocks per step for the guard (default: batch_size)
     seed: int = 0
 
@@ -270,6 +271,7 @@ def _did_you_mean(key: str, known, prefix: str = "") -> str:
 
 _PATH_KEYS = {("corpus", "path"), ("anchors", "user_dictionary"), ("eval", "benchmark_dir"), ("eval", "wikitext"),
               ("finetune", "retain_corpus")}
+_PATH_LIST_KEYS = {("eval", "suites"), ("corpus", "extra_paths"), ("finetune", "retain_corpus")}
 
 
 def _resolve_relative_paths(data: dict, base: Path) -> dict:
@@ -278,7 +280,7 @@ def _resolve_relative_paths(data: dict, base: Path) -> dict:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key].startswith(("./", "../")):
             sec[key] = str((base / sec[key]).resolve())
-    for section, key in (("eval", "suites"), ("corpus", "extra_paths")):
+    for section, key in _PATH_LIST_KEYS:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), list):
             sec[key] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s

@@ -230,6 +230,56 @@ def test_extra_target_text_is_used_whole_and_corpus_identity_is_content(tmp_path
     assert [a for _, a in Pipeline(Recipe.from_dict(data), run, progress=False).plan("corpus")] == ["redo"]
 
 
+def test_edited_user_dictionary_or_retain_text_redoes_the_stage_that_reads_it(tmp_path, tiny_model_dir, small_corpus):
+    """The anchors stage reads the user dictionary and the guarded fine-tune reads the retain text: editing
+    either file (same path) redoes that stage and what follows, not the stages before."""
+    user = tmp_path / "anchors.yaml"
+    user.write_text("Moriarty: [Hollis, Brennan]\n", encoding="utf-8")
+    retain = tmp_path / "generic.txt"
+    retain.write_text("The river flows to the sea past the old mill. " * 40, encoding="utf-8")
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["anchors"]["user_dictionary"] = str(user)
+    data["finetune"].update({"retain_weight": 1.0, "retain_corpus": str(retain)})
+
+    def plan():
+        return dict(Pipeline(Recipe.from_dict(data), tmp_path / "run", progress=False).plan("finetune"))
+
+    fps = Pipeline(Recipe.from_dict(data), tmp_path / "run", progress=False).fingerprints()
+    manifest = {"stages": {name: {"status": "done", "fingerprint": fp} for name, fp in fps.items()}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    assert set(plan().values()) == {"skip"}
+    user.write_text("Moriarty: [Hollis, Brennan]\nBaker Street: null\n", encoding="utf-8")
+    assert plan() == {"corpus": "skip", "anchors": "redo", "reinforce": "skip", "labels": "redo", "finetune": "redo"}
+    user.write_text("Moriarty: [Hollis, Brennan]\n", encoding="utf-8")
+    assert set(plan().values()) == {"skip"}
+    retain.write_text("Other generic text about trains and weather. " * 40, encoding="utf-8")
+    assert plan()["finetune"] == "redo" and plan()["labels"] == "skip"
+
+
+def test_retain_text_from_several_files_alternates(tmp_path, tiny_model_dir, small_corpus):
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.finetune import retain_rows
+    from llm_unlearn.models import load_model
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("alpha beta gamma delta. " * 200, encoding="utf-8")
+    b.write_text("one two three four five. " * 60, encoding="utf-8")
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["finetune"].update({"retain_weight": 1.0, "retain_corpus": [str(a), str(b)]})
+    recipe = Recipe.from_dict(data)
+    _, tok = load_model(str(tiny_model_dir))
+    rows = retain_rows(recipe, tok, limit_blocks=8)
+    first_a = tok(" alpha beta")["input_ids"][-1]
+    first_b = tok(" one two")["input_ids"][-1]
+    kinds = ["a" if first_a in r["input_ids"] else "b" if first_b in r["input_ids"] else "?" for r in rows]
+    assert kinds[:4] == ["a", "b", "a", "b"], kinds
+    assert len(rows) <= 8
+    data["finetune"]["retain_corpus"] = [str(a), str(tmp_path / "missing.txt")]
+    with pytest.raises(RecipeError, match="missing.txt not found"):
+        retain_rows(Recipe.from_dict(data), tok)
+
+
 def test_soft_labels_option_end_to_end(tmp_path, tiny_model_dir, small_corpus):
     """labels.soft_top_k + finetune.soft_labels (beyond the paper): the label dataset holds the top-k generic
     logits, the fine-tune trains on them, and asking for soft labels without them is a clear recipe error."""

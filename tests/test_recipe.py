@@ -178,6 +178,9 @@ eval:
     assert r.finetune.retain_corpus == "/abs/wiki.txt"
     assert r.eval.suites == [str((recipe_dir / "suites" / "a").resolve()),
                              str((tmp_path / "project" / "suites" / "b").resolve()), "/abs/c"]
+    # the guard's text may be a list of files, resolved the same way
+    r = Recipe.from_yaml(write(recipe_dir, "finetune:\n  retain_corpus: [./x.txt, /abs/y.txt]\n"))
+    assert r.finetune.retain_corpus == [str((recipe_dir / "x.txt").resolve()), "/abs/y.txt"]
 
 
 def test_datasets_id_is_not_treated_as_a_path(tmp_path):
