@@ -218,11 +218,17 @@ def split_blocks(blocks: list[Block], validation_fraction: float, seed: int = 0)
 
 
 def load_blocks(source, tokenizer, block_size: int = 512, text_field: str = "text", split: str = "train",
-                start_block: int = 0, max_blocks: int | None = None) -> list[Block]:
-    """read_corpus + make_blocks + slicing: the corpus stage in one call."""
+                start_block: int = 0, max_blocks: int | None = None, sampling: str = "first") -> list[Block]:
+    """read_corpus + make_blocks + slicing: the corpus stage in one call.
+
+    ``sampling="spread"`` takes the ``max_blocks`` blocks evenly spaced over the text after ``start_block``
+    instead of the first ones."""
     blocks = make_blocks(read_corpus(source, text_field=text_field, split=split), tokenizer, block_size)
     blocks = blocks[start_block:]
-    if max_blocks is not None:
+    if max_blocks is not None and sampling == "spread" and max_blocks < len(blocks):
+        step = len(blocks) / max_blocks
+        blocks = [blocks[int(i * step)] for i in range(max_blocks)]
+    elif max_blocks is not None:
         blocks = blocks[:max_blocks]
     if not blocks:
         raise CorpusError(f"corpus yields no blocks after start_block={start_block}, max_blocks={max_blocks}")

@@ -44,7 +44,7 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
                           f"length ({ctx}); lower it with --set corpus.block_size={min(512, ctx)}")
     source = recipe.corpus.path
     blocks = load_blocks(source, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split,
-                         recipe.corpus.start_block, recipe.corpus.max_blocks)
+                         recipe.corpus.start_block, recipe.corpus.max_blocks, recipe.corpus.block_sampling)
     n_docs = max(b.doc_index for b in blocks) + 1
     for extra in recipe.corpus.extra_paths:  # used whole: the slice options apply to corpus.path only
         more = load_blocks(extra, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split)

@@ -39,7 +39,10 @@ class CorpusConfig:
     text_field: str = "text"  # for .jsonl / datasets
     split: str = "train"  # for datasets ids
     block_size: int = 512
-    max_blocks: Optional[int] = None  # use only the first N blocks (quick runs)
+    max_blocks: Optional[int] = None  # use only N blocks (quick runs)
+    # which N blocks: "first" (a contiguous slice) or "spread" (evenly spaced over the whole text, so a short
+    # run still sees every part of a long corpus: every story of a collection, every chapter of a book)
+    block_sampling: str = "first"
     start_block: int = 0  # skip this many blocks first (pick a slice of a long corpus)
     validation_fraction: float = 0.05  # held-out blocks for perplexity / best-checkpoint selection
     seed: int = 0
@@ -258,6 +261,8 @@ class Recipe:
         if self.finetune.soft_labels and self.labels.soft_top_k < 1:
             raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
                               "(e.g. --set labels.soft_top_k=32)")
+        if self.corpus.block_sampling not in ("first", "spread"):
+            raise RecipeError(f"corpus.block_sampling must be 'first' or 'spread' (got {self.corpus.block_sampling!r})")
         if self.finetune.mixed_precision not in ("no", "bf16", "fp16"):
             raise RecipeError("finetune.mixed_precision must be one of no, bf16, fp16")
 

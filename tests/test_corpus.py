@@ -251,6 +251,14 @@ def test_load_blocks_slicing(smol_tokenizer):
     assert [b.text for b in part] == [b.text for b in all_blocks[2:5]]
     with pytest.raises(CorpusError, match="no blocks"):
         load_blocks([text], smol_tokenizer, block_size=16, start_block=10_000)
+    # spread: the N blocks are evenly spaced over the whole text (first and last part included), in order
+    n = len(all_blocks)
+    spread = load_blocks([text], smol_tokenizer, block_size=16, max_blocks=4, sampling="spread")
+    idx = [next(i for i, b in enumerate(all_blocks) if b.text == s.text) for s in spread]
+    assert len(idx) == 4 and idx[0] == 0 and idx == sorted(idx) and idx[-1] >= n - n // 4 - 1
+    assert min(b - a for a, b in zip(idx, idx[1:], strict=False)) >= n // 4 - 1
+    # asking for more blocks than there are gives them all
+    assert len(load_blocks([text], smol_tokenizer, block_size=16, max_blocks=n + 5, sampling="spread")) == n
 
 
 def test_blocks_save_and_read_round_trip(tmp_path, smol_tokenizer):

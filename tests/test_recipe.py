@@ -196,6 +196,8 @@ def test_validate_rejects_bad_values():
         Recipe().with_override("corpus.block_size=4").validate()
     with pytest.raises(RecipeError, match="label_alpha"):
         Recipe().with_override("finetune.label_alpha=7").validate()
+    with pytest.raises(RecipeError, match="'first' or 'spread'"):
+        Recipe().with_override("corpus.block_sampling=random").validate()
 
 
 def test_section_hash_changes_only_with_its_sections():
