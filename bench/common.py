@@ -115,15 +115,17 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def load_base(threads: int | None = None):
-    """SmolLM2-135M as the pipeline loads it (float32 on CPU, sdpa attention)."""
+def load_base(threads: int | None = None, dtype: str = "float32"):
+    """SmolLM2-135M with sdpa attention, float32 weights by default (the training stages' master weights; the
+    bf16 side of a comparison is made by the caller, see bench/cpu_speed.py)."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
     from llm_unlearn.models import load_model
 
-    return load_model(MODEL)
+    model, tok = load_model(MODEL, dtype=dtype)
+    if threads:  # after load_model, which sets the default thread count (hardware rule H3)
+        torch.set_num_threads(threads)
+    return model, tok
 
 
 def make_reinforced(base, seed: int = 0, scale: float = 0.1):

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from .errors import HubError
+from .hardware import training_weights_dtype
 from .recipe import Recipe
 from .rundir import RunPaths
 from .runio import atomic_dir, atomic_write_text
@@ -81,7 +82,7 @@ def run_export(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
 
     from .models import load_model
 
-    base, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device="cpu",
+    base, tokenizer = load_model(recipe.model.spec, dtype=training_weights_dtype(recipe.model.dtype, "cpu"), device="cpu",
                                  trust_remote_code=recipe.model.trust_remote_code)
     if recipe.finetune.full_finetune:
         merged = AutoModelForCausalLM.from_pretrained(run.finetune_weights, dtype=base.dtype, use_safetensors=True)

@@ -22,7 +22,7 @@ from .labels import alpha_key, soft_keys
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
-from .training import TrainConfig, Trainer
+from .training import TrainConfig, Trainer, training_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """labels/dataset -> finetune/adapter (best by validation loss on generic labels) + metrics."""
     import datasets
 
-    cfg = TrainConfig.from_section(recipe.finetune)
-    model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
+    cfg = TrainConfig.from_section(recipe.finetune, recipe)
+    model, tokenizer = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
     alpha = recipe.finetune.label_alpha if recipe.finetune.label_alpha is not None else recipe.labels.alpha
     key = alpha_key(alpha)
@@ -113,7 +113,7 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     base_copy = None
     if cfg.retain_weight > 0:
         if cfg.full_finetune:
-            base_copy, _ = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device)
+            base_copy, _ = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device)
         extra = RetainGuard(retain_rows(recipe, tokenizer), cfg.retain_weight,
                             recipe.finetune.retain_batch_size or cfg.batch_size,
                             tokenizer.pad_token_id, base_copy)

@@ -325,6 +325,8 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
         from peft import PeftModel
 
         source = LogitSource(PeftModel.from_pretrained(model, run.reinforce_weights).eval())
+    logger.info("labels: forward passes in %s (label formula in float32), %d threads",
+                str(model.dtype).replace("torch.", ""), torch.get_num_threads())
     blocks = read_blocks(run.blocks)
     dictionary = AnchorDictionary.load(run.anchors)
     if len(dictionary) == 0:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .hardware import configure_threads, inference_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +180,9 @@ def resolve_spec(spec: str | os.PathLike) -> ResolvedSpec:
 
 
 def _resolve_dtype(dtype, device: str):
-    import torch
-
-    if dtype is None or dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ModelLoadError(f"unknown dtype '{dtype}'; use one of auto, {', '.join(table)}")
-    return table[dtype]
+    """Weights dtype for inference: ``auto`` is bf16 where the hardware computes it natively (rule H1 in
+    :mod:`llm_unlearn.hardware`), float32 elsewhere."""
+    return inference_dtype(dtype, device)
 
 
 def default_device() -> str:
@@ -342,13 +333,15 @@ def load_model(
 ):
     """Load ``(model, tokenizer)`` from a model spec (see module docstring).
 
-    dtype: ``None``/``"auto"`` gives float32 on CPU and bfloat16 on GPUs that support it; or a torch dtype
-    or its name. The model is returned in eval mode on ``device`` (default: cuda if available, else cpu).
+    dtype: ``None``/``"auto"`` gives bfloat16 on GPUs and CPUs that compute it natively, float32 elsewhere
+    (:mod:`llm_unlearn.hardware`, rule H1; training stages ask for float32 master weights); or a torch dtype or
+    its name. Torch's CPU threads are set to the physical cores unless the user set them (rule H3). The model is returned in eval mode on ``device`` (default: cuda if available, else cpu).
     """
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
     torch_dtype = _resolve_dtype(dtype, device)
+    configure_threads()
     resolved, source = materialize(spec)
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if attn_implementation:

@@ -25,7 +25,7 @@ from .errors import RecipeError
 @dataclass
 class ModelConfig:
     spec: str = "smollm2-135m"  # alias, .gguf path, local folder or Hub id
-    dtype: str = "auto"  # auto = float32 on CPU, bf16 on GPUs that support it
+    dtype: str = "auto"  # auto = bf16 compute where native (GPU, CPU with avx512_bf16/amx), else float32
     device: Optional[str] = None  # default: cuda if available else cpu
     trust_remote_code: bool = False
 
@@ -84,7 +84,7 @@ class ReinforceConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     eval_every: int = 20  # steps between validation + checkpoint (resume point)
-    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    mixed_precision: str = "auto"  # auto (bf16 autocast on CPUs with native bf16) | no | bf16 | fp16
     gradient_checkpointing: bool = False
     seed: int = 0
 
@@ -125,7 +125,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.05
     lr_scheduler: str = "linear"
     eval_every: int = 20  # steps between validation + checkpoint
-    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    mixed_precision: str = "auto"  # auto (bf16 autocast on CPUs with native bf16) | no | bf16 | fp16
     gradient_checkpointing: bool = False
     retain_weight: float = 0.0  # beyond the paper: KL-to-base guard on generic text (0 = off)
     # generic text for the guard: a path or a list of paths, whose blocks alternate (default: WikiText-2 valid)
@@ -263,8 +263,10 @@ class Recipe:
                               "(e.g. --set labels.soft_top_k=32)")
         if self.corpus.block_sampling not in ("first", "spread"):
             raise RecipeError(f"corpus.block_sampling must be 'first' or 'spread' (got {self.corpus.block_sampling!r})")
-        if self.finetune.mixed_precision not in ("no", "bf16", "fp16"):
-            raise RecipeError("finetune.mixed_precision must be one of no, bf16, fp16")
+        for name in ("reinforce", "finetune"):
+            if getattr(self, name).mixed_precision not in ("auto", "no", "bf16", "fp16"):
+                raise RecipeError(f"{name}.mixed_precision must be one of auto, no, bf16, fp16 "
+                                  f"(got {getattr(self, name).mixed_precision!r})")
 
 
 def _did_you_mean(key: str, known, prefix: str = "") -> str:

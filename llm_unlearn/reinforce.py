@@ -16,7 +16,7 @@ from .corpus import read_blocks
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
-from .training import TrainConfig, Trainer, perplexity
+from .training import TrainConfig, Trainer, training_dtype, perplexity
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def block_rows(run: RunPaths):
 
 def run_reinforce(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> reinforce/adapter (LoRA) or reinforce/adapter (full weights), + metrics."""
-    cfg = TrainConfig.from_section(recipe.reinforce)
-    model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
+    cfg = TrainConfig.from_section(recipe.reinforce, recipe)
+    model, tokenizer = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
     train, val = block_rows(run)
     ppl_rows = val or train[: max(1, len(train) // 20)]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import RecipeError
+from .hardware import resolve_mixed_precision, training_weights_dtype
 from .runio import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -47,15 +48,30 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     lr_scheduler: str = "linear"
     eval_every: int = 20
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (hardware rule H2)
     gradient_checkpointing: bool = False
     retain_weight: float = 0.0
     seed: int = 0
 
     @classmethod
-    def from_section(cls, section) -> TrainConfig:
+    def from_section(cls, section, recipe=None) -> TrainConfig:
+        """The training fields of a recipe section; with the recipe, ``mixed_precision: auto`` is resolved for
+        its model dtype and device (hardware rule H2)."""
         names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in vars(section).items() if k in names})
+        cfg = cls(**{k: v for k, v in vars(section).items() if k in names})
+        if recipe is not None:
+            from .models import default_device
+
+            cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, recipe.model.device or default_device(),
+                                                          recipe.model.dtype)
+        return cfg
+
+
+def training_dtype(recipe):
+    """Master-weight dtype of the training stages (float32 on CPU, bf16 compute via autocast; hardware rule H2)."""
+    from .models import default_device
+
+    return training_weights_dtype(recipe.model.dtype, recipe.model.device or default_device())
 
 
 def process_state():
@@ -159,8 +175,16 @@ class Trainer:
         self.train_rows, self.val_rows = train_rows, val_rows
         if not train_rows:
             raise RecipeError(f"{desc}: no training blocks (corpus too small for the validation split?)")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        weights_are_fp32 = next(model.parameters()).dtype == torch.float32
+        self.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, device,
+                                                       "auto" if weights_are_fp32 else "explicit")
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation,
-                                                      mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+                                                      mixed_precision=self.mixed_precision,
+                                                      cpu=not torch.cuda.is_available())
+        logger.info("%s: %s weights, mixed precision %s, %d threads", desc,
+                    str(next(model.parameters()).dtype).replace("torch.", ""), self.mixed_precision,
+                    torch.get_num_threads())
         torch.manual_seed(cfg.seed)
         if cfg.full_finetune:
             self.model = model

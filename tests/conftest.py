@@ -16,6 +16,9 @@ SHERLOCK = SHARED_DATA / "corpora" / "sherlock_holmes_adventures.txt"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests compute in float32 on every machine (exact oracle comparisons, same results with or without native bf16);
+# tests/test_hardware.py turns the bf16 path on where it tests it.
+os.environ.setdefault("LLM_UNLEARN_CPU_BF16", "0")
 
 
 def need_shared(path: Path = SHARED_DATA) -> Path:

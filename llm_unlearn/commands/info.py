@@ -14,12 +14,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..models import describe, load_model
+    from ..hardware import describe_compute
+    from ..models import default_device, describe, load_model
 
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     facts = describe(model, tokenizer)
     facts["load_seconds"] = round(time.perf_counter() - t0, 2)
+    # What a run would compute in on this machine (llm_unlearn.hardware): inference stages use `dtype` above.
+    compute = describe_compute(default_device(), args.dtype)
+    facts["compute_dtype"] = compute["compute_dtype"]
+    facts["training"] = compute["training"]
+    facts["cpu_bf16_native"] = compute["cpu_bf16_native"]
+    facts["threads"] = f"{compute['threads']} (OMP_WAIT_POLICY={compute['omp_wait_policy']})"
     width = max(len(k) for k in facts)
     for key, value in facts.items():
         if key == "parameters":
