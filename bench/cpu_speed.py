@@ -184,7 +184,7 @@ def label_agreement(rows32: list[dict], rows16: list[dict]) -> dict:
         key, (ids_key, val_key) = alpha_key(alpha), soft_keys(alpha)
         same = total = 0
         kls = []
-        for r32, r16 in zip(rows32, rows16):
+        for r32, r16 in zip(rows32, rows16, strict=True):
             a, b = np.asarray(r32[key]), np.asarray(r16[key])
             sup = (a != -100) & (b != -100)
             same += int((a[sup] == b[sup]).sum())
@@ -207,7 +207,7 @@ def _topk_dist(ids, logits) -> dict:
     v = np.asarray(logits, dtype=np.float64)
     p = np.exp(v - v.max())
     p /= p.sum()
-    return {int(i): float(x) for i, x in zip(ids, p)}
+    return {int(i): float(x) for i, x in zip(ids, p, strict=True)}
 
 
 # ---- contention ---------------------------------------------------------------------------------------------------

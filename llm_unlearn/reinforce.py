@@ -16,7 +16,7 @@ from .corpus import read_blocks
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
-from .training import TrainConfig, Trainer, training_dtype, perplexity
+from .training import TrainConfig, Trainer, perplexity, training_dtype
 
 logger = logging.getLogger(__name__)
 
