@@ -138,11 +138,12 @@ def test_in_context_prompts_never_contain_the_scored_item():
             text = ctx("completion", p.id)
             lines = text.splitlines()
             assert len(lines) == k
-            assert all(not line.startswith(p.prompt.rstrip()) for line in lines), (p.id, text)
+            assert all(" ".join(p.prompt.split()).casefold() not in " ".join(line.split()).casefold()
+                       for line in lines), (p.id, text)
         for p in suite.probability:
             lines = ctx("probability", p.id).splitlines()
             assert len(lines) == k
-            assert p.prompt + p.target not in lines and all(line != p.prompt + p.target for line in lines)
+            assert all(p.prompt.strip().casefold() not in line.casefold() for line in lines), (p.id, lines)
     # deterministic, and tiny suites give every other item
     assert solved_examples(suite, "completion", suite.completion[0].id, 3) == \
         solved_examples(suite, "completion", suite.completion[0].id, 3)

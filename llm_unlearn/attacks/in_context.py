@@ -2,7 +2,7 @@
 
 * ATK-I1: k solved examples (k = 3 and 10 by default) come from the suite's own items of the same kind (completion
   prompt + its first reference; probability prompt + its target), one per line, never the scored item itself nor
-  an item with the same prompt text; chosen by a generator seeded with (seed, item id), so reruns are identical.
+  an item whose solved text contains the scored prompt (a copy or a longer variant of it); chosen by a generator seeded with (seed, item id), so reruns are identical.
 * ATK-I2: the "passage" variant puts a paragraph of target text (the first ~150 words of the held-out target text,
   else the suite's ``passage.txt``) before each prompt, separated by a blank line.
 Completions are graded against the original prompt (ATK-S1) and end at the first newline with examples (ATK-S2).
@@ -29,7 +29,10 @@ def solved_examples(suite: Suite, kind: str, item_id: str, k: int, seed: int = 0
         items = suite.probability
         solved = {p.id: p.prompt + p.target for p in items}
     scored = next(p for p in items if p.id == item_id)
-    pool = [p.id for p in items if p.id != item_id and p.prompt.strip() != scored.prompt.strip()]
+    key = " ".join(scored.prompt.split()).casefold()
+    # not the item itself, nor any item whose solved text contains the scored prompt (a longer variant of the same
+    # sentence would hand over the answer: '"You have been in Afghanistan, I perceive," said ...')
+    pool = [p.id for p in items if p.id != item_id and key not in " ".join(solved[p.id].split()).casefold()]
     rng = random.Random(f"{seed}:{kind}:{item_id}")
     return [solved[i] for i in rng.sample(pool, min(k, len(pool)))]
 
