@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 _KIND_NOTE = {"same_items": "", "probe": "†"}
 
@@ -76,8 +79,11 @@ def make_plot(doc: dict, out: Path) -> list[Path]:
             is not None]
     if not rows:
         return []
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed: no attack.png (pip install 'llm-unlearn[eval]')")
+        return []
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
