@@ -339,3 +339,25 @@ def test_cli_runs_an_attack(tmp_path, mini_suite, tiny_model_dir, capsys):
     doc = json.loads((tmp_path / "o" / "attack.json").read_text())
     assert doc["attacks"] == ["quantization"] and any(r["variant"] == "int8" for r in doc["results"])
     assert "recovery" in capsys.readouterr().out
+
+
+def test_pipeline_attack_stage_uses_the_relearn_slice(tmp_path, tiny_model_dir, small_corpus, mini_suite):
+    pytest.importorskip("llm_unlearn.anchors")
+    from llm_unlearn.pipeline import Pipeline
+    from tests.test_pipeline import tiny_recipe
+
+    data = tiny_recipe(tiny_model_dir, small_corpus, corpus={"relearn_fraction": 0.2},
+                       attack={"enabled": True, "attacks": ["relearn", "quantization"], "relearn_steps": [2],
+                               "quant_bits": [8], "suites": [str(mini_suite)], "bootstrap": 50,
+                               "relearn_block_size": 32},
+                       eval={"max_new_tokens": 3})
+    run = tmp_path / "run"
+    manifest = Pipeline(Recipe.from_dict(data), run, progress=False).run_stages()
+    assert manifest["stages"]["attack"]["status"] == "done"
+    split = json.loads((run / "corpus" / "split.json").read_text())
+    assert split["relearn"] and not set(split["relearn"]) & (set(split["train"]) | set(split["validation"]))
+    doc = json.loads((run / "attack" / "attack.json").read_text())
+    assert doc["heldout_texts"] == len(split["relearn"]) and doc["relearn_lr"] == data["finetune"]["learning_rate"]
+    relearn_rows = [r for r in doc["results"] if r["attack"] == "relearn"]
+    assert relearn_rows and relearn_rows[0]["variant"] == "heldout-2"
+    assert (run / "attack" / "report.md").exists()
