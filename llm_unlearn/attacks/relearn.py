@@ -85,7 +85,7 @@ def relearn(model, tokenizer, texts: list[str], steps: list[int], learning_rate:
 
     Load a snapshot with ``peft.set_peft_model_state_dict(peft_model, result.snapshots[n])``."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from ..training import lora_targets
 
@@ -123,6 +123,7 @@ def relearn(model, tokenizer, texts: list[str], steps: list[int], learning_rate:
                                  use_cpu=next(model.parameters()).device.type == "cpu")
         trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=_collate(pad_id),
                           callbacks=[Snapshot()])
+        trainer.remove_callback(PrinterCallback)  # the loss curve is kept in the result, not printed per step
         trainer.train()
     from peft import set_peft_model_state_dict
 

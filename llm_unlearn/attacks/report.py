@@ -64,7 +64,8 @@ def render_markdown(doc: dict) -> str:
                          f"weights; mean |ΔW| = {_f(surv['mean_abs_delta_in_steps'], 3)} quantization steps.")
         loss = (r.get("info") or {}).get("text_loss")
         if loss and r["attack"] == "relearn":
-            extra.append(f"- relearn {r['variant']} ({r['suite']}): loss on the relearn text "
+            extra.append(f"- relearn on {r['info'].get('source')} text ({r['info'].get('blocks')} blocks, "
+                         f"lr {r['info'].get('lr')}): loss of the unlearned model on it, "
                          + ", ".join(f"step {k}: {v:.3f}" for k, v in sorted(loss.items(), key=lambda kv: int(kv[0]))))
     if extra:
         lines += ["", "## Details", "", *dict.fromkeys(extra)]
@@ -74,7 +75,7 @@ def render_markdown(doc: dict) -> str:
 
 
 def make_plot(doc: dict, out: Path) -> list[Path]:
-    """Recovery of familiarity (or accuracy) per attack variant, with its interval."""
+    """Recovery per attack variant, with its interval: of familiarity, else P(target), else accuracy."""
     rows = [r for r in doc["results"] if r["attack"] != "none" and r["recovery"].get(r["headline"], {}).get("recovery")
             is not None]
     if not rows:
@@ -90,7 +91,8 @@ def make_plot(doc: dict, out: Path) -> list[Path]:
     labels, vals, lo, hi = [], [], [], []
     for r in rows:
         rec = r["recovery"][r["headline"]]
-        labels.append(f"{r['attack']}:{r['variant']}" + (f" ({r['suite']})" if len(doc["suites"]) > 1 else ""))
+        short = {"familiarity": "fam.", "prob": "P", "accuracy": "acc."}[r["headline"]]
+        labels.append(f"{r['attack']}:{r['variant']} [{short}]" + (f" ({r['suite']})" if len(doc["suites"]) > 1 else ""))
         vals.append(rec["recovery"])
         lo.append(rec["recovery"] - rec["ci_low"] if rec.get("ci_low") is not None else 0)
         hi.append(rec["ci_high"] - rec["recovery"] if rec.get("ci_high") is not None else 0)
@@ -102,7 +104,7 @@ def make_plot(doc: dict, out: Path) -> list[Path]:
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("recovery (0 = still forgotten, 1 = back to base)")
-    ax.set_title("Recovery of forgotten knowledge under attack")
+    ax.set_title("Recovery of forgotten knowledge under attack (95% intervals)")
     fig.tight_layout()
     path = out / "attack.png"
     fig.savefig(path, dpi=120)

@@ -167,6 +167,8 @@ def pair_rows(rows: list[Row], plain: dict, config: AttackConfig) -> list[dict]:
                     _, u_vals = aligned(pu, key, ids)
                     c_vals = aligned(ctl.measure, key, ids)[1] if ctl is not None else None
                     entry["recovery"][key] = recovery_ci(a_vals, u_vals, b_vals, control=c_vals, **kw)
-        entry["headline"] = next((k for k in METRICS if k in entry["recovery"]), "familiarity")
+        # the measure the summary and the plot show: the first one whose recovery is defined
+        entry["headline"] = next((k for k in METRICS if (entry["recovery"].get(k) or {}).get("recovery") is not None),
+                                 next((k for k in METRICS if k in entry["recovery"]), "familiarity"))
         out.append(entry)
     return out
