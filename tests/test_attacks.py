@@ -361,3 +361,14 @@ def test_pipeline_attack_stage_uses_the_relearn_slice(tmp_path, tiny_model_dir, 
     relearn_rows = [r for r in doc["results"] if r["attack"] == "relearn"]
     assert relearn_rows and relearn_rows[0]["variant"] == "heldout-2"
     assert (run / "attack" / "report.md").exists()
+
+
+def test_named_relearn_texts(tmp_path):
+    from llm_unlearn.attacks import _named_texts
+
+    (tmp_path / "wiki.txt").write_text("Holmes was a consulting detective in London.")
+    texts = _named_texts([f"articles={tmp_path / 'wiki.txt'}", str(tmp_path / "wiki.txt")])
+    assert texts == {"articles": ["Holmes was a consulting detective in London."],
+                     "wiki": ["Holmes was a consulting detective in London."]}
+    with pytest.raises(EvalError, match="relearn text"):
+        _named_texts([f"x={tmp_path / 'missing.txt'}"])
