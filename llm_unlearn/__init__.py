@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that `llm-unlearn --help` stays fast)::
 
-    from llm_unlearn import Recipe, unlearn, load_model
+    from llm_unlearn import Recipe, unlearn, load_model, attack
 """
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ _LAZY = {
     "Unlearner": ("llm_unlearn.api", "Unlearner"),
     "RunResult": ("llm_unlearn.api", "RunResult"),
     "UnlearnError": ("llm_unlearn.errors", "UnlearnError"),
+    "attack": ("llm_unlearn.attacks", "attack"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -217,6 +217,23 @@ def split_blocks(blocks: list[Block], validation_fraction: float, seed: int = 0)
     return train, val
 
 
+def split_relearn(train: list[int], relearn_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Take a relearn slice (every k-th block, spread out) from the training blocks; no stage trains on it.
+
+    With ``relearn_fraction == 0`` the training blocks are returned unchanged (runs made before the slice existed
+    keep their split)."""
+    if relearn_fraction <= 0 or len(train) < 2:
+        return list(train), []
+    n = len(train)
+    n_rel = min(n - 1, max(1, int(round(n * relearn_fraction))))
+    step = n / n_rel
+    # offset by one from the validation pick, so the two slices interleave rather than sit side by side
+    pos = sorted({min(n - 1, int(i * step + ((seed + 1) % max(int(step), 1)))) for i in range(n_rel)})
+    relearn = [train[i] for i in pos]
+    keep = set(relearn)
+    return [i for i in train if i not in keep], relearn
+
+
 def load_blocks(source, tokenizer, block_size: int = 512, text_field: str = "text", split: str = "train",
                 start_block: int = 0, max_blocks: int | None = None, sampling: str = "first") -> list[Block]:
     """read_corpus + make_blocks + slicing: the corpus stage in one call.

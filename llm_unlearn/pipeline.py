@@ -3,7 +3,7 @@
 Stages, in order (each a function from artifacts on disk to artifacts on disk):
 
     corpus -> anchors ----------\\
-           \\-> reinforce --------> labels -> finetune -> export -> eval
+           \\-> reinforce --------> labels -> finetune -> export -> eval (-> attack, when attack.enabled)
 
 ``manifest.json`` records per stage: status, a fingerprint (hash of the recipe sections it reads and of its
 upstream stages' fingerprints, plus the corpus file's identity), timings, outputs and metrics. On a rerun a
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # ---- the thin stages (the heavy ones live in their own modules) -------------------------------------------
 def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """corpus.path -> corpus/blocks.jsonl + corpus/split.json (train / validation block indices)."""
-    from .corpus import load_blocks, save_blocks, split_blocks
+    from .corpus import load_blocks, save_blocks, split_blocks, split_relearn
     from .models import load_model_config, load_tokenizer
 
     tokenizer = load_tokenizer(recipe.model.spec, trust_remote_code=recipe.model.trust_remote_code)
@@ -53,11 +53,14 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         n_docs = max(b.doc_index for b in more) + 1
         blocks += more
     train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
+    train, relearn = split_relearn(train, recipe.corpus.relearn_fraction, recipe.corpus.seed)
     save_blocks(blocks, run.blocks)
-    atomic_write_json(run.split, {"train": train, "validation": val})
+    atomic_write_json(run.split, {"train": train, "validation": val, **({"relearn": relearn} if relearn else {})})
     tokens = sum(len(b) for b in blocks)
-    logger.info("corpus: %d blocks (%d tokens), %d train / %d validation", len(blocks), tokens, len(train), len(val))
-    return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val)}
+    logger.info("corpus: %d blocks (%d tokens), %d train / %d validation / %d relearn", len(blocks), tokens,
+                len(train), len(val), len(relearn))
+    return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val),
+            "relearn_blocks": len(relearn)}
 
 
 def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
@@ -95,6 +98,16 @@ def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     return {"eval_json": str(run.eval_dir / "eval.json"), "summary": result.get("summary", {})}
 
 
+def run_attack(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
+    """export/model (+ the base model) -> attack/attack.json, report.md, plot (only when attack.enabled)."""
+    if not recipe.attack.enabled:
+        return {"skipped": "attack.enabled is false"}
+    from .attacks import attack_run
+
+    doc = attack_run(run.root, recipe, progress=progress)
+    return {"attack_json": str(run.root / "attack" / "attack.json"), "summary": doc.get("summary", {})}
+
+
 def _stage_fn(name: str) -> Callable:
     if name == "reinforce":
         from .reinforce import run_reinforce as fn
@@ -105,7 +118,7 @@ def _stage_fn(name: str) -> Callable:
     elif name == "export":
         from .export import run_export as fn
     else:
-        fn = {"corpus": run_corpus, "anchors": run_anchors, "eval": run_eval}[name]
+        fn = {"corpus": run_corpus, "anchors": run_anchors, "eval": run_eval, "attack": run_attack}[name]
     return fn
 
 
@@ -125,6 +138,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("finetune", ("model", "finetune"), ("labels",), distributed=True),
     Stage("export", ("model", "export", "finetune"), ("finetune",)),
     Stage("eval", ("eval",), ("export",)),
+    Stage("attack", ("eval", "attack", "finetune"), ("export",)),  # off unless attack.enabled
 ]}
 ORDER = list(STAGES)
 
@@ -199,12 +213,16 @@ class Pipeline:
         """Hash of what a stage reads. Where the model is pushed is not part of what it computes."""
         data = self.recipe.to_dict()
         data["export"] = {k: v for k, v in data["export"].items() if k not in ("push_to_hub", "private")}
+        if not data["corpus"].get("relearn_fraction"):
+            data["corpus"].pop("relearn_fraction", None)  # runs made before the relearn slice keep their fingerprints
         payload = {s: data[s] for s in stage.sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def plan(self, until: str = "eval") -> list[tuple[str, str]]:
         """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo')]."""
         manifest, fps = self.load_manifest(), self.fingerprints()
+        if until == "eval" and self.recipe.attack.enabled:
+            until = "attack"  # the attack stage runs after eval only when the recipe asks for it
         out = []
         for name in ORDER[: ORDER.index(until) + 1]:
             entry = manifest["stages"].get(name)

@@ -45,6 +45,9 @@ class CorpusConfig:
     block_sampling: str = "first"
     start_block: int = 0  # skip this many blocks first (pick a slice of a long corpus)
     validation_fraction: float = 0.05  # held-out blocks for perplexity / best-checkpoint selection
+    # held-out blocks for the relearn attack (split.json "relearn"; no stage trains on them). 0 keeps the split of
+    # earlier runs unchanged; the attack then relearns on the validation blocks, which no stage trains on either.
+    relearn_fraction: float = 0.0
     seed: int = 0
 
 
@@ -163,6 +166,41 @@ class EvalConfig:
 
 
 @dataclass
+class AttackConfig:
+    """Does the forgetting hold? Attacks on the unlearned model (llm_unlearn.attacks), scored like eval."""
+
+    enabled: bool = False  # the pipeline's attack stage runs only when true
+    attacks: list = field(default_factory=list)  # names (default: every attack whose inputs are present)
+    suites: list = field(default_factory=list)  # default: eval.suites
+    relearn_steps: list = field(default_factory=lambda: [20, 100])  # optimizer steps (snapshots of one run)
+    relearn_lr: Optional[float] = None  # default: finetune.learning_rate
+    relearn_batch_size: int = 4
+    relearn_block_size: int = 256
+    relearn_lora_r: int = 16
+    relearn_texts: list = field(default_factory=list)  # other text to relearn from: paths (NAME=PATH to label)
+    relearn_control: bool = True  # also relearn the base model (the fair control)
+    in_context_k: list = field(default_factory=lambda: [3, 10])
+    quant_bits: list = field(default_factory=lambda: [8, 4])
+    quant_group_size: int = 128
+    languages: Optional[list] = None  # default: every language the suite holds
+    chat_max_new_tokens: int = 48
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        if any(not isinstance(n, int) or n < 1 for n in self.relearn_steps):
+            raise RecipeError(f"attack.relearn_steps must be positive integers (got {self.relearn_steps})")
+        if any(not isinstance(k, int) or k < 1 for k in self.in_context_k):
+            raise RecipeError(f"attack.in_context_k must be positive integers (got {self.in_context_k})")
+        if any(b not in (2, 3, 4, 8) for b in self.quant_bits):
+            raise RecipeError(f"attack.quant_bits must be among 2, 3, 4, 8 (got {self.quant_bits})")
+        if self.quant_group_size < 1 or self.relearn_batch_size < 1 or self.relearn_block_size < 8:
+            raise RecipeError("attack.quant_group_size and relearn_batch_size must be >= 1, relearn_block_size >= 8")
+        if self.relearn_lr is not None and self.relearn_lr <= 0:
+            raise RecipeError(f"attack.relearn_lr must be > 0 (got {self.relearn_lr})")
+
+
+@dataclass
 class ExportConfig:
     merge: bool = True
     push_to_hub: Optional[str] = None  # repo id; token from HF_TOKEN
@@ -181,6 +219,7 @@ class Recipe:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -249,6 +288,8 @@ class Recipe:
             raise RecipeError(f"corpus.block_size must be at least 8 (got {self.corpus.block_size})")
         if not 0 <= self.corpus.validation_fraction < 1:
             raise RecipeError("corpus.validation_fraction must be in [0, 1)")
+        if not 0 <= self.corpus.relearn_fraction < 1 or self.corpus.validation_fraction + self.corpus.relearn_fraction >= 1:
+            raise RecipeError("corpus.relearn_fraction must be in [0, 1) and leave training blocks beside validation")
         for sec in (self.reinforce, self.finetune):
             if sec.learning_rate <= 0 or sec.batch_size < 1 or sec.gradient_accumulation < 1:
                 raise RecipeError("learning_rate must be > 0, batch_size and gradient_accumulation >= 1")
@@ -278,7 +319,8 @@ def _did_you_mean(key: str, known, prefix: str = "") -> str:
 
 _PATH_KEYS = {("corpus", "path"), ("anchors", "user_dictionary"), ("eval", "benchmark_dir"), ("eval", "wikitext"),
               ("finetune", "retain_corpus")}
-_PATH_LIST_KEYS = {("eval", "suites"), ("corpus", "extra_paths"), ("finetune", "retain_corpus")}
+_PATH_LIST_KEYS = {("eval", "suites"), ("corpus", "extra_paths"), ("finetune", "retain_corpus"), ("attack", "suites"),
+                   ("attack", "relearn_texts")}
 
 
 def _resolve_relative_paths(data: dict, base: Path) -> dict:

@@ -12,6 +12,11 @@ pipe and told the doctor"); the numbers 1, 2, 3 are accepted for the same. A ``t
 (" Baker Street"); write its leading space, as it would appear after the prompt. Either JSONL file may be
 missing, not both. Without ``suite.yaml`` the anchors default to every reference of the suite.
 
+Per-language versions of the prompts sit beside them as ``completion.<lang>.jsonl`` / ``probability.<lang>.jsonl``
+(``fr``, ``de``, ...); ``load_suite(path, language="fr")`` loads those with the suite's anchors, plus the genre
+words listed under ``languages: {fr: {genre_terms: [...]}}`` in ``suite.yaml``. Other probe files a suite may hold
+(``chat.jsonl``, ``two_choice.jsonl``) are read by :mod:`llm_unlearn.attacks.probes`.
+
 :func:`draft_suite` writes a first draft from a corpus and an anchor list, for the user to edit.
 """
 
@@ -100,8 +105,19 @@ def _str_list(value, where: str, key: str) -> list[str]:
     return value
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Load and validate a suite folder; every problem is an :class:`EvalError` naming file and line."""
+def suite_languages(path: str | Path) -> list[str]:
+    """Languages with their own prompt files in a suite folder (``completion.fr.jsonl`` -> ``fr``), sorted."""
+    folder = Path(path).expanduser()
+    langs = {f.name.split(".")[1] for f in folder.glob("*.*.jsonl")
+             if f.name.split(".")[0] in ("completion", "probability") and len(f.name.split(".")) == 3}
+    return sorted(langs)
+
+
+def load_suite(path: str | Path, language: str | None = None) -> Suite:
+    """Load and validate a suite folder; every problem is an :class:`EvalError` naming file and line.
+
+    With ``language`` the prompts come from ``completion.<language>.jsonl`` / ``probability.<language>.jsonl``
+    and the suite is named ``<name>.<language>``."""
     folder = Path(path).expanduser()
     if folder.is_file() and folder.suffix == ".jsonl":
         folder = folder.parent
@@ -116,13 +132,18 @@ def load_suite(path: str | Path) -> Suite:
             raise EvalError(f"{meta_path}: not valid YAML ({exc})") from exc
         if not isinstance(meta, dict):
             raise EvalError(f"{meta_path}: must be a mapping with name, concept, anchors, genre_terms")
-        unknown = set(meta) - {"name", "concept", "description", "anchors", "genre_terms", "license", "source"}
+        unknown = set(meta) - {"name", "concept", "description", "anchors", "genre_terms", "license", "source",
+                               "languages", "files"}
         if unknown:
             raise EvalError(f"{meta_path}: unknown keys {sorted(unknown)}")
-    comp_path, prob_path = folder / "completion.jsonl", folder / "probability.jsonl"
+    suffix = f".{language}" if language else ""
+    comp_path, prob_path = folder / f"completion{suffix}.jsonl", folder / f"probability{suffix}.jsonl"
     if not comp_path.is_file() and not prob_path.is_file():
+        if language:
+            raise EvalError(f"{folder}: no {comp_path.name} or {prob_path.name}; languages of this suite: "
+                            f"{', '.join(suite_languages(folder)) or 'none'}")
         raise EvalError(f"{folder}: no completion.jsonl or probability.jsonl in this suite folder")
-    suite = Suite(name=str(meta.get("name") or folder.name), path=str(folder.resolve()),
+    suite = Suite(name=str(meta.get("name") or folder.name) + suffix, path=str(folder.resolve()),
                   concept=str(meta.get("concept") or ""))
     seen: set[str] = set()
     if comp_path.is_file():
@@ -158,6 +179,11 @@ def load_suite(path: str | Path) -> Suite:
         anchors = sorted({r for p in suite.completion for r in p.references})
     suite.anchors = _str_list(anchors, str(meta_path), "anchors") if anchors else []
     genre = meta.get("genre_terms") or []
+    if language:
+        lang_meta = (meta.get("languages") or {}).get(language) or {}
+        if not isinstance(lang_meta, dict):
+            raise EvalError(f"{meta_path}: languages.{language} must be a mapping (genre_terms: [...])")
+        genre = list(genre) + list(lang_meta.get("genre_terms") or [])
     suite.genre_terms = _str_list(genre, str(meta_path), "genre_terms") if genre else []
     return suite
 

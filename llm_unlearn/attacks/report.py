@@ -1,0 +1,112 @@
+"""``report.md`` (one table: attack x model, with recovery) and ``attack.png`` (recovery per attack)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_KIND_NOTE = {"same_items": "", "probe": "†"}
+
+
+def _f(v, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _rec(r: dict | None) -> str:
+    if not r or r.get("recovery") is None:
+        return "–"
+    s = f"{r['recovery']:+.2f}"
+    if r.get("ci_low") is not None:
+        s += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    return s
+
+
+def render_markdown(doc: dict) -> str:
+    lines = ["# Attack report: does the forgetting hold?", "",
+             f"- unlearned model: `{doc['model']}`", f"- base model: `{doc['base']}`",
+             f"- suites: {', '.join(s['name'] for s in doc['suites'])}",
+             f"- attacks: {', '.join(doc['attacks']) or 'none'}"]
+    for name, reason in (doc.get("skipped") or {}).items():
+        lines.append(f"- skipped **{name}**: {reason}")
+    lines += ["",
+              "Recovery = (attacked − unlearned) / (base − unlearned) on the same items, with a 95% bootstrap "
+              "interval over items: 0 = the attack brings nothing back, 1 = as familiar as the base model. "
+              "Rows marked † are other items (another language, chat questions, two-choice items): their recovery "
+              "is 1 − (relative forgetting on them) / (relative forgetting on the plain suite), relative forgetting "
+              "= (base − unlearned) / (base − chance). The `base` rows are the control: the base model under the "
+              "same attack.", "",
+              "| attack | variant | suite | model | familiarity | P(target) | accuracy | recovery (familiarity) "
+              "| recovery (P / accuracy) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        mark = _KIND_NOTE.get(r["kind"], "")
+        for label in ("base", "unlearned"):
+            s = r["scores"].get(label)
+            if s is None:
+                continue
+            rec_f = rec_p = ""
+            if label == "unlearned" and r["attack"] != "none":
+                rec_f = _rec(r["recovery"].get("familiarity"))
+                rec_p = _rec(r["recovery"].get("prob") or r["recovery"].get("accuracy"))
+            lines.append(f"| {r['attack']}{mark} | {r['variant']} | {r['suite']} | {label} | {_f(s['familiarity'])} "
+                         f"| {_f(s['prob'], 4)} | {_f(s['accuracy'])} | {rec_f} | {rec_p} |")
+    extra = []
+    for r in doc["results"]:
+        surv = (r.get("info") or {}).get("delta_survival")
+        if surv:
+            extra.append(f"- {r['variant']} ({r['suite']}): after rounding, the unlearning delta keeps "
+                         f"{_f(surv['projection'], 2)} of itself in its own direction (cosine with what rounding "
+                         f"leaves: {_f(surv['cosine'], 2)}, norm ratio {_f(surv['norm_ratio'], 2)}); "
+                         f"{surv['share_codes_changed']:.1%} "
+                         f"of the integer codes change vs {surv['share_delta_nonzero']:.1%} of the full-precision "
+                         f"weights; mean |ΔW| = {_f(surv['mean_abs_delta_in_steps'], 3)} quantization steps.")
+        loss = (r.get("info") or {}).get("text_loss")
+        if loss and r["attack"] == "relearn":
+            extra.append(f"- relearn on {r['info'].get('source')} text ({r['info'].get('blocks')} blocks, "
+                         f"lr {r['info'].get('lr')}): loss of the unlearned model on it, "
+                         + ", ".join(f"step {k}: {v:.3f}" for k, v in sorted(loss.items(), key=lambda kv: int(kv[0]))))
+    if extra:
+        lines += ["", "## Details", "", *dict.fromkeys(extra)]
+    if doc.get("plots"):
+        lines += ["", *[f"![{p}]({p})" for p in doc["plots"]]]
+    return "\n".join(lines) + "\n"
+
+
+def make_plot(doc: dict, out: Path) -> list[Path]:
+    """Recovery per attack variant, with its interval: of familiarity, else P(target), else accuracy."""
+    rows = [r for r in doc["results"] if r["attack"] != "none" and r["recovery"].get(r["headline"], {}).get("recovery")
+            is not None]
+    if not rows:
+        return []
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed: no attack.png (pip install 'llm-unlearn[eval]')")
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, vals, lo, hi = [], [], [], []
+    for r in rows:
+        rec = r["recovery"][r["headline"]]
+        short = {"familiarity": "fam.", "prob": "P", "accuracy": "acc."}[r["headline"]]
+        labels.append(f"{r['attack']}:{r['variant']} [{short}]" + (f" ({r['suite']})" if len(doc["suites"]) > 1 else ""))
+        vals.append(rec["recovery"])
+        lo.append(rec["recovery"] - rec["ci_low"] if rec.get("ci_low") is not None else 0)
+        hi.append(rec["ci_high"] - rec["recovery"] if rec.get("ci_high") is not None else 0)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
+    y = range(len(rows))
+    ax.barh(list(y), vals, xerr=[lo, hi], color="tab:red", alpha=0.7, capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.axvline(1, color="gray", lw=0.8, ls="--")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("recovery (0 = still forgotten, 1 = back to base)")
+    ax.set_title("Recovery of forgotten knowledge under attack (95% intervals)")
+    fig.tight_layout()
+    path = out / "attack.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
