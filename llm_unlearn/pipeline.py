@@ -166,7 +166,9 @@ class Pipeline:
     """Runs the stages of a recipe in a run directory, recording everything in ``manifest.json``."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, overwrite: bool = False, progress: bool = True):
-        recipe.validate()
+        recipe.validate()  # every field of every section, before any stage runs (--dry-run included)
+        if recipe.corpus.path is None:
+            raise RecipeError("no corpus: set corpus.path in the recipe, or add --set corpus.path=PATH")
         self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
         self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline
         from .training import process_state
