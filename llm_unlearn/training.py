@@ -249,7 +249,7 @@ class Trainer:
         if missing:
             raise RuntimeError(f"checkpoint {last} does not match the model (e.g. {sorted(missing)[:3]})")
         model.load_state_dict(weights, strict=False)
-        state = torch.load(last / "state.pt", weights_only=False)
+        state = torch.load(last / "state.pt", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
