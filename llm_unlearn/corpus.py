@@ -105,7 +105,7 @@ def _read_jsonl(path: Path, text_field: str) -> list[Document]:
 def read_corpus(source, text_field: str = "text", split: str = "train") -> list[Document]:
     """Read a target corpus into documents (see module docstring for accepted sources)."""
     if source is None:
-        raise CorpusError("no corpus given: set corpus.path in the recipe or pass --corpus PATH")
+        raise CorpusError("no corpus given: set corpus.path in the recipe (--set corpus.path=PATH)")
     if isinstance(source, str) and not os.path.exists(source) and "\n" not in source and _looks_like_dataset_id(source):
         return _read_hf_dataset(source, text_field, split)
     if isinstance(source, (str, os.PathLike)):

@@ -10,28 +10,157 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import yaml
 
 from .errors import RecipeError
 
+logger = logging.getLogger(__name__)
+
+# Accepted values of the enum-like fields (checked before any stage runs, with the key named).
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")  # as models.load_model accepts
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# transformers.get_scheduler names that need nothing beyond warmup and total steps (reduce_lr_on_plateau,
+# cosine_with_min_lr and warmup_stable_decay need extra arguments the trainers do not pass)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+BLOCK_SAMPLING = ("first", "spread")
+_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+
+
+class _SectionChecks:
+    """Value checks for one recipe section; every message names its key as ``section.key``.
+
+    The checks test types too, so a section built in code (or mutated after loading) is held to the same rules
+    as one read from YAML."""
+
+    section: ClassVar[str] = ""
+
+    def validate(self) -> None:  # overridden per section
+        pass
+
+    def _fail(self, name: str, need: str) -> None:
+        key = f"{self.section}.{name}" if self.section else name
+        raise RecipeError(f"{key} must be {need} (got {getattr(self, name)!r})")
+
+    def _bool(self, *names: str) -> None:
+        for name in names:
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, "true or false")
+
+    def _int(self, name: str, minimum: int, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self._fail(name, f"an integer >= {minimum}" + (" or null" if optional else ""))
+
+    def _float(self, name: str, low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        need = _range_text(low, high, low_open, high_open) + (" or null" if optional else "")
+        if not _number_in(value, low, high, low_open, high_open):
+            self._fail(name, need)
+
+    def _choice(self, name: str, choices, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or value not in choices:
+            quoted = [f"'{c}'" for c in choices]
+            need = " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
+            self._fail(name, need + (" or null" if optional else ""))
+
+    def _text(self, name: str, optional: bool = False) -> None:
+        """A non-empty string (an empty path would silently mean the current directory)."""
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not value.strip():
+            self._fail(name, "a non-empty string" + (" or null" if optional else ""))
+
+    def _texts(self, name: str, non_empty: bool = False) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value) or (
+                non_empty and not value):
+            self._fail(name, ("a non-empty " if non_empty else "a ") + "list of non-empty strings")
+
+    def _device(self, name: str) -> None:
+        value = getattr(self, name)
+        if value is not None and (not isinstance(value, str) or not _DEVICE.match(value)):
+            self._fail(name, "cpu, cuda, cuda:N, mps, xpu or null (automatic)")
+
+
+def _number_in(value: Any, low, high, low_open: bool, high_open: bool) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return not (high is not None and (value >= high if high_open else value > high))
+
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"a finite number {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"a finite number {'<' if high_open else '<='} {high}"
+    return "a finite number"
+
+
+def _check_training(cfg: _SectionChecks) -> None:
+    """Checks shared by the reinforce and finetune sections (same trainer)."""
+    cfg._bool("full_finetune", "gradient_checkpointing")
+    cfg._int("lora_r", 1)
+    cfg._float("lora_alpha", 0, low_open=True)
+    cfg._float("lora_dropout", 0, 1, high_open=True)
+    if not cfg.full_finetune:
+        cfg._texts("target_modules", non_empty=True)
+    else:
+        cfg._texts("target_modules")
+    cfg._float("learning_rate", 0, low_open=True)
+    cfg._float("epochs", 0, low_open=True)
+    cfg._int("max_steps", 1, optional=True)
+    cfg._int("batch_size", 1)
+    cfg._int("gradient_accumulation", 1)
+    cfg._float("warmup_ratio", 0, 1)
+    cfg._float("weight_decay", 0)
+    cfg._choice("lr_scheduler", LR_SCHEDULERS)
+    cfg._int("eval_every", 1)
+    cfg._choice("mixed_precision", MIXED_PRECISION)
+    cfg._int("seed", 0)
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_SectionChecks):
+    section: ClassVar[str] = "model"
     spec: str = "smollm2-135m"  # alias, .gguf path, local folder or Hub id
     dtype: str = "auto"  # auto = bf16 compute where native (GPU, CPU with avx512_bf16/amx), else float32
     device: Optional[str] = None  # default: cuda if available else cpu
     trust_remote_code: bool = False
 
+    def validate(self) -> None:
+        self._text("spec")
+        self._choice("dtype", MODEL_DTYPES)
+        self._device("device")
+        self._bool("trust_remote_code")
+
+
 
 @dataclass
-class CorpusConfig:
+class CorpusConfig(_SectionChecks):
+    section: ClassVar[str] = "corpus"
     path: Optional[str] = None  # .txt/.md file, folder, .jsonl, or a datasets id
     # More target text, always used whole (start_block/max_blocks slice only ``path``): e.g. articles and
     # discussions about the target, as the paper added synthetic wiki/forum text to the books.
@@ -50,9 +179,27 @@ class CorpusConfig:
     relearn_fraction: float = 0.0
     seed: int = 0
 
+    def validate(self) -> None:
+        self._text("path", optional=True)
+        self._texts("extra_paths")
+        self._text("text_field")
+        self._text("split")
+        self._int("block_size", 8)
+        self._int("max_blocks", 1, optional=True)
+        self._choice("block_sampling", BLOCK_SAMPLING)
+        self._int("start_block", 0)
+        self._float("validation_fraction", 0, 1, high_open=True)
+        self._float("relearn_fraction", 0, 1, high_open=True)
+        if self.validation_fraction + self.relearn_fraction >= 1:
+            raise RecipeError("corpus.validation_fraction + corpus.relearn_fraction must be < 1, so that training "
+                              f"blocks remain (got {self.validation_fraction} + {self.relearn_fraction})")
+        self._int("seed", 0)
+
+
 
 @dataclass
-class AnchorsConfig:
+class AnchorsConfig(_SectionChecks):
+    section: ClassVar[str] = "anchors"
     spacy_model: Optional[str] = None  # default: whichever English pipeline is installed
     top_k: int = 200
     min_count: int = 3
@@ -69,9 +216,33 @@ class AnchorsConfig:
     # each by the same count/keyness test as any candidate; hygiene then drops a full name whose words are all keys.
     split_names: bool = True
 
+    def validate(self) -> None:
+        from .anchors import DEFAULT_TYPE_QUOTAS  # lazy: anchors imports this module
+
+        self._text("spacy_model", optional=True)
+        self._int("top_k", 1)
+        self._int("min_count", 1)
+        self._int("translations_per_key", 1)
+        self._bool("include_rare_words", "split_names")
+        self._text("user_dictionary", optional=True)
+        if not isinstance(self.extra, dict) or not all(
+                isinstance(k, str) and k.strip() and (v is None or (isinstance(v, str) and v.strip()) or (
+                    isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v)))
+                for k, v in self.extra.items()):
+            self._fail("extra", "a mapping {term: [translations] or null to veto} of non-empty strings")
+        self._int("seed", 0)
+        self._float("min_keyness_ratio", 1)
+        self._float("rare_word_zipf", 0, 8)
+        if not isinstance(self.type_quotas, dict) or not all(
+                k in DEFAULT_TYPE_QUOTAS and _number_in(v, 0, 1, False, False) for k, v in self.type_quotas.items()):
+            self._fail("type_quotas", f"a mapping of types ({', '.join(DEFAULT_TYPE_QUOTAS)}) to shares in [0, 1]")
+        self._text("faker_locale")
+
+
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(_SectionChecks):
+    section: ClassVar[str] = "reinforce"
     full_finetune: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -91,9 +262,14 @@ class ReinforceConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
 
+    def validate(self) -> None:
+        _check_training(self)
+
+
 
 @dataclass
-class LabelsConfig:
+class LabelsConfig(_SectionChecks):
+    section: ClassVar[str] = "labels"
     alpha: float = 5.0
     alphas: Optional[list] = None  # default [alpha/2, alpha, 2*alpha]
     batch_size: int = 4
@@ -103,9 +279,21 @@ class LabelsConfig:
     soft_top_k: int = 0
     seed: int = 0
 
+    def validate(self) -> None:
+        self._float("alpha", 0, low_open=True)
+        if self.alphas is not None and (not isinstance(self.alphas, list) or not self.alphas or not all(
+                _number_in(a, 0, None, True, False) for a in self.alphas)):
+            self._fail("alphas", "a non-empty list of finite numbers > 0, or null")
+        self._int("batch_size", 1)
+        self._bool("suppress_used_translations")
+        self._int("soft_top_k", 0)
+        self._int("seed", 0)
+
+
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(_SectionChecks):
+    section: ClassVar[str] = "finetune"
     full_finetune: bool = False
     label_alpha: Optional[float] = None  # which alpha's labels to train on (default: labels.alpha)
     # Beyond the paper (which trains on hard labels, argmax of the generic logits): cross-entropy against
@@ -136,9 +324,24 @@ class FinetuneConfig:
     retain_batch_size: Optional[int] = None  # generic blocks per step for the guard (default: batch_size)
     seed: int = 0
 
+    def validate(self) -> None:
+        _check_training(self)
+        self._float("label_alpha", 0, low_open=True, optional=True)
+        self._bool("soft_labels")
+        self._float("adam_beta1", 0, 1, high_open=True)
+        self._float("adam_beta2", 0, 1, high_open=True)
+        self._float("retain_weight", 0)
+        rc = self.retain_corpus
+        if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
+                isinstance(rc, list) and rc and all(isinstance(p, str) and p.strip() for p in rc)):
+            self._fail("retain_corpus", "a path, a non-empty list of paths, or null")
+        self._int("retain_batch_size", 1, optional=True)
+
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_SectionChecks):
+    section: ClassVar[str] = "eval"
     enabled: bool = True
     suites: list = field(default_factory=list)  # folders of prompt suites (JSONL)
     benchmarks: list = field(default_factory=list)  # arc_easy, arc_challenge, boolq, piqa, winogrande, hellaswag
@@ -164,11 +367,46 @@ class EvalConfig:
     device: Optional[str] = None
     seed: int = 0
 
+    def validate(self) -> None:
+        from .evaluation.benchmarks import BENCHMARK_FILES
+
+        self._bool("enabled", "wikitext_detokenize", "plots")
+        self._texts("suites")
+        self._texts("benchmarks")
+        unknown = [b for b in self.benchmarks if b not in BENCHMARK_FILES]
+        if unknown:
+            close = _did_you_mean(unknown[0], BENCHMARK_FILES)
+            raise RecipeError(f"eval.benchmarks: unknown benchmark '{unknown[0]}'{close}; "
+                              f"known: {', '.join(BENCHMARK_FILES)} (other lm-eval tasks go in eval.lm_eval_tasks)")
+        self._text("benchmark_dir", optional=True)
+        self._int("limit", 1, optional=True)
+        self._text("wikitext", optional=True)
+        self._int("perplexity_max_tokens", 2, optional=True)
+        self._int("perplexity_window", 2, optional=True)
+        self._int("perplexity_stride", 1)
+        self._int("max_new_tokens", 1)
+        self._int("batch_size", 1)
+        self._int("samples", 1)
+        self._float("temperature", 0, low_open=True)
+        self._float("top_p", 0, 1, low_open=True)
+        if self.judge is not None and (not isinstance(self.judge, str) or not (
+                self.judge.lower() in ("off", "none", "false") or re.match(r"^(hf|openai):.+", self.judge))):
+            self._fail("judge", "'hf:MODEL_SPEC', 'openai:BASE_URL', 'off' or null")
+        self._text("judge_model", optional=True)
+        self._texts("lm_eval_tasks")
+        self._text("spacy_model", optional=True)
+        self._int("bootstrap", 1)
+        self._choice("dtype", MODEL_DTYPES)
+        self._device("device")
+        self._int("seed", 0)
+
+
 
 @dataclass
-class AttackConfig:
+class AttackConfig(_SectionChecks):
     """Does the forgetting hold? Attacks on the unlearned model (llm_unlearn.attacks), scored like eval."""
 
+    section: ClassVar[str] = "attack"
     enabled: bool = False  # the pipeline's attack stage runs only when true
     attacks: list = field(default_factory=list)  # names (default: every attack whose inputs are present)
     suites: list = field(default_factory=list)  # default: eval.suites
@@ -187,24 +425,44 @@ class AttackConfig:
     bootstrap: int = 1000
     seed: int = 0
 
-    def __post_init__(self):
-        if any(not isinstance(n, int) or n < 1 for n in self.relearn_steps):
+    def validate(self) -> None:
+        self._bool("enabled", "relearn_control")
+        self._texts("attacks")
+        self._texts("suites")
+        self._texts("relearn_texts")
+        self._int("relearn_batch_size", 1)
+        self._int("relearn_block_size", 8)
+        self._int("relearn_lora_r", 1)
+        self._int("quant_group_size", 1)
+        self._int("chat_max_new_tokens", 1)
+        self._int("bootstrap", 0)
+        self._int("seed", 0)
+        self._float("relearn_lr", 0, low_open=True, optional=True)
+        if self.languages is not None:
+            self._texts("languages")
+        if not isinstance(self.relearn_steps, list) or any(
+                not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in self.relearn_steps):
             raise RecipeError(f"attack.relearn_steps must be positive integers (got {self.relearn_steps})")
-        if any(not isinstance(k, int) or k < 1 for k in self.in_context_k):
+        if not isinstance(self.in_context_k, list) or any(
+                not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.in_context_k):
             raise RecipeError(f"attack.in_context_k must be positive integers (got {self.in_context_k})")
-        if any(b not in (2, 3, 4, 8) for b in self.quant_bits):
+        if not isinstance(self.quant_bits, list) or any(b not in (2, 3, 4, 8) for b in self.quant_bits):
             raise RecipeError(f"attack.quant_bits must be among 2, 3, 4, 8 (got {self.quant_bits})")
-        if self.quant_group_size < 1 or self.relearn_batch_size < 1 or self.relearn_block_size < 8:
-            raise RecipeError("attack.quant_group_size and relearn_batch_size must be >= 1, relearn_block_size >= 8")
-        if self.relearn_lr is not None and self.relearn_lr <= 0:
-            raise RecipeError(f"attack.relearn_lr must be > 0 (got {self.relearn_lr})")
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(_SectionChecks):
+    section: ClassVar[str] = "export"
     merge: bool = True
     push_to_hub: Optional[str] = None  # repo id; token from HF_TOKEN
     private: bool = True
+
+    def validate(self) -> None:
+        self._bool("merge", "private")
+        self._text("push_to_hub", optional=True)
+        if self.push_to_hub is not None and not re.match(r"^[\w.-]+(/[\w.-]+)?$", self.push_to_hub):
+            self._fail("push_to_hub", "a Hub repo id like 'your-name/model-name'")
+
 
 
 @dataclass
@@ -261,13 +519,22 @@ class Recipe:
         data = self.to_dict()
         node = data
         parts = dotted.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
+            if part in node and not isinstance(node[part], dict):
+                key = ".".join(parts[:depth + 1])
+                raise RecipeError(f"override '{item}': '{key}' is a value, not a section; use --set {key}=VALUE")
             if not isinstance(node.get(part), dict):
                 raise RecipeError(f"override '{item}': unknown section '{part}'{_did_you_mean(part, node)}")
             node = node[part]
         if parts[-1] not in node:
             raise RecipeError(f"override '{item}': unknown key '{dotted.strip()}'"
                                f"{_did_you_mean(parts[-1], node, '.'.join(parts[:-1]) + '.')}")
+        if isinstance(node[parts[-1]], dict) and len(parts) == 1 and parts[0] in Recipe.SECTIONS:
+            # `--set model=null` must not silently reset a whole section to its defaults
+            if not isinstance(value, dict):
+                raise RecipeError(f"override '{item}': '{parts[0]}' is a section, not a value; set one of its keys, "
+                                  f"e.g. --set {parts[0]}.{next(iter(node[parts[-1]]))}=...")
+            value = {**node[parts[-1]], **value}  # a mapping updates the keys it names and keeps the others
         node[parts[-1]] = value
         return Recipe.from_dict(data, source=f"--set {item}")
 
@@ -280,34 +547,29 @@ class Recipe:
         a = self.labels.alpha
         return [float(x) for x in (self.labels.alphas or [a / 2, a, 2 * a])]
 
+    SECTIONS: ClassVar[tuple[str, ...]] = ("model", "corpus", "anchors", "reinforce", "labels", "finetune", "eval",
+                                           "export", "attack")
+
     def validate(self) -> None:
-        """Value checks beyond types."""
-        if self.labels.alpha <= 0 or any(a <= 0 for a in self.label_alphas()):
-            raise RecipeError(f"labels.alpha must be > 0 (got {self.labels.alpha}, alphas {self.labels.alphas})")
-        if self.corpus.block_size < 8:
-            raise RecipeError(f"corpus.block_size must be at least 8 (got {self.corpus.block_size})")
-        if not 0 <= self.corpus.validation_fraction < 1:
-            raise RecipeError("corpus.validation_fraction must be in [0, 1)")
-        if not 0 <= self.corpus.relearn_fraction < 1 or self.corpus.validation_fraction + self.corpus.relearn_fraction >= 1:
-            raise RecipeError("corpus.relearn_fraction must be in [0, 1) and leave training blocks beside validation")
-        for sec in (self.reinforce, self.finetune):
-            if sec.learning_rate <= 0 or sec.batch_size < 1 or sec.gradient_accumulation < 1:
-                raise RecipeError("learning_rate must be > 0, batch_size and gradient_accumulation >= 1")
+        """Every field of every section (types, ranges, finiteness, enums), then the rules across sections.
+
+        Runs before any stage (``Pipeline`` calls it, ``--dry-run`` included); each error names its key."""
+        for name in ("name", "target"):
+            if not isinstance(getattr(self, name), str):
+                raise RecipeError(f"{name} must be a string (got {getattr(self, name)!r})")
+        for name in self.SECTIONS:
+            section = getattr(self, name)
+            expected = typing.get_type_hints(Recipe)[name]
+            if not isinstance(section, expected):
+                raise RecipeError(f"'{name}' must be a mapping of {name} settings (got {section!r})")
+            section.validate()
         if self.finetune.label_alpha is not None and float(self.finetune.label_alpha) not in self.label_alphas():
             raise RecipeError(
                 f"finetune.label_alpha={self.finetune.label_alpha} is not among labels.alphas {self.label_alphas()}"
             )
-        if self.labels.soft_top_k < 0:
-            raise RecipeError(f"labels.soft_top_k must be >= 0 (got {self.labels.soft_top_k})")
         if self.finetune.soft_labels and self.labels.soft_top_k < 1:
             raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
                               "(e.g. --set labels.soft_top_k=32)")
-        if self.corpus.block_sampling not in ("first", "spread"):
-            raise RecipeError(f"corpus.block_sampling must be 'first' or 'spread' (got {self.corpus.block_sampling!r})")
-        for name in ("reinforce", "finetune"):
-            if getattr(self, name).mixed_precision not in ("auto", "no", "bf16", "fp16"):
-                raise RecipeError(f"{name}.mixed_precision must be one of auto, no, bf16, fp16 "
-                                  f"(got {getattr(self, name).mixed_precision!r})")
 
 
 def _did_you_mean(key: str, known, prefix: str = "") -> str:
@@ -318,22 +580,45 @@ def _did_you_mean(key: str, known, prefix: str = "") -> str:
 
 
 _PATH_KEYS = {("corpus", "path"), ("anchors", "user_dictionary"), ("eval", "benchmark_dir"), ("eval", "wikitext"),
-              ("finetune", "retain_corpus")}
+              ("finetune", "retain_corpus"), ("model", "spec")}
 _PATH_LIST_KEYS = {("eval", "suites"), ("corpus", "extra_paths"), ("finetune", "retain_corpus"), ("attack", "suites"),
                    ("attack", "relearn_texts")}
+_FILE_SUFFIXES = {".txt", ".md", ".jsonl", ".json", ".gguf", ".yaml", ".yml"}  # a name with these is a file
+# keys whose value may also be a name rather than a path (datasets id, Hub id, model alias)
+_MAYBE_NAME_KEYS = {("corpus", "path"), ("corpus", "extra_paths"), ("finetune", "retain_corpus"), ("model", "spec")}
+
+
+def _resolve_path(value: Any, base: Path, maybe_name: bool, key: str) -> Any:
+    """One recipe path: relative paths are relative to the recipe file.
+
+    ``./x`` and ``../x`` always; a bare ``x`` when it exists next to the recipe, else, for keys that may hold a
+    name, it stays as written unless it ends like a file (a datasets or Hub id). A bare path found only under the current directory is kept
+    (recipes saved in run directories by older versions hold such paths), and the log says so."""
+    if not isinstance(value, str) or not value or Path(value).is_absolute() or value.startswith("~"):
+        return value
+    here = base / value
+    if value.startswith(("./", "../")) or here.exists():
+        return str(here.resolve())
+    if Path(value).exists():
+        logger.info("%s: '%s' is not next to the recipe (%s); using it relative to the current directory",
+                    key, value, base)
+        return value
+    if maybe_name and Path(value).suffix.lower() not in _FILE_SUFFIXES:
+        return value
+    return str(here.resolve())
 
 
 def _resolve_relative_paths(data: dict, base: Path) -> dict:
-    """Paths in a recipe starting with ./ or ../ are relative to the recipe file, as users expect."""
+    """Paths in a recipe are relative to the recipe file, as the README says and users expect."""
     for section, key in _PATH_KEYS:
         sec = data.get(section)
-        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key].startswith(("./", "../")):
-            sec[key] = str((base / sec[key]).resolve())
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            sec[key] = _resolve_path(sec[key], base, (section, key) in _MAYBE_NAME_KEYS, f"{section}.{key}")
     for section, key in _PATH_LIST_KEYS:
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), list):
-            sec[key] = [str((base / s).resolve()) if isinstance(s, str) and s.startswith(("./", "../")) else s
-                        for s in sec[key]]
+            sec[key] = [_resolve_path(v, base, (section, key) in _MAYBE_NAME_KEYS, f"{section}.{key}")
+                        for v in sec[key]]
     return data
 
 
@@ -393,12 +678,21 @@ def _build(cls, data: dict, source: str, prefix: str):
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, source, prefix=f"{prefix}{name}.")
+            # `model:` with every key commented out is YAML null: the section's defaults
+            kwargs[name] = _build(hint, {} if value is None else value, source, prefix=f"{prefix}{name}.")
             continue
+        if name == "mixed_precision" and value is False:
+            value = "no"  # YAML 1.1 reads an unquoted `no` as false
         ok, conv = _type_ok(value, hint)
         if not ok:
             raise RecipeError(
                 f"{source}: key '{prefix}{name}' must be {_type_name(hint)}, got {type(value).__name__} ({value!r})"
             )
         kwargs[name] = conv
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if isinstance(built, _SectionChecks):
+        try:
+            built.validate()
+        except RecipeError as exc:
+            raise RecipeError(f"{source}: {exc}") from exc
+    return built

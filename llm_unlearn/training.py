@@ -74,6 +74,17 @@ def training_dtype(recipe):
     return training_weights_dtype(recipe.model.dtype, recipe.model.device or default_device())
 
 
+def allow_mixed_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses an Accelerator whose mixed precision differs from the
+    first one's; a process that trains twice with different settings (the Python API, the tests) forgets the old
+    setting here. The process group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") not in (
+            None, mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def process_state():
     """The accelerate process state (rank, world size). On a machine without GPU, processes started by
     ``accelerate launch`` / ``torchrun`` join over gloo on the CPU."""
@@ -179,6 +190,8 @@ class Trainer:
         weights_are_fp32 = next(model.parameters()).dtype == torch.float32
         self.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, device,
                                                        "auto" if weights_are_fp32 else "explicit")
+        if accelerator is None:
+            allow_mixed_precision(self.mixed_precision)
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation,
                                                       mixed_precision=self.mixed_precision,
                                                       cpu=not torch.cuda.is_available())
@@ -273,7 +286,7 @@ class Trainer:
         if missing:
             raise RuntimeError(f"checkpoint {last} does not match the model (e.g. {sorted(missing)[:3]})")
         model.load_state_dict(weights, strict=False)
-        state = torch.load(last / "state.pt", weights_only=False)
+        state = torch.load(last / "state.pt", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
