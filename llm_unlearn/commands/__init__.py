@@ -8,4 +8,5 @@ COMMAND_MODULES = [
     "stages",
     "evaluate",
     "compare",
+    "benchmark",
 ]
