@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, need_shared
+
 from llm_unlearn.tofu import metrics as M
 from llm_unlearn.tofu.data import QA_PER_AUTHOR, TofuDataError, build_tofu_data, load_split, read_records
 
@@ -260,3 +260,22 @@ def test_unavailable_method_is_a_typed_error_before_training(tmp_path):
             run_tofu_benchmark(TofuBenchConfig(methods=["npo"]), tmp_path / "o", progress=False)
     assert main(["benchmark", "tofu", "--methods", "whp,bogus", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_recipes_load_and_cli_overrides(tmp_path):
+    from conftest import REPO
+
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.bench import TofuBenchConfig
+
+    cpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml",
+                                    ["methods=whp,npo", "data.authors=8", "train.learning_rate=3e-5"])
+    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.train.learning_rate == 3e-5
+    assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("shared/data/tofu")
+    gpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_full_gpu.yaml")
+    assert gpu.data.authors is None and gpu.train.learning_rate == 1e-5
+    assert gpu.train.batch_size * gpu.train.gradient_accumulation == 32
+    with pytest.raises(RecipeError, match="unknown key 'train.lr'"):
+        TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml", ["train.lr=1"])
+    with pytest.raises(RecipeError, match="mixed_precision"):
+        TofuBenchConfig.from_dict({"train": {"mixed_precision": "fp8"}})

@@ -26,9 +26,9 @@ from typing import Optional
 
 import yaml
 
-from ..errors import RecipeError
+from ..errors import RecipeError, RunDirError
 from ..runio import atomic_write_json, atomic_write_text
-from .chat import chat_corpus_text
+from .chat import chat_corpus_text, template_terms
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
 from .methods import check_method, unlearn_with_method
@@ -161,7 +161,7 @@ def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, r
                  splits: Optional[list[str]] = None) -> dict:
     """Evaluate the model at ``path`` (once: the per-model result is kept in ``out/eval/<name>.json``)."""
     target = out / "eval" / f"{name}.json"
-    key = {"model": str(path), "eval": dataclasses.asdict(cfg.eval), "data": dataclasses.asdict(cfg.data),
+    key = {"model": str(path), "stamp": _folder_stamp(path), "eval": dataclasses.asdict(cfg.eval), "data": dataclasses.asdict(cfg.data),
            "split": cfg.split, "splits": splits,
            "retain_ratios": hashlib.sha256(json.dumps(retain_ratios).encode()).hexdigest()[:16]}
     if target.is_file():
@@ -181,6 +181,12 @@ def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, r
         torch.cuda.empty_cache()
     atomic_write_json(target, {"key": key, "result": result})
     return result
+
+
+def _folder_stamp(path: Path) -> str:
+    """Changes when the model in ``path`` is rewritten (a redone unlearning run)."""
+    files = sorted(Path(path).glob("*.safetensors")) + [Path(path) / "config.json"]
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
 
 
 def sanity_checks(base: dict, target: dict, retain: dict) -> list[dict]:
@@ -237,18 +243,26 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     from ..models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tok_source))
-    forget_texts = [chat_corpus_text(tokenizer, [it]) for it in data.forget_train]
-    retain_texts = [chat_corpus_text(tokenizer, [it]) for it in data.retain_train]
+    # one chat-format text per author (its 20 QA in a row), as a document of the unlearning corpus
+    forget_texts = [chat_corpus_text(tokenizer, [it for it in data.forget_train if it.author == a])
+                    for a in data.forget_authors]
+    retain_texts = [chat_corpus_text(tokenizer, [it for it in data.retain_train if it.author == a])
+                    for a in sorted({it.author for it in data.retain_train}, key=lambda x: (x is None, x or 0))]
+    template_vetoes = {term: None for term in template_terms(tokenizer)}  # rule TOFU-C3
     for method in cfg.methods:
         run_dir = out / "runs" / method
         outcome_path = run_dir / "outcome.json"
+        run_key = {"target_model": str(target.path), "overrides": cfg.unlearn.get(method, {})}
         if outcome_path.is_file():
             outcome = json.loads(outcome_path.read_text())
+            if outcome.get("key") != json.loads(json.dumps(run_key)):
+                raise RunDirError(f"{run_dir} holds a {method} run from another target model or other overrides; "
+                                  "use a new --out, or delete that folder to redo it")
         else:
             res = unlearn_with_method(method, target.path, forget_texts, retain_texts, run_dir,
                                       overrides=cfg.unlearn.get(method, {}), params=params,
-                                      vocab_size=mcfg.vocab_size, progress=progress)
-            outcome = {"model_path": str(res.model_path), "wall_seconds": res.wall_seconds, "flops": res.flops}
+                                      vocab_size=mcfg.vocab_size, anchors=template_vetoes, progress=progress)
+            outcome = {"key": run_key, "model_path": str(res.model_path), "wall_seconds": res.wall_seconds, "flops": res.flops}
             atomic_write_json(outcome_path, outcome)
         ev = _eval_cached(method, Path(outcome["model_path"]), out, data, cfg, ratios, progress)
         row = _row(ev)

@@ -11,6 +11,8 @@ question and the template before the answer gets label -100.
 
 from __future__ import annotations
 
+import re
+
 from ..errors import EvalError
 
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
@@ -63,3 +65,18 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int | None = No
 def chat_corpus_text(tokenizer, items) -> str:
     """The QA of some items as one text in the chat format (an unlearning corpus)."""
     return "".join(conversation_text(tokenizer, it.question, it.answer)[0] for it in items)
+
+
+def template_terms(tokenizer) -> list[str]:
+    """Words and capitalised phrases of the chat template's own text (e.g. a default system prompt naming the
+    model and its maker), which every QA of a corpus repeats: they must not become WHP anchored terms (rule
+    TOFU-C3), else unlearning the forget authors would rewrite the template the model answers in."""
+    if not has_chat_template(tokenizer):
+        return []
+    text = conversation_text(tokenizer, "QQQ", "AAA")[0].replace("QQQ", " ").replace("AAA", " ")
+    for special in getattr(tokenizer, "all_special_tokens", []) or []:
+        text = text.replace(special, " ")
+    text = re.sub(r"<[^<>\s]{1,40}>", " ", text)  # other markup tokens such as <start_of_turn>
+    words = re.findall(r"[A-Za-z][A-Za-z0-9'\-]*", text)
+    phrases = re.findall(r"[A-Z][\w'\-]*(?:\s+[A-Z][\w'\-]*)+", text)
+    return list(dict.fromkeys(phrases + words))

@@ -60,11 +60,13 @@ def check_method(name: str) -> None:
 
 def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence[str], retain_texts: Sequence[str],
                         out: str | Path, overrides: Optional[Mapping[str, Any]] = None, params: int = 0,
-                        vocab_size: int = 0, progress: bool = True) -> UnlearnOutcome:
+                        vocab_size: int = 0, anchors: Optional[Mapping[str, Any]] = None,
+                        progress: bool = True) -> UnlearnOutcome:
     """Unlearn ``forget_texts`` from ``model_dir`` with method ``name``; the run lives in ``out``.
 
     ``retain_texts`` (the retain authors' QA) are written to ``out/inputs/retain.jsonl`` and handed to methods
     that use retain data (when the API takes ``retain=``). ``params`` / ``vocab_size`` size the FLOPs estimate.
+    ``anchors`` (WHP only) is merged into the extracted anchor dictionary (``{term: None}`` vetoes a term).
     """
     from ..api import unlearn
 
@@ -73,6 +75,8 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
     kwargs: dict[str, Any] = {}
     if name != "whp" or _api_takes("method"):
         kwargs["method"] = name
+    if anchors and name == "whp":
+        kwargs["anchors"] = dict(anchors)
     if _api_takes("retain"):
         retain_path = out / "inputs" / "retain.jsonl"
         atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))

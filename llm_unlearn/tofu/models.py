@@ -152,9 +152,11 @@ def train_qa_model(base_spec: str, items: list[QAItem], cfg: QATrainConfig, out_
         gradient_accumulation_steps=cfg.gradient_accumulation, num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)), bf16=cfg.mixed_precision == "bf16",
-        fp16=cfg.mixed_precision == "fp16", gradient_checkpointing=cfg.gradient_checkpointing,
+        fp16=cfg.mixed_precision == "fp16",
         save_strategy="no", report_to="none", logging_steps=max(1, steps_per_epoch // 2), seed=cfg.seed,
         remove_unused_columns=False, disable_tqdm=not progress, use_cpu=(device == "cpu"), optim="adamw_torch",
+        # named only when on: transformers 5 renames the option (activation_checkpointing) and warns on the old one
+        **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
     )
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                       data_collator=_collate(tokenizer.pad_token_id))
