@@ -85,6 +85,11 @@ def test_cpu_subset_keeps_tofu_structure():
     assert len(d.real_authors) == 40 and len(d.world_facts) == 40
     with pytest.raises(TofuDataError, match="unknown TOFU split"):
         build_tofu_data(TOFU, "forget20", authors=16)
+    # the CPU recipe's shape: 12 authors, the last 2 forgotten
+    d = build_tofu_data(TOFU, "forget10", authors=12, forget_authors=2, eval_retain_items=40)
+    assert d.forget_authors == [198, 199] and d.retain_authors == list(range(10)) and len(d.forget_eval) == 40
+    with pytest.raises(TofuDataError, match="forget_authors"):
+        build_tofu_data(TOFU, "forget10", authors=12, forget_authors=12)
 
 
 # ---- metrics (TOFU-M1..M8) -----------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ def test_recipes_load_and_cli_overrides(tmp_path):
 
     cpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml",
                                     ["methods=whp,npo", "data.authors=8", "train.learning_rate=3e-5"])
-    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.train.learning_rate == 3e-5
+    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.data.forget_authors == 2 and cpu.train.learning_rate == 3e-5
     assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("shared/data/tofu")
     gpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_full_gpu.yaml")
     assert gpu.data.authors is None and gpu.train.learning_rate == 1e-5

@@ -45,9 +45,10 @@ class TofuDataConfig:
     eval_retain_items: Optional[int] = None  # evaluate on at most this many retain_perturbed QA (None = all)
     eval_general_items: Optional[int] = None  # at most this many real-author / world-fact questions each
     eval_forget_items: Optional[int] = None
+    forget_authors: Optional[int] = None  # with authors=N: how many of them are forgotten (default N x the split's %)
 
     def __post_init__(self):
-        for name in ("authors", "eval_retain_items", "eval_general_items", "eval_forget_items"):
+        for name in ("authors", "eval_retain_items", "eval_general_items", "eval_forget_items", "forget_authors"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise RecipeError(f"data.{name} must be a positive integer or null (got {v!r})")
@@ -215,7 +216,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     out = Path(out)
     data_dir = Path(cfg.data.path) if cfg.data.path else default_data_dir()
     data = build_tofu_data(data_dir, cfg.split, cfg.data.authors, cfg.data.eval_retain_items,
-                           cfg.data.eval_general_items, cfg.data.eval_forget_items)
+                           cfg.data.eval_general_items, cfg.data.eval_forget_items, cfg.data.forget_authors)
     logger.info("TOFU %s: %s", cfg.split, data.describe())
     cache_root = Path(cfg.model_cache) if cfg.model_cache else cache_dir() / "tofu"
     target = cached_qa_model("target", cfg.model, data.target_train, cfg.train, cache_root, cfg.device, progress)

@@ -19,8 +19,8 @@ with paraphrased/perturbed answers (the retain evaluation set).
 Configurations (rule TOFU-D4): ``authors=None`` is TOFU itself (target trained on ``full``, retain model on
 ``retain{100-XX}``, evaluation on ``forgetXX_perturbed``, ``retain_perturbed``, real authors, world facts). An
 integer ``authors=N`` keeps this structure on a subset: the forget authors are the last
-``F = max(1, round(N * XX / 100))`` authors of TOFU (so their perturbed answers are the matching last rows of
-``forgetXX_perturbed.json``) and the retain authors the first ``N - F`` authors (whose evaluation rows come from
+``F = max(1, round(N * XX / 100))`` authors of TOFU, or ``forget_authors=F`` (so their perturbed answers are the
+matching last rows of ``forgetXX_perturbed.json``) and the retain authors the first ``N - F`` authors (whose evaluation rows come from
 ``retain_perturbed.json``); the forget authors are the last authors of the subset, as in TOFU.
 """
 
@@ -182,7 +182,7 @@ class TofuData:
 
 def build_tofu_data(data_dir: str | Path, split: str = "forget10", authors: Optional[int] = None,
                     eval_retain_items: Optional[int] = None, eval_general_items: Optional[int] = None,
-                    eval_forget_items: Optional[int] = None) -> TofuData:
+                    eval_forget_items: Optional[int] = None, forget_authors: Optional[int] = None) -> TofuData:
     """Build the full TOFU configuration (``authors=None``) or a subset keeping its structure (rule TOFU-D4)."""
     data_dir = Path(data_dir)
     pct = forget_percent(split)
@@ -203,7 +203,9 @@ def build_tofu_data(data_dir: str | Path, split: str = "forget10", authors: Opti
     else:
         if authors < 2:
             raise TofuDataError(f"a TOFU subset needs at least 2 authors (got {authors})")
-        n_forget = max(1, round(authors * pct / 100))
+        n_forget = forget_authors if forget_authors is not None else max(1, round(authors * pct / 100))
+        if not 1 <= n_forget < authors:
+            raise TofuDataError(f"forget_authors must be between 1 and authors - 1 (got {n_forget} of {authors})")
         if n_forget > n_forget_full or authors > n_authors_full:
             raise TofuDataError(f"authors={authors} needs {n_forget} forget authors but {split} has "
                                 f"{n_forget_full} (and TOFU {n_authors_full} authors); use fewer authors")
