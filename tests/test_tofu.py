@@ -175,6 +175,14 @@ def test_labels_cover_answer_and_end_of_turn(smol_tokenizer):
     assert enc["labels"][0] == -100
 
 
+def test_template_boilerplate_is_vetoed_as_anchor(smol_tokenizer):
+    """TOFU-C3: SmolLM2's default system prompt names the model and its maker in every QA of the corpus."""
+    from llm_unlearn.tofu.chat import template_terms
+
+    terms = template_terms(smol_tokenizer)
+    assert {"SmolLM", "Hugging Face"} <= set(terms) and not any("im_start" in t for t in terms)
+
+
 def test_flop_counter_counts_passes(tiny_llama):
     """TOFU-F1: 2N per inference token, 6N per full-training token."""
     import torch

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     t = sub.add_parser("tofu", help="TOFU: target/retain models, forget quality, model utility, efficiency")
     t.add_argument("--recipe", metavar="FILE", help="TOFU recipe YAML (recipes/tofu_smollm2_cpu.yaml, "
-                                                    "recipes/tofu_full_gpu.yaml); default: built-in defaults")
+                                                    "recipes/tofu_full_gpu.yaml); default: TOFU's own settings "
+                                                    "(all 200 authors: a GPU job)")
     t.add_argument("--model", help="base model spec (overrides the recipe)")
     t.add_argument("--split", help="forget01, forget05 or forget10 (overrides the recipe)")
     t.add_argument("--methods", help="comma-separated unlearning methods, e.g. whp,npo (overrides the recipe)")
