@@ -25,6 +25,21 @@ Rules (cited by the tests):
   recall and truth-ratio aggregate on retain, real authors and world facts. A zero among them gives 0.
 * TOFU-M8 efficiency (the unlearning challenge's bar, < 0.2): unlearning wall time / retain-model training wall
   time on the same machine, and the same ratio of estimated FLOPs (see :mod:`llm_unlearn.tofu.flops`).
+
+Choices where TOFU's definition left one open, or where we differ from its code:
+
+* Format: the model's own chat template (TOFU used each model's instruction format, e.g. Llama-2's ``[INST]``);
+  the answer's loss covers its tokens and the template's end-of-turn token (TOFU's covers the answer and EOS).
+* Greedy answers stop at the end of the turn or after ``eval.max_new_tokens`` new tokens (TOFU: 200 tokens for
+  prompt and answer together); batched with left padding.
+* Real authors / world facts: the answer loss is the option's text as the assistant's whole answer.
+* Model utility is 0 when one of the nine numbers is 0 (scipy's hmean would warn and return 0 too).
+* The CPU configuration evaluates the retain split, real authors and world facts on spread subsets
+  (``data.eval_*_items``); the full configuration uses every item, as TOFU.
+* Efficiency: the retain model's time is its training loop (``Trainer.train``); the unlearning time is the whole
+  method call (every stage, model loading included), so the ratio does not flatter the method. Both come from
+  the machine that ran them: a retain model cached on another machine makes the time ratio meaningless (the FLOPs
+  ratio still holds).
 """
 
 from __future__ import annotations
