@@ -152,14 +152,22 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 
 
-def _load(path: Path, device: Optional[str]):
-    from ..models import load_model
+def _load_weights(path: str | Path, device: Optional[str]):
+    """The model at ``path`` in float32 (a folder we wrote: loaded directly, the tokenizer is shared; any other
+    spec through :func:`llm_unlearn.models.load_model`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
-    return load_model(str(path), dtype="float32", device=device)
+    from ..models import default_device, load_model
+
+    if not Path(path).is_dir():
+        return load_model(str(path), dtype="float32", device=device)[0]
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+    return model.to(device or default_device()).eval()
 
 
 def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, retain_ratios, progress: bool,
-                 splits: Optional[list[str]] = None) -> dict:
+                 tokenizer, splits: Optional[list[str]] = None) -> dict:
     """Evaluate the model at ``path`` (once: the per-model result is kept in ``out/eval/<name>.json``)."""
     target = out / "eval" / f"{name}.json"
     key = {"model": str(path), "stamp": _folder_stamp(path), "eval": dataclasses.asdict(cfg.eval), "data": dataclasses.asdict(cfg.data),
@@ -171,7 +179,7 @@ def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, r
             return doc["result"]
     import torch
 
-    model, tokenizer = _load(path, cfg.device)
+    model = _load_weights(path, cfg.device)
     sets = {k: v for k, v in data.eval_sets().items() if splits is None or k in splits}
     t0 = time.perf_counter()
     result = evaluate_model(model, tokenizer, sets, cfg.eval, retain_forget_ratios=retain_ratios, progress=progress,
@@ -209,7 +217,7 @@ def sanity_checks(base: dict, target: dict, retain: dict) -> list[dict]:
 
 def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = True) -> dict:
     """Run the whole benchmark (see module docstring); returns the ``results.json`` document."""
-    from ..models import cache_dir, load_model_config
+    from ..models import cache_dir, load_model_config, load_tokenizer
 
     for m in cfg.methods:
         check_method(m)  # fail before hours of training
@@ -223,16 +231,18 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     retain = cached_qa_model("retain", cfg.model, data.retain_train, cfg.train, cache_root, cfg.device, progress)
     mcfg = load_model_config(str(target.path))
     params = int(target.record["flops"]["params"])
+    tokenizer = load_tokenizer(str(target.path))  # the base model's, saved with the target: shared by every model
 
     results: dict = {"config": cfg.to_dict(), "data": data.describe(), "data_notes": data.notes,
                      "target_model": {"path": str(target.path), **_training_summary(target.record)},
                      "retain_model": {"path": str(retain.path), **_training_summary(retain.record)},
                      "models": {}}
-    retain_eval = _eval_cached("retain", retain.path, out, data, cfg, None, progress)
+    retain_eval = _eval_cached("retain", retain.path, out, data, cfg, None, progress, tokenizer)
     ratios = retain_eval["forget_truth_ratios"]
     retain_eval.update(forget_quality(ratios, ratios))  # the retain model against itself (TOFU-S1: 1)
-    base_eval = _eval_cached("base", Path(_base_path(cfg.model)), out, data, cfg, ratios, progress, ["forget"])
-    target_eval = _eval_cached("target", target.path, out, data, cfg, ratios, progress)
+    base_eval = _eval_cached("base", Path(_base_path(cfg.model)), out, data, cfg, ratios, progress, tokenizer,
+                             ["forget"])
+    target_eval = _eval_cached("target", target.path, out, data, cfg, ratios, progress, tokenizer)
     results["models"]["base"] = _row(base_eval)
     results["models"]["target"] = _row(target_eval)
     results["models"]["retain"] = _row(retain_eval)
@@ -240,10 +250,6 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     for check in results["sanity"]:
         print(f"[{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['value']}")
 
-    tok_source = target.path
-    from ..models import load_tokenizer
-
-    tokenizer = load_tokenizer(str(tok_source))
     # one chat-format text per author (its 20 QA in a row), as a document of the unlearning corpus
     forget_texts = [chat_corpus_text(tokenizer, [it for it in data.forget_train if it.author == a])
                     for a in data.forget_authors]
@@ -265,7 +271,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
                                       vocab_size=mcfg.vocab_size, anchors=template_vetoes, progress=progress)
             outcome = {"key": run_key, "model_path": str(res.model_path), "wall_seconds": res.wall_seconds, "flops": res.flops}
             atomic_write_json(outcome_path, outcome)
-        ev = _eval_cached(method, Path(outcome["model_path"]), out, data, cfg, ratios, progress)
+        ev = _eval_cached(method, Path(outcome["model_path"]), out, data, cfg, ratios, progress, tokenizer)
         row = _row(ev)
         row.update({"unlearn_seconds": outcome["wall_seconds"], "unlearn_flops": outcome["flops"]["flops"],
                     **efficiency(outcome["wall_seconds"], retain.seconds, outcome["flops"]["flops"], retain.flops)})
