@@ -292,3 +292,26 @@ def test_recipes_load_and_cli_overrides(tmp_path):
         TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml", ["train.lr=1"])
     with pytest.raises(RecipeError, match="mixed_precision"):
         TofuBenchConfig.from_dict({"train": {"mixed_precision": "fp8"}})
+
+
+def test_batched_scoring_equals_one_at_a_time(tiny_llama):
+    """TOFU-E1: padding and batching do not change an answer's loss or the greedy answer."""
+    import torch
+
+    from llm_unlearn.tofu.chat import encode_qa
+    from llm_unlearn.tofu.evaluate import TofuEvalConfig, answer_losses, greedy_answers
+
+    model, tok = tiny_llama
+    pairs = [("Who is Ava?", "Ava Lind is a poet from Oslo who writes about rain."), ("Who is Bo?", "A painter.")]
+    batched = answer_losses(model, tok, pairs, TofuEvalConfig(batch_size=2))
+    for (q, a), loss in zip(pairs, batched, strict=True):
+        enc = encode_qa(tok, q, a)
+        ids, labels = torch.tensor([enc["input_ids"]]), torch.tensor([enc["labels"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        by_hand = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+        assert loss == pytest.approx(float(by_hand), rel=1e-4)
+    questions = [q for q, _ in pairs] + ["What is the longest question in this little test, really?"]
+    together = greedy_answers(model, tok, questions, TofuEvalConfig(batch_size=3, max_new_tokens=6))
+    alone = [greedy_answers(model, tok, [q], TofuEvalConfig(batch_size=1, max_new_tokens=6))[0] for q in questions]
+    assert together == alone

@@ -77,9 +77,9 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
         kwargs["method"] = name
     if anchors and name == "whp":
         kwargs["anchors"] = dict(anchors)
+    retain_path = out / "inputs" / "retain.jsonl"  # kept for every method: a recipe override may name it
+    atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))
     if _api_takes("retain"):
-        retain_path = out / "inputs" / "retain.jsonl"
-        atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))
         kwargs["retain"] = str(retain_path)
     t0 = time.perf_counter()
     with count_flops(params, vocab_size) as flops:
