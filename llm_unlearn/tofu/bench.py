@@ -205,9 +205,9 @@ def sanity_checks(base: dict, target: dict, retain: dict) -> list[dict]:
     pr = retain["splits"]["forget"]["probability"]
     return [
         {"check": "target answers forget questions far better than base (P(answer) >= 2x base)",
-         "value": f"target {pt:.3f} vs base {pb:.3f}", "ok": pt >= 2 * pb},
+         "value": f"target {pt:.3g} vs base {pb:.3g}", "ok": pt >= 2 * pb},
         {"check": "retain model does not (P(answer) on forget < half of target's)",
-         "value": f"retain {pr:.3f} vs target {pt:.3f}", "ok": pr < 0.5 * pt},
+         "value": f"retain {pr:.3g} vs target {pt:.3g}", "ok": pr < 0.5 * pt},
         {"check": "forget quality of the target model is low (< 0.05)",
          "value": f"{target['forget_quality']:.3g}", "ok": target["forget_quality"] < 0.05},
         {"check": "forget quality of the retain model against itself is 1",
