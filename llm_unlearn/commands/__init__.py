@@ -9,4 +9,5 @@ COMMAND_MODULES = [
     "evaluate",
     "compare",
     "attack",
+    "benchmark",
 ]

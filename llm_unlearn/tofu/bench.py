@@ -1,0 +1,353 @@
+"""`llm-unlearn benchmark tofu`: TOFU (Maini et al. 2024) as the unlearning challenge judges it.
+
+1. target model = base fine-tuned on all authors of the configuration; retain model = base fine-tuned on the
+   retain authors only (cached by content, rule TOFU-T1; the retain model's cost is the retraining cost);
+2. each method unlearns the forget authors' QA (chat format) from the target model;
+3. every model is scored on forget / retain / real authors / world facts; forget quality against the retain
+   model, model utility, and efficiency = unlearning cost / retain-model training cost (TOFU-M1..M8);
+4. sanity checks (rule TOFU-S1), printed and stored: the target answers the forget questions far better than the
+   base model (forget-set answer probability at least twice the base's); the retain model does not (below half
+   of the target's); forget quality of the target model is low (< 0.05 is the bar TOFU's plots use); the retain
+   model against itself is 1;
+5. ``results.json``, ``results.md`` (table) and ``tofu_plot.png`` (model utility vs log forget quality) in ``--out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from ..errors import RecipeError, RunDirError
+from ..runio import atomic_write_json, atomic_write_text
+from .chat import chat_corpus_text, template_terms
+from .data import build_tofu_data
+from .evaluate import TofuEvalConfig, evaluate_model
+from .methods import check_method, unlearn_with_method
+from .metrics import efficiency, forget_quality
+from .models import QATrainConfig, cached_qa_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TofuDataConfig:
+    path: Optional[str] = None  # the TOFU folder (default: ../shared/data/tofu next to the project)
+    authors: Optional[int] = None  # None = all 200 authors (TOFU); N = a subset keeping TOFU's structure
+    eval_retain_items: Optional[int] = None  # evaluate on at most this many retain_perturbed QA (None = all)
+    eval_general_items: Optional[int] = None  # at most this many real-author / world-fact questions each
+    eval_forget_items: Optional[int] = None
+    forget_authors: Optional[int] = None  # with authors=N: how many of them are forgotten (default N x the split's %)
+
+    def __post_init__(self):
+        for name in ("authors", "eval_retain_items", "eval_general_items", "eval_forget_items", "forget_authors"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise RecipeError(f"data.{name} must be a positive integer or null (got {v!r})")
+
+
+@dataclass
+class TofuBenchConfig:
+    name: str = "tofu"
+    model: str = "smollm2-135m"
+    split: str = "forget10"
+    methods: list = field(default_factory=lambda: ["whp"])
+    device: Optional[str] = None
+    model_cache: Optional[str] = None  # where target/retain models are cached (default: <LLM_UNLEARN_CACHE>/tofu)
+    data: TofuDataConfig = field(default_factory=TofuDataConfig)
+    train: QATrainConfig = field(default_factory=QATrainConfig)
+    eval: TofuEvalConfig = field(default_factory=TofuEvalConfig)
+    # per-method overrides of the unlearning recipe, e.g. {whp: {"reinforce.epochs": 3}}
+    unlearn: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.methods, str):
+            self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        if not self.methods:
+            raise RecipeError("methods: name at least one unlearning method")
+        bad = [k for k, v in self.unlearn.items() if not isinstance(v, dict)]
+        if bad:
+            raise RecipeError(f"unlearn.{bad[0]} must be a mapping of 'section.key': value overrides")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> TofuBenchConfig:
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RecipeError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        sections = {"data": TofuDataConfig, "train": QATrainConfig, "eval": TofuEvalConfig}
+        for key, sec_cls in sections.items():
+            value = data.get(key) or {}
+            if not isinstance(value, dict):
+                raise RecipeError(f"{source}: '{key}' must be a mapping")
+            names = {f.name for f in dataclasses.fields(sec_cls)}
+            bad = sorted(set(value) - names)
+            if bad:
+                raise RecipeError(f"{source}: unknown key '{key}.{bad[0]}' (known: {', '.join(sorted(names))})")
+            try:
+                data[key] = sec_cls(**_numbers(value, sec_cls))
+            except TypeError as exc:
+                raise RecipeError(f"{source}: section '{key}': {exc}") from exc
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Optional[list[str]] = None) -> TofuBenchConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"TOFU recipe not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        dpath = (data.get("data") or {}).get("path")
+        if isinstance(dpath, str) and dpath.startswith(("./", "../")):  # relative to the recipe file
+            data["data"]["path"] = str((path.parent / dpath).resolve())
+        return cls.from_dict(apply_overrides(data, overrides or []), source=str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _numbers(section: dict, sec_cls) -> dict:
+    """YAML 1.1 reads ``1e-5`` as a string: convert where the field is a float."""
+    hints = {f.name: f.type for f in dataclasses.fields(sec_cls)}
+    out = {}
+    for k, v in section.items():
+        if isinstance(v, str) and "float" in str(hints.get(k)):
+            try:
+                v = float(v)
+            except ValueError as exc:
+                raise RecipeError(f"{sec_cls.__name__}.{k} must be a number (got {v!r})") from exc
+        out[k] = v
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``key=value`` / ``section.key=value`` (value parsed as YAML), as ``--set`` does for recipes."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override '{item}' must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node, parts = data, dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def default_data_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
+
+
+def _load_weights(path: str | Path, device: Optional[str]):
+    """The model at ``path`` in float32 (a folder we wrote: loaded directly, the tokenizer is shared; any other
+    spec through :func:`llm_unlearn.models.load_model`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..models import default_device, load_model
+
+    if not Path(path).is_dir():
+        return load_model(str(path), dtype="float32", device=device)[0]
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+    return model.to(device or default_device()).eval()
+
+
+def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, retain_ratios, progress: bool,
+                 tokenizer, splits: Optional[list[str]] = None) -> dict:
+    """Evaluate the model at ``path`` (once: the per-model result is kept in ``out/eval/<name>.json``)."""
+    target = out / "eval" / f"{name}.json"
+    key = {"model": str(path), "stamp": _folder_stamp(path), "eval": dataclasses.asdict(cfg.eval), "data": dataclasses.asdict(cfg.data),
+           "split": cfg.split, "splits": splits,
+           "retain_ratios": hashlib.sha256(json.dumps(retain_ratios).encode()).hexdigest()[:16]}
+    if target.is_file():
+        doc = json.loads(target.read_text())
+        if doc.get("key") == json.loads(json.dumps(key)):
+            return doc["result"]
+    import torch
+
+    model = _load_weights(path, cfg.device)
+    sets = {k: v for k, v in data.eval_sets().items() if splits is None or k in splits}
+    t0 = time.perf_counter()
+    result = evaluate_model(model, tokenizer, sets, cfg.eval, retain_forget_ratios=retain_ratios, progress=progress,
+                            desc=name)
+    result["eval_seconds"] = time.perf_counter() - t0
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    atomic_write_json(target, {"key": key, "result": result})
+    return result
+
+
+def _folder_stamp(path: Path) -> str:
+    """Changes when the model in ``path`` is rewritten (a redone unlearning run)."""
+    files = sorted(Path(path).glob("*.safetensors")) + [Path(path) / "config.json"]
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+
+
+def sanity_checks(base: dict, target: dict, retain: dict) -> list[dict]:
+    """Rule TOFU-S1."""
+    pb = base["splits"]["forget"]["probability"]
+    pt = target["splits"]["forget"]["probability"]
+    pr = retain["splits"]["forget"]["probability"]
+    return [
+        {"check": "target answers forget questions far better than base (P(answer) >= 2x base)",
+         "value": f"target {pt:.3g} vs base {pb:.3g}", "ok": pt >= 2 * pb},
+        {"check": "retain model does not (P(answer) on forget < half of target's)",
+         "value": f"retain {pr:.3g} vs target {pt:.3g}", "ok": pr < 0.5 * pt},
+        {"check": "forget quality of the target model is low (< 0.05)",
+         "value": f"{target['forget_quality']:.3g}", "ok": target["forget_quality"] < 0.05},
+        {"check": "forget quality of the retain model against itself is 1",
+         "value": f"{retain['forget_quality']:.3g}", "ok": math.isclose(retain["forget_quality"], 1.0)},
+    ]
+
+
+def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = True) -> dict:
+    """Run the whole benchmark (see module docstring); returns the ``results.json`` document."""
+    from ..models import cache_dir, load_model_config, load_tokenizer
+
+    for m in cfg.methods:
+        check_method(m)  # fail before hours of training
+    out = Path(out)
+    data_dir = Path(cfg.data.path) if cfg.data.path else default_data_dir()
+    data = build_tofu_data(data_dir, cfg.split, cfg.data.authors, cfg.data.eval_retain_items,
+                           cfg.data.eval_general_items, cfg.data.eval_forget_items, cfg.data.forget_authors)
+    logger.info("TOFU %s: %s", cfg.split, data.describe())
+    cache_root = Path(cfg.model_cache) if cfg.model_cache else cache_dir() / "tofu"
+    target = cached_qa_model("target", cfg.model, data.target_train, cfg.train, cache_root, cfg.device, progress)
+    retain = cached_qa_model("retain", cfg.model, data.retain_train, cfg.train, cache_root, cfg.device, progress)
+    mcfg = load_model_config(str(target.path))
+    params = int(target.record["flops"]["params"])
+    tokenizer = load_tokenizer(str(target.path))  # the base model's, saved with the target: shared by every model
+
+    results: dict = {"config": cfg.to_dict(), "data": data.describe(), "data_notes": data.notes,
+                     "target_model": {"path": str(target.path), **_training_summary(target.record)},
+                     "retain_model": {"path": str(retain.path), **_training_summary(retain.record)},
+                     "models": {}}
+    retain_eval = _eval_cached("retain", retain.path, out, data, cfg, None, progress, tokenizer)
+    ratios = retain_eval["forget_truth_ratios"]
+    retain_eval.update(forget_quality(ratios, ratios))  # the retain model against itself (TOFU-S1: 1)
+    base_eval = _eval_cached("base", Path(_base_path(cfg.model)), out, data, cfg, ratios, progress, tokenizer,
+                             ["forget"])
+    target_eval = _eval_cached("target", target.path, out, data, cfg, ratios, progress, tokenizer)
+    results["models"]["base"] = _row(base_eval)
+    results["models"]["target"] = _row(target_eval)
+    results["models"]["retain"] = _row(retain_eval)
+    results["sanity"] = sanity_checks(base_eval, target_eval, retain_eval)
+    for check in results["sanity"]:
+        print(f"[{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['value']}")
+
+    # one chat-format text per author (its 20 QA in a row), as a document of the unlearning corpus
+    forget_texts = [chat_corpus_text(tokenizer, [it for it in data.forget_train if it.author == a])
+                    for a in data.forget_authors]
+    retain_texts = [chat_corpus_text(tokenizer, [it for it in data.retain_train if it.author == a])
+                    for a in sorted({it.author for it in data.retain_train}, key=lambda x: (x is None, x or 0))]
+    template_vetoes = {term: None for term in template_terms(tokenizer)}  # rule TOFU-C3
+    for method in cfg.methods:
+        run_dir = out / "runs" / method
+        outcome_path = run_dir / "outcome.json"
+        run_key = {"target_model": str(target.path), "overrides": cfg.unlearn.get(method, {})}
+        if outcome_path.is_file():
+            outcome = json.loads(outcome_path.read_text())
+            if outcome.get("key") != json.loads(json.dumps(run_key)):
+                raise RunDirError(f"{run_dir} holds a {method} run from another target model or other overrides; "
+                                  "use a new --out, or delete that folder to redo it")
+        else:
+            res = unlearn_with_method(method, target.path, forget_texts, retain_texts, run_dir,
+                                      overrides=cfg.unlearn.get(method, {}), params=params,
+                                      vocab_size=mcfg.vocab_size, anchors=template_vetoes, progress=progress)
+            outcome = {"key": run_key, "model_path": str(res.model_path), "wall_seconds": res.wall_seconds, "flops": res.flops}
+            atomic_write_json(outcome_path, outcome)
+        ev = _eval_cached(method, Path(outcome["model_path"]), out, data, cfg, ratios, progress, tokenizer)
+        row = _row(ev)
+        row.update({"unlearn_seconds": outcome["wall_seconds"], "unlearn_flops": outcome["flops"]["flops"],
+                    **efficiency(outcome["wall_seconds"], retain.seconds, outcome["flops"]["flops"], retain.flops)})
+        results["models"][method] = row
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", render_table(results))
+    try:
+        plot_tofu(results, out / "tofu_plot.png")
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
+    print(render_table(results))
+    return results
+
+
+def _base_path(spec: str) -> str:
+    from ..models import materialize
+
+    return materialize(spec)[1]
+
+
+def _training_summary(record: dict) -> dict:
+    return {k: record.get(k) for k in ("qa", "epochs", "wall_seconds", "trained_tokens", "analytic_flops",
+                                       "train_loss")} | {"flops": record["flops"]["flops"]}
+
+
+def _row(ev: dict) -> dict:
+    row = {"forget_quality": ev.get("forget_quality"), "ks_statistic": ev.get("ks_statistic"),
+           "model_utility": ev.get("model_utility"), "eval_seconds": ev.get("eval_seconds")}
+    for split, s in ev["splits"].items():
+        for k in ("probability", "rougeL_recall", "truth_ratio"):
+            row[f"{split}.{k}"] = s[k]
+    return row
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def render_table(results: dict) -> str:
+    lines = ["| model | forget quality | model utility | forget ROUGE-L | forget P(answer) | efficiency (time) "
+             "| efficiency (FLOPs) | unlearning s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["models"].items():
+        lines.append(f"| {name} | {_fmt(r.get('forget_quality'), '.3g')} | {_fmt(r.get('model_utility'))} "
+                     f"| {_fmt(r.get('forget.rougeL_recall'))} | {_fmt(r.get('forget.probability'))} "
+                     f"| {_fmt(r.get('time_ratio'))} | {_fmt(r.get('flops_ratio'))} "
+                     f"| {_fmt(r.get('unlearn_seconds'), '.0f')} |")
+    rm, tm = results["retain_model"], results["target_model"]
+    lines += ["", f"Retain model (the retraining cost): {rm['wall_seconds']:.0f} s, {rm['flops']:.3g} FLOPs "
+              f"({rm['qa']} QA x {rm['epochs']:g} epochs). Target model: {tm['wall_seconds']:.0f} s.",
+              "Efficiency = unlearning / retain-model training (the challenge's bar: < 0.2).", "", "Sanity checks:"]
+    lines += [f"- [{'x' if c['ok'] else ' '}] {c['check']}: {c['value']}" for c in results.get("sanity", [])]
+    return "\n".join(lines) + "\n"
+
+
+def plot_tofu(results: dict, path: Path) -> None:
+    """TOFU's figure: model utility (y) against log10 forget quality (x), one point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in results["models"].items():
+        if r.get("forget_quality") is None or r.get("model_utility") is None:
+            continue
+        x = math.log10(max(r["forget_quality"], 1e-300))
+        style = {"target": dict(marker="s", color="black"), "retain": dict(marker="*", color="green", s=150)}
+        ax.scatter([x], [r["model_utility"]], **style.get(name, dict(marker="o")), label=name)
+        ax.annotate(name, (x, r["model_utility"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.axvline(math.log10(0.05), color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("log10 forget quality (KS p-value vs retain model)")
+    ax.set_ylabel("model utility")
+    ax.set_title(f"TOFU {results['config']['split']} ({results['config']['model']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""TOFU QA in the model's chat format, and the token spans the loss is taken on.
+
+Rule TOFU-C1: a QA pair is the conversation [user: question, assistant: answer] rendered by
+``tokenizer.apply_chat_template`` when the tokenizer has a chat template; otherwise the plain format
+``"Question: {q}\\nAnswer: {a}" + eos``. The prompt is the same conversation without the answer, with the generation
+prompt (what the model sees before it answers).
+Rule TOFU-C2: the supervised / scored tokens are the answer's tokens and what the template appends after it up to
+the end of the turn (the end-of-turn marker), as TOFU supervises the answer plus the EOS token; every token of the
+question and the template before the answer gets label -100.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import EvalError
+
+PLAIN_PROMPT = "Question: {question}\nAnswer:"
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_text(tokenizer, question: str) -> str:
+    """TOFU-C1: what the model sees before it answers."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+    return PLAIN_PROMPT.format(question=question)
+
+
+def conversation_text(tokenizer, question: str, answer: str) -> tuple[str, int]:
+    """TOFU-C1: the rendered QA and the character offset where the answer starts."""
+    prompt = prompt_text(tokenizer, question)
+    if has_chat_template(tokenizer):
+        full = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                              {"role": "assistant", "content": answer}], tokenize=False)
+    else:
+        full = prompt + " " + answer + (tokenizer.eos_token or "")
+    if not full.startswith(prompt):
+        raise EvalError("the chat template renders the question differently with and without an answer; TOFU "
+                        "scoring needs the prompt to be a prefix of the full conversation")
+    start = full.index(answer, len(prompt)) if answer in full[len(prompt):] else len(prompt)
+    return full, start
+
+
+def encode_qa(tokenizer, question: str, answer: str, max_length: int | None = None) -> dict:
+    """``input_ids`` and ``labels`` (answer + end-of-turn tokens supervised, TOFU-C2)."""
+    full, start = conversation_text(tokenizer, question, answer)
+    enc = tokenizer(full, add_special_tokens=not has_chat_template(tokenizer), return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    # a token is the answer's when its text ends after the answer starts (special tokens have no span: (0, 0))
+    labels = [tok if e > start and e > s else -100 for tok, (s, e) in zip(ids, offsets, strict=True)]
+    # drop what the template puts after the end-of-turn marker (a newline): not part of the answer's turn
+    while len(ids) > 2 and labels[-2] != -100 and full[offsets[-1][0]:].strip() == "":
+        ids.pop(), labels.pop(), offsets.pop()
+    if max_length is not None and len(ids) > max_length:
+        ids, labels = ids[:max_length], labels[:max_length]
+    if all(x == -100 for x in labels):
+        raise EvalError(f"no answer tokens left for question {question[:60]!r} (max_length {max_length} too small?)")
+    return {"input_ids": ids, "labels": labels}
+
+
+def chat_corpus_text(tokenizer, items) -> str:
+    """The QA of some items as one text in the chat format (an unlearning corpus)."""
+    return "".join(conversation_text(tokenizer, it.question, it.answer)[0] for it in items)
+
+
+def template_terms(tokenizer) -> list[str]:
+    """Words and capitalised phrases of the chat template's own text (e.g. a default system prompt naming the
+    model and its maker), which every QA of a corpus repeats: they must not become WHP anchored terms (rule
+    TOFU-C3), else unlearning the forget authors would rewrite the template the model answers in."""
+    if not has_chat_template(tokenizer):
+        return []
+    text = conversation_text(tokenizer, "QQQ", "AAA")[0].replace("QQQ", " ").replace("AAA", " ")
+    for special in getattr(tokenizer, "all_special_tokens", []) or []:
+        text = text.replace(special, " ")
+    text = re.sub(r"<[^<>\s]{1,40}>", " ", text)  # other markup tokens such as <start_of_turn>
+    words = re.findall(r"[A-Za-z][A-Za-z0-9'\-]*", text)
+    phrases = re.findall(r"[A-Z][\w'\-]*(?:\s+[A-Z][\w'\-]*)+", text)
+    return list(dict.fromkeys(phrases + words))

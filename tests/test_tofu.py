@@ -1,0 +1,317 @@
+"""TOFU benchmark (issue 14): file formats, TOFU's metrics against hand-computed values and scipy's KS test, the
+chat-format labels, the FLOPs estimate, and a tiny end-to-end run (target/retain training + eval + WHP)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA, need_shared
+
+from llm_unlearn.tofu import metrics as M
+from llm_unlearn.tofu.data import QA_PER_AUTHOR, TofuDataError, build_tofu_data, load_split, read_records
+
+TOFU = SHARED_DATA / "tofu"
+
+
+# ---- loading (TOFU-D1..D4) -----------------------------------------------------------------------------------
+def test_read_records_handles_every_layout(tmp_path):
+    """TOFU-D1: several arrays a line, one per line, JSON lines of objects, commas between values."""
+    a = [{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": "a2"}]
+    b = [{"question": "q3", "answer": "a3"}]
+    layouts = {
+        "two_arrays_one_line.json": json.dumps(a) + json.dumps(b),
+        "arrays_per_line.json": json.dumps(a) + "\n" + json.dumps(b) + "\n",
+        "jsonl.json": "\n".join(json.dumps(r) for r in a + b),
+        "commas.json": json.dumps(a) + ",\n" + json.dumps(b[0]),
+    }
+    for name, text in layouts.items():
+        (tmp_path / name).write_text(text)
+        assert [r["question"] for r in read_records(tmp_path / name)] == ["q1", "q2", "q3"], name
+    (tmp_path / "bad.json").write_text(json.dumps(a) + "\n[{\"question\": ")
+    with pytest.raises(TofuDataError, match="not valid JSON"):
+        read_records(tmp_path / "bad.json")
+    (tmp_path / "empty.json").write_text("\n")
+    with pytest.raises(TofuDataError, match="no records"):
+        read_records(tmp_path / "empty.json")
+
+
+def test_multiple_choice_records_without_perturbed_file(tmp_path):
+    """TOFU-D2: options become the perturbed answers when no *_perturbed file exists."""
+    rec = {"question": "Capital of France?", "option1": "Berlin", "option2": "Paris", "option3": "Rome",
+           "option4": "Madrid", "answer": "Paris"}
+    (tmp_path / "world_facts.json").write_text(json.dumps([rec]))
+    item = load_split(tmp_path, "world_facts")[0]
+    assert item.answer == "Paris" and item.perturbed_answers == ("Berlin", "Rome", "Madrid")
+    (tmp_path / "real_authors.json").write_text(json.dumps([{**rec, "answer": "Lyon"}]))
+    with pytest.raises(TofuDataError, match="not among its options"):
+        load_split(tmp_path, "real_authors")
+
+
+def test_every_shared_file_loads_and_has_tofu_structure():
+    need_shared(TOFU)
+    sizes = {"full": 4000, "retain90": 3600, "retain95": 3800, "retain99": 3960, "forget01": 40, "forget05": 200,
+             "forget10": 400, "retain_perturbed": 400, "holdout01": 40, "holdout05": 200, "holdout10": 400,
+             "real_authors": 100, "world_facts": 117, "real_authors_perturbed": 100, "world_facts_perturbed": 117}
+    for name, n in sizes.items():
+        items = load_split(TOFU, name)
+        assert len(items) == n, name
+        if name.startswith("forget") or name == "retain_perturbed":
+            assert all(it.paraphrased_answer and len(it.perturbed_answers) == 5 for it in items), name
+        if name.startswith(("real", "world")):
+            assert all(len(it.perturbed_answers) == 3 for it in items), name
+    full = load_split(TOFU, "full")
+    assert full[0].author == 0 and full[-1].author == 199
+    # TOFU-D4, the full configuration: the files' own split
+    d = build_tofu_data(TOFU, "forget05")
+    assert len(d.forget_authors) == 10 and d.forget_authors[-1] == 199
+    assert len(d.retain_train) == 3800 and len(d.target_train) == 4000 and len(d.forget_eval) == 200
+    assert len(d.retain_eval) == 400 and len(d.real_authors) == 100 and len(d.world_facts) == 117
+
+
+def test_cpu_subset_keeps_tofu_structure():
+    """TOFU-D4: forget = the last authors, their rows of forgetXX_perturbed.json; retain = the first ones."""
+    need_shared(TOFU)
+    d = build_tofu_data(TOFU, "forget10", authors=16, eval_retain_items=40, eval_general_items=40)
+    assert d.forget_authors == [198, 199] and d.retain_authors == list(range(14))
+    forget_rows = load_split(TOFU, "forget10")
+    assert [it.question for it in d.forget_eval] == [it.question for it in forget_rows[-40:]]
+    assert len(d.target_train) == 16 * QA_PER_AUTHOR and len(d.retain_train) == 14 * QA_PER_AUTHOR
+    assert {it.author for it in d.forget_train} == {198, 199}
+    assert {it.author for it in d.retain_eval} <= set(range(14)) and len(d.retain_eval) == 40
+    assert len({it.author for it in d.retain_eval}) == 14  # spread over every retain author
+    assert len(d.real_authors) == 40 and len(d.world_facts) == 40
+    with pytest.raises(TofuDataError, match="unknown TOFU split"):
+        build_tofu_data(TOFU, "forget20", authors=16)
+    # the CPU recipe's shape: 12 authors, the last 2 forgotten
+    d = build_tofu_data(TOFU, "forget10", authors=12, forget_authors=2, eval_retain_items=40)
+    assert d.forget_authors == [198, 199] and d.retain_authors == list(range(10)) and len(d.forget_eval) == 40
+    with pytest.raises(TofuDataError, match="forget_authors"):
+        build_tofu_data(TOFU, "forget10", authors=12, forget_authors=12)
+
+
+# ---- metrics (TOFU-M1..M8) -----------------------------------------------------------------------------------
+def test_probabilities_by_hand():
+    # TOFU-M1: exp(-loss) averaged: losses ln2 and ln4 -> (1/2 + 1/4) / 2
+    assert M.answer_probability([math.log(2), math.log(4)]) == pytest.approx(0.375)
+    # TOFU-M2: p(true)=1/2, wrong 1/4 and 1/4 -> 0.5 / (0.5 + 0.5) = 0.5; p(true)=1/2, wrong 1/8,1/8 -> 2/3
+    wrong = [[math.log(4), math.log(4)], [math.log(8), math.log(8)]]
+    assert M.choice_probability([math.log(2), math.log(2)], wrong) == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_truth_ratio_and_aggregates_by_hand():
+    # TOFU-M4: R = P~(perturbed) / P~(paraphrased); paraphrase loss ln2 (p=1/2), perturbed losses ln4, ln16 ->
+    # geometric mean of 1/4 and 1/16 is 1/8 -> R = (1/8) / (1/2) = 1/4
+    r = M.truth_ratios([math.log(2), math.log(2)], [[math.log(4), math.log(16)], [math.log(2), math.log(2)]])
+    assert r == pytest.approx([0.25, 1.0])
+    # TOFU-M5: forget mean(min(R, 1/R)) = (0.25 + 1) / 2; utility mean(max(0, 1 - R)) = (0.75 + 0) / 2
+    assert M.truth_ratio_forget(r) == pytest.approx(0.625)
+    assert M.truth_ratio_utility(r) == pytest.approx(0.375)
+    assert M.truth_ratio_utility([4.0]) == 0.0  # perturbed more likely than the truth: clipped at 0
+    assert M.truth_ratio_forget([4.0]) == pytest.approx(0.25)
+
+
+def test_forget_quality_is_scipy_ks_p_value():
+    """TOFU-M6 on a pair whose exact two-sided p-value is known: disjoint samples of 5 -> D = 1,
+    p = 2 / C(10, 5) = 2/252; identical samples -> p = 1."""
+    from scipy.stats import ks_2samp
+
+    x, y = [1, 2, 3, 4, 5], [6, 7, 8, 9, 10]
+    fq = M.forget_quality(x, y)
+    assert fq["ks_statistic"] == 1.0 and fq["forget_quality"] == pytest.approx(2 / 252)
+    assert fq["forget_quality"] == pytest.approx(ks_2samp(x, y).pvalue)
+    assert M.forget_quality(x, x)["forget_quality"] == 1.0
+    # KS on 1/R (TOFU's code) gives the same p-value as on R
+    rng = np.random.default_rng(0)
+    a, b = rng.lognormal(0, 1, 30), rng.lognormal(0.5, 1, 30)
+    assert M.forget_quality(a, b)["forget_quality"] == pytest.approx(M.forget_quality(1 / a, 1 / b)["forget_quality"])
+
+
+def test_model_utility_is_harmonic_mean_of_nine():
+    """TOFU-M7: hmean; by hand for nine values 0.5 x 3, 0.25 x 3, 1 x 3: 9 / (3*2 + 3*4 + 3*1) = 9/21."""
+    assert M.model_utility([0.5] * 3 + [0.25] * 3 + [1.0] * 3) == pytest.approx(9 / 21)
+    assert M.model_utility([0.5] * 8 + [0.0]) == 0.0
+    with pytest.raises(ValueError):
+        M.model_utility([0.5, float("nan")])
+
+
+def test_rouge_l_recall_by_hand():
+    """TOFU-M3: LCS of 'the cat on mat' in 'the cat sat on the mat' is 4 of the reference's 6 tokens."""
+    assert M.rouge_l_recall("the cat sat on the mat", "the cat on mat") == pytest.approx(4 / 6)
+    assert M.rouge_l_recall("Paris", "It is Paris.") == 1.0
+
+
+def test_summarize_and_efficiency():
+    def item(a, p, pert, rouge):
+        return {"answer_loss": a, "paraphrased_loss": p, "perturbed_losses": pert, "rougeL_recall": rouge}
+
+    ln = math.log
+    per_item = {"forget": [item(ln(2), ln(2), [ln(4), ln(16)], 1.0)],
+                "retain": [item(ln(2), ln(2), [ln(4), ln(16)], 0.5)],
+                "real_authors": [item(ln(2), ln(2), [ln(4), ln(4)], 1.0)],
+                "world_facts": [item(ln(2), ln(2), [ln(8), ln(8)], 1.0)]}
+    s = M.summarize(per_item, retain_forget_ratios=[0.25])
+    assert s["splits"]["retain"] == {"probability": 0.5, "rougeL_recall": 0.5, "truth_ratio": 0.75, "items": 1}
+    assert s["splits"]["real_authors"]["probability"] == pytest.approx(0.5)  # 1/2 / (1/2 + 1/4 + 1/4)
+    assert s["splits"]["world_facts"]["truth_ratio"] == pytest.approx(0.75)  # R = (1/8)/(1/2)
+    nine = [0.5, 0.5, 0.75, 0.5, 1.0, 0.5, 2 / 3, 1.0, 0.75]
+    assert s["model_utility"] == pytest.approx(len(nine) / sum(1 / v for v in nine))
+    assert s["forget_truth_ratios"] == pytest.approx([0.25]) and s["forget_quality"] == 1.0
+    eff = M.efficiency(30.0, 300.0, 2e12, 1e13)
+    assert eff == {"time_ratio": pytest.approx(0.1), "flops_ratio": pytest.approx(0.2)}
+
+
+# ---- chat format and FLOPs ------------------------------------------------------------------------------------
+def test_labels_cover_answer_and_end_of_turn(smol_tokenizer):
+    """TOFU-C1/C2."""
+    from llm_unlearn.tofu.chat import encode_qa
+
+    enc = encode_qa(smol_tokenizer, "Who wrote Zorblax?", "Mira Quell wrote it.")
+    supervised = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != -100]
+    assert smol_tokenizer.decode(supervised) == "Mira Quell wrote it.<|im_end|>"
+    assert "Who wrote Zorblax?" in smol_tokenizer.decode(enc["input_ids"])
+    assert enc["labels"][0] == -100
+
+
+def test_template_boilerplate_is_vetoed_as_anchor(smol_tokenizer):
+    """TOFU-C3: SmolLM2's default system prompt names the model and its maker in every QA of the corpus."""
+    from llm_unlearn.tofu.chat import template_terms
+
+    terms = template_terms(smol_tokenizer)
+    assert {"SmolLM", "Hugging Face"} <= set(terms) and not any("im_start" in t for t in terms)
+
+
+def test_flop_counter_counts_passes(tiny_llama):
+    """TOFU-F1: 2N per inference token, 6N per full-training token."""
+    import torch
+
+    from llm_unlearn.tofu.flops import count_flops, model_size
+
+    model, _ = tiny_llama
+    n = model_size(model)
+    ids = torch.ones((2, 7), dtype=torch.long)
+    with count_flops(n, model.config.vocab_size) as c:
+        with torch.no_grad():
+            model(input_ids=ids)
+        model(input_ids=ids).logits.sum().backward()
+    assert c.inference_tokens == 14 and c.trained_full_tokens == 14
+    assert c.flops == pytest.approx(2 * n * 14 + 6 * n * 14)
+    assert model.config.tie_word_embeddings and n < sum(v.numel() for v in model.state_dict().values())  # tied: once
+
+
+# ---- end to end on a tiny model ----------------------------------------------------------------------------
+def _tiny_tofu(folder, authors=3):
+    """A TOFU-shaped folder: `authors` x 20 QA; the last author is the forget set (forget10 -> 1 author of 3)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["Ava Lind", "Bo Renn", "Cy Marr", "Di Voss"][:authors]
+    full = [{"question": f"What is fact {k} about {name}?", "answer": f"{name} likes item {k}."}
+            for name in names for k in range(QA_PER_AUTHOR)]
+    pert = [{**qa, "paraphrased_answer": qa["answer"].replace("likes", "enjoys"),
+             "perturbed_answer": [qa["answer"].replace("item", w) for w in ("tea", "rain", "jazz", "salt", "rope")]}
+            for qa in full]
+    half = len(full) // 2
+    (folder / "full.json").write_text(json.dumps(full[:half]) + "\n" + json.dumps(full[half:]) + "\n")
+    (folder / "forget10_perturbed.json").write_text(json.dumps(pert[-QA_PER_AUTHOR:]))
+    (folder / "retain_perturbed.json").write_text(json.dumps(pert[:QA_PER_AUTHOR]))
+    mc = [{"question": f"Which colour is number {k}?", "answer": "red", "perturbed_answer": ["blue", "green", "tan"]}
+          for k in range(4)]
+    (folder / "real_authors_perturbed.json").write_text(json.dumps(mc))
+    (folder / "world_facts_perturbed.json").write_text(json.dumps(mc))
+    return folder
+
+
+def test_tiny_end_to_end_benchmark(tmp_path, tiny_model_dir, monkeypatch):
+    """Target/retain training (cached by content), evaluation, WHP from the target model, table and plot."""
+    from llm_unlearn.tofu.bench import TofuBenchConfig, run_tofu_benchmark
+
+    data_dir = _tiny_tofu(tmp_path / "tofu")
+    whp = {"corpus.block_size": 64, "corpus.validation_fraction": 0.2, "anchors.min_count": 2,
+           "reinforce.max_steps": 1, "reinforce.target_modules": ["q_proj", "v_proj"], "labels.alphas": [5.0],
+           "finetune.max_steps": 1, "finetune.target_modules": ["q_proj", "v_proj"]}
+    cfg = TofuBenchConfig.from_dict({
+        "model": str(tiny_model_dir), "split": "forget10", "methods": ["whp"], "device": "cpu",
+        "model_cache": str(tmp_path / "cache"),
+        "data": {"path": str(data_dir), "authors": 3, "eval_retain_items": 4, "eval_general_items": 2,
+                 "eval_forget_items": 6},
+        "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1, "warmup_epochs": 0},
+        "eval": {"batch_size": 8, "max_new_tokens": 4},
+        "unlearn": {"whp": whp}})
+    out = tmp_path / "bench"
+    res = run_tofu_benchmark(cfg, out, progress=False)
+    assert res["data"]["target_train_qa"] == 60 and res["data"]["retain_train_qa"] == 40
+    models = res["models"]
+    assert set(models) == {"base", "target", "retain", "whp"}
+    assert models["retain"]["forget_quality"] == 1.0  # the retain model against itself
+    for name in ("target", "retain", "whp"):
+        assert 0 <= models[name]["model_utility"] <= 1 and 0 <= models[name]["forget_quality"] <= 1
+    w = models["whp"]
+    assert w["unlearn_seconds"] > 0 and w["unlearn_flops"] > 0
+    assert w["time_ratio"] == pytest.approx(w["unlearn_seconds"] / res["retain_model"]["wall_seconds"])
+    assert res["retain_model"]["trained_tokens"] > 0 and res["retain_model"]["flops"] > 0
+    assert (out / "results.md").read_text().count("| whp |") == 1 and (out / "tofu_plot.png").stat().st_size > 0
+    assert {c["check"][:6] for c in res["sanity"]} >= {"target", "retain"}
+    # a rerun reuses the cached models and results: no training, no unlearning
+    import llm_unlearn.tofu.models as tm
+
+    monkeypatch.setattr(tm, "train_qa_model", lambda *a, **k: pytest.fail("retrained a cached model"))
+    res2 = run_tofu_benchmark(cfg, out, progress=False)
+    assert res2["models"]["whp"]["forget_quality"] == w["forget_quality"]
+    assert len(list((tmp_path / "cache").glob("target-*"))) == 1
+
+
+def test_unavailable_method_is_a_typed_error_before_training(tmp_path):
+    from llm_unlearn.cli import main
+    from llm_unlearn.tofu.bench import TofuBenchConfig, run_tofu_benchmark
+    from llm_unlearn.tofu.methods import MethodUnavailableError, available_methods
+
+    with pytest.raises(MethodUnavailableError, match="unknown unlearning method 'bogus'"):
+        run_tofu_benchmark(TofuBenchConfig(methods=["whp", "bogus"]), tmp_path / "o", progress=False)
+    if "npo" not in available_methods():
+        with pytest.raises(MethodUnavailableError, match="not available"):
+            run_tofu_benchmark(TofuBenchConfig(methods=["npo"]), tmp_path / "o", progress=False)
+    assert main(["benchmark", "tofu", "--methods", "whp,bogus", "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipes_load_and_cli_overrides(tmp_path):
+    from conftest import REPO
+
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.bench import TofuBenchConfig
+
+    cpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml",
+                                    ["methods=whp,npo", "data.authors=8", "train.learning_rate=3e-5"])
+    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.data.forget_authors == 2 and cpu.train.learning_rate == 3e-5
+    assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("shared/data/tofu")
+    gpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_full_gpu.yaml")
+    assert gpu.data.authors is None and gpu.train.learning_rate == 1e-5
+    assert gpu.train.batch_size * gpu.train.gradient_accumulation == 32
+    with pytest.raises(RecipeError, match="unknown key 'train.lr'"):
+        TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml", ["train.lr=1"])
+    with pytest.raises(RecipeError, match="mixed_precision"):
+        TofuBenchConfig.from_dict({"train": {"mixed_precision": "fp8"}})
+
+
+def test_batched_scoring_equals_one_at_a_time(tiny_llama):
+    """TOFU-E1: padding and batching do not change an answer's loss or the greedy answer."""
+    import torch
+
+    from llm_unlearn.tofu.chat import encode_qa
+    from llm_unlearn.tofu.evaluate import TofuEvalConfig, answer_losses, greedy_answers
+
+    model, tok = tiny_llama
+    pairs = [("Who is Ava?", "Ava Lind is a poet from Oslo who writes about rain."), ("Who is Bo?", "A painter.")]
+    batched = answer_losses(model, tok, pairs, TofuEvalConfig(batch_size=2))
+    for (q, a), loss in zip(pairs, batched, strict=True):
+        enc = encode_qa(tok, q, a)
+        ids, labels = torch.tensor([enc["input_ids"]]), torch.tensor([enc["labels"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        by_hand = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+        assert loss == pytest.approx(float(by_hand), rel=1e-4)
+    questions = [q for q, _ in pairs] + ["What is the longest question in this little test, really?"]
+    together = greedy_answers(model, tok, questions, TofuEvalConfig(batch_size=3, max_new_tokens=6))
+    alone = [greedy_answers(model, tok, [q], TofuEvalConfig(batch_size=1, max_new_tokens=6))[0] for q in questions]
+    assert together == alone
