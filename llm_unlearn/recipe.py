@@ -65,6 +65,25 @@ class AnchorsConfig:
     # Make the distinctive words of multi-word person names keys of their own ("Sherlock" from "Sherlock Holmes"),
     # each by the same count/keyness test as any candidate; hygiene then drops a full name whose words are all keys.
     split_names: bool = True
+    # Beyond the paper: a single word of general English (wordfreq Zipf >= ordinary_word_zipf, itself or the word
+    # it inflects) that the corpus writes in lower case is not an anchor ("teacup", "whiskers"); nor is a
+    # capitalised single word this common in English that is not a known name ("Ministry"). Add such words with
+    # the user dictionary when they are target-specific.
+    ordinary_word_zipf: float = 2.6
+    ordinary_capitalised_zipf: float = 4.5
+    # Where generic translations come from: "model" = the base model's own predictions at each occurrence of the
+    # term (a model that never heard of the concept would say this here), Faker as the fallback for names;
+    # "faker" = Faker names/places and ordinary nouns only.
+    substitutes: str = "model"
+    substitute_model: Optional[str] = None  # model spec proposing substitutes (default: model.spec of the recipe)
+    substitute_occurrences: int = 12  # occurrences per term the model reads
+    substitute_context_tokens: int = 48  # left context per occurrence, in tokens
+    substitute_batch_size: int = 16
+    # Dictionary quality measures recorded by the anchors stage (llm_unlearn/anchors/quality.py): base-model
+    # perplexity of translated / original text over up to this many tokens (0 = skip), and kind agreement with a
+    # hand-labelled YAML file {kinds: {term: person|animal|place|object|organisation|invented}} when given.
+    quality_tokens: int = 4096
+    kind_labels: Optional[str] = None
 
 
 @dataclass
@@ -98,6 +117,10 @@ class LabelsConfig:
     # Beyond the paper: also keep the top-k generic logits of every position (0 = hard labels only), for
     # fine-tuning on soft labels (finetune.soft_labels).
     soft_top_k: int = 0
+    # Beyond the paper: also store a per-position weight of how far the generic distribution moved from the base
+    # model's ("none" | "kl": 1 - exp(-KL(generic || base)) | "tv": the probability mass the ReLU term removed),
+    # as the column position_weights, for finetune.position_weighting.
+    position_weight: str = "none"
     seed: int = 0
 
 
@@ -109,6 +132,9 @@ class FinetuneConfig:
     # softmax(generic logits) over their top-k (labels.soft_top_k > 0). Where nothing target-specific happens the
     # generic distribution is the base model's own, so the model is not sharpened toward its greedy guesses.
     soft_labels: bool = False
+    # Beyond the paper: weight each position's label loss by the labels' position_weights column (needs
+    # labels.position_weight), so the loss lives where the target does.
+    position_weighting: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
