@@ -76,8 +76,8 @@ class AnchorsConfig:
     # "faker" = Faker names/places and ordinary nouns only.
     substitutes: str = "model"
     substitute_model: Optional[str] = None  # model spec proposing substitutes (default: model.spec of the recipe)
-    substitute_occurrences: int = 12  # occurrences per term the model reads
-    substitute_context_tokens: int = 48  # left context per occurrence, in tokens
+    substitute_occurrences: int = 8  # occurrences per term the model reads
+    substitute_context_tokens: int = 32  # left context per occurrence, in tokens
     substitute_batch_size: int = 16
     # Dictionary quality measures recorded by the anchors stage (llm_unlearn/anchors/quality.py): base-model
     # perplexity of translated / original text over up to this many tokens (0 = skip), and kind agreement with a

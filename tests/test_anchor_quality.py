@@ -120,6 +120,7 @@ def test_shape_filters():
     assert _shape_ok(["Red", "Fox"], ["March", "Hare"], stop, titles)
     assert not _shape_ok(["Red"], ["March", "Hare"], stop, titles)
     assert not _shape_ok(["Dog,"], ["Cat"], stop, titles) and not _shape_ok(["R2D2"], ["Cat"], stop, titles)
+    assert not _shape_ok(["Qu"], ["Cat"], stop, titles)  # a fragment, not a word
     forbidden = {"hare", "march"}
     assert _not_target("Dog", "Cat", forbidden)
     assert not _not_target("Cat", "Cat", forbidden) and not _not_target("Cats", "Cat", forbidden)  # P5
@@ -131,8 +132,8 @@ def test_contexts_are_spread_and_start_before_the_term():
     texts = [" ".join(f"word{i} Zorblax" for i in range(50))]
     ctx = find_contexts(texts, ["Zorblax"], occurrences=5)["Zorblax"]
     assert len(ctx) == 5
-    assert ctx[0].endswith("word0") and ctx[-1].endswith("word49")  # first and last occurrence (P1)
-    assert all(not c.endswith(" ") for c in ctx)
+    assert ctx[0][0].endswith("word0") and ctx[-1][0].endswith("word49")  # first and last occurrence (P1)
+    assert all(not left.endswith(" ") and right.startswith(" word") for left, right in ctx[1:-1])
 
 
 class PreferenceLM(torch.nn.Module):
@@ -171,7 +172,7 @@ def test_proposer_prefers_fitting_words_and_never_the_target(smol_tokenizer):
                               stop_words={"the"}, occurrences=4, context_tokens=16, top_tokens=10)
     assert [p.text for p in out["Zorblax"]][:2] == ["Dog", "King"]  # capitalised words only, best first
     assert [p.text for p in out["wuzzlet"]] == ["lamp"]  # a lower-case word for a lower-case term
-    for key, props in out.items():
+    for props in out.values():
         for p in props:
             assert p.text.lower() not in {"zorblax", "quimby", "wuzzlet", "the"}
     # deterministic
@@ -204,13 +205,15 @@ def test_dictionary_uses_the_models_substitutes_and_faker_for_the_rest(smol_toke
 
     tok = smol_tokenizer
     pref = torch.full((len(tok),), -20.0)
-    for tid, value in zip(_ids(tok, ["Dog", "King", "Lamp", "lamp"]), (7.0, 6.0, 5.0, 4.0), strict=True):
+    for tid, value in zip(_ids(tok, ["Dog", "Smith", "Tom", "Lamp", "lamp"]), (7.0, 6.0, 5.5, 5.0, 4.0),
+                          strict=True):
         pref[tid] = value
     config = AnchorsConfig(min_count=2, translations_per_key=2, substitute_occurrences=4)
     d = build_anchor_dictionary([STORY], config, progress=False, model=(PreferenceLM(pref), tok))
-    assert d.translations("Zorblax") == ["Dog", "King"]
+    assert d.entry("Zorblax").type == "person"
+    assert d.translations("Zorblax") == ["Smith", "Tom"]  # P6: names for a person ("Dog" is no name)
     assert d.translations("wuzzlet") == ["lamp"]
-    assert d.entry("Quimby Fenn").translations  # a person the model found no names for: Faker (P6)
+    assert d.entry("Quimby Fenn").translations  # an organisation the model found nothing for: Faker
     faker = build_anchor_dictionary([STORY], AnchorsConfig(min_count=2, substitutes="faker"), progress=False,
                                     model=(PreferenceLM(pref), tok))
     assert "Dog" not in faker.translations("Zorblax")

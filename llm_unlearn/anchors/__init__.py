@@ -1117,8 +1117,21 @@ def _user_keys(config: AnchorsConfig) -> set[str]:
     return set(user.keys())
 
 
+def _key_gender(key: str, cand: Candidate, lists: Mapping[str, frozenset[str]]) -> str | None:
+    """A person's gender from honorifics seen in the corpus, else from Faker's given-name lists."""
+    votes = Counter((cand.info or {}).get("gender") or {})
+    if votes:
+        return votes.most_common(1)[0][0]
+    w = key.split(" ")[0].lower()
+    if w in lists["female"] and w not in lists["male"]:
+        return "f"
+    if w in lists["male"] and w not in lists["female"]:
+        return "m"
+    return None
+
+
 def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], texts: list[str], st: _Stats,
-                    config: AnchorsConfig, stop_words=(), progress: bool = False) -> dict[str, list[str]]:
+                    config: AnchorsConfig, stop_words=(), progress: bool = False, nlp=None) -> dict[str, list[str]]:
     """Substitutes proposed by the base model for the selected keys that will not be built from linked keys
     (:mod:`.proposals`, rules P1-P7). ``model``: a model spec, or a ``(model, tokenizer)`` pair."""
     from .proposals import propose_substitutes
@@ -1136,13 +1149,15 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
     forbidden = {w.lower().replace("’", "'") for c in ranked for w in c.text.split(" ")}
     forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
     lists = faker_lists(config.faker_locale)
+    persons = [c for c in selected if c.type == "person"]
     found = propose_substitutes(
         lm, tokenizer, texts, keys, forbidden, stop_words=stop_words, titles=TITLES,
-        person_keys=[c.text for c in selected if c.type == "person"],
-        person_names=lists["female"] | lists["male"] | lists["last"],
+        person_keys=[c.text for c in persons], person_names=lists["female"] | lists["male"] | lists["last"],
+        genders={c.text: g for c in persons if (g := _key_gender(c.text, c, lists))},
+        female=lists["female"], male=lists["male"], nlp=nlp,
         occurrences=config.substitute_occurrences, context_tokens=config.substitute_context_tokens,
-        max_per_key=max(2 * config.translations_per_key, 6), batch_size=config.substitute_batch_size,
-        progress=progress)
+        want=config.translations_per_key, max_per_key=max(2 * config.translations_per_key, 6),
+        batch_size=config.substitute_batch_size, progress=progress)
     logger.info("anchors: the model proposed substitutes for %d of %d keys", len(found), len(keys))
     return {k: [p.text for p in v] for k, v in found.items()}
 
@@ -1171,7 +1186,7 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
         proposals = None
         source = config.substitute_model or model
         if config.substitutes == "model" and source is not None and selected:
-            proposals = model_proposals(source, selected, ranked, texts, st, config, stop_words, progress)
+            proposals = model_proposals(source, selected, ranked, texts, st, config, stop_words, progress, nlp)
         elif config.substitutes == "model":
             logger.info("anchors: no model to propose substitutes; using Faker (anchors.substitutes=faker)")
         entries = make_translations(selected, st, config, nlp, stop_words, proposals)
