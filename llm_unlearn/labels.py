@@ -371,6 +371,11 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     from .training import process_state
     from .translation import Translator
 
+    if recipe.labels.position_weight not in POSITION_WEIGHTS:
+        from .errors import RecipeError
+
+        raise RecipeError(f"labels.position_weight must be one of {', '.join(POSITION_WEIGHTS)} "
+                          f"(got {recipe.labels.position_weight!r})")
     state = process_state()
     model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)

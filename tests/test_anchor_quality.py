@@ -319,3 +319,37 @@ def test_weighted_label_loss():
 def test_counter_import_is_used():
     # keep the Counter import honest for _Stats fields built by hand above
     assert isinstance(_Stats().lower, Counter)
+
+
+def test_labels_store_position_weights_aligned_like_labels():
+    """labels.position_weight: row i + 1 holds the weight of position i; 0 where nothing is supervised; the
+    weight is large only where the reinforced model's boost moved the generic distribution (W2)."""
+    import numpy as np
+    from test_labels import FakeModel, FakeTranslator, _block
+
+    from llm_unlearn.labels import IGNORE, LabelStats, LogitSource, alpha_key, label_batch, weight_key
+
+    orig = [5, 6, 3, 2]
+    tb = type("TB", (), dict(translated_ids=orig, mapping=np.arange(4), mask_reason=np.array([0, 0, 1, 0], np.int8),
+                             suppress_from=[], chosen={}, translated_text=""))()
+    # the reinforced model raises token 7: after token 6 (where the base model predicts 7) the generic
+    # distribution moves a lot; elsewhere 7 is not the base model's choice and moves little
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
+                       weight_kind="tv")
+    w, labels = rows[0][weight_key(5.0)], rows[0][alpha_key(5.0)]
+    assert len(w) == len(orig)
+    assert all(wi == 0 for wi, lab in zip(w, labels, strict=True) if lab == IGNORE)
+    assert w[2] > w[1] > 0  # position 1 (after token 6): the boosted token was the base model's choice
+    plain = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats())
+    assert weight_key(5.0) not in plain[0]
+
+
+def test_trainer_batches_carry_position_weights():
+    from llm_unlearn.training import pad_batch
+
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_weights": [0.0, 0.5, 1.0]},
+            {"input_ids": [4, 5], "labels": [-100, 5], "position_weights": [0.0, 0.25]}]
+    batch = pad_batch(rows, 0, "labels")
+    assert batch["weights"].tolist() == [[0.0, 0.5, 1.0], [0.0, 0.25, 0.0]]
+    assert "weights" not in pad_batch([{"input_ids": [1, 2], "labels": [-100, 2]}], 0, "labels")

@@ -106,6 +106,7 @@ _WS = re.compile(r"\s+")
 _INNER_PUNCT = re.compile(r"[^\w\s.'’&-]")  # a name holds letters, spaces, . ' ’ & - only
 _SMOOTHING = 1.0  # per million words (simple-maths keyness)
 _COMMON_ZIPF = 4.0  # a head word this common in English ("Street", "Valley", "League") is kept in translations
+_COMMON_NOUN_ZIPF = 2.5  # a key word this common in English and not a name is an ordinary noun ("Hatter", "Hare")
 _CHUNK_CHARS = 4000
 
 
@@ -1134,6 +1135,8 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
                     config: AnchorsConfig, stop_words=(), progress: bool = False, nlp=None) -> dict[str, list[str]]:
     """Substitutes proposed by the base model for the selected keys that will not be built from linked keys
     (:mod:`.proposals`, rules P1-P7). ``model``: a model spec, or a ``(model, tokenizer)`` pair."""
+    from wordfreq import zipf_frequency
+
     from .proposals import propose_substitutes
 
     if isinstance(model, (tuple, list)):
@@ -1150,11 +1153,19 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
     forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
     lists = faker_lists(config.faker_locale)
     persons = [c for c in selected if c.type == "person"]
+    names = lists["female"] | lists["male"] | lists["last"]
+
+    def common(word: str) -> bool:  # an ordinary English word that is not a name (rule P9)
+        return word.lower() not in names and zipf_frequency(word, "en") >= _COMMON_NOUN_ZIPF
+
+    noun_like = [k for k in keys if all(common(w) for w in k.split(" "))]
+    heads = {k: k.split(" ")[-1] for k in keys
+             if " " in k and k[:1].isupper() and common(k.split(" ")[-1])}
     found = propose_substitutes(
         lm, tokenizer, texts, keys, forbidden, stop_words=stop_words, titles=TITLES,
         person_keys=[c.text for c in persons], person_names=lists["female"] | lists["male"] | lists["last"],
         genders={c.text: g for c in persons if (g := _key_gender(c.text, c, lists))},
-        female=lists["female"], male=lists["male"], nlp=nlp,
+        female=lists["female"], male=lists["male"], noun_like=noun_like, heads=heads, nlp=nlp,
         occurrences=config.substitute_occurrences, context_tokens=config.substitute_context_tokens,
         want=config.translations_per_key, max_per_key=max(2 * config.translations_per_key, 6),
         batch_size=config.substitute_batch_size, progress=progress)

@@ -26,7 +26,12 @@ P6. Person names (``person_names`` given): a person's substitutes must consist o
 P7. Deterministic: greedy decoding, ties broken by token id, no sampling.
 P8. Fits the sentence (``nlp`` given: a spaCy pipeline with a tagger): put in place of the term in two of its
     contexts (left and right), the candidate's last word must be tagged a noun or proper noun of the same number
-    as the term there ("Kings" does not replace "Knave", "English" does not replace "Hatter").
+    as the term there ("Kings" does not replace "Knave", "English" does not replace "Hatter"). For a term that is
+    an ordinary English noun used as a name (``noun_like``: "the Knave", "the Mouse") both are tagged in lower
+    case, so an adjective ("Red") is not taken for a proper noun.
+P9. Common heads: a multi-word term whose last word is an ordinary capitalised noun (``heads``: "Cheshire Cat",
+    "March Hare") keeps it; the model proposes only the words before it ("Black Cat", "Brown Hare"). Rule P6 does
+    not apply to ``noun_like`` terms: "the Mouse" wants another creature, not a person's name.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ def _shape_ok(words: list[str], key_words: list[str], stop: set[str], titles: se
     """Rule P4."""
     if len(words) != len(key_words) or not all(_WORD.match(w) for w in words):
         return False
+    if any(a in w for w in words for a in "'’") and not any(a in k for k in key_words for a in "'’"):
+        return False  # "Witch's" is not a creature
     for w in (words[0], words[-1]):
         if w.lower() in stop or w.lower().rstrip(".") in titles or len(w) < 3:
             return False
@@ -211,9 +218,11 @@ def _plural(tag: str) -> bool:
 class _FitCheck:
     """Rule P8: tag the candidate in the term's own sentences."""
 
-    def __init__(self, nlp, contexts: Mapping[str, list[tuple[str, str]]], per_key: int = 2):
+    def __init__(self, nlp, contexts: Mapping[str, list[tuple[str, str]]], per_key: int = 2,
+                 lower: Iterable[str] = ()):
         self.nlp = nlp
         self.contexts = {k: v[:per_key] for k, v in contexts.items()}
+        self.lower = set(lower)  # keys checked in lower case (P8)
         self._key_tags: dict[str, list[str]] = {}
 
     def _tags(self, items: list[tuple[str, str, str]]) -> list[str]:
@@ -233,8 +242,11 @@ class _FitCheck:
 
     def accept(self, pairs: list[tuple[str, str]]) -> list[bool]:
         """For each (key, candidate): does the candidate fit where the key stands?"""
+        def case(key: str, text: str) -> str:
+            return text.lower() if key in self.lower else text
+
         need = sorted({k for k, _c in pairs if k not in self._key_tags and k in self.contexts})
-        items = [(lft, k, rgt) for k in need for lft, rgt in self.contexts[k]]
+        items = [(lft, case(k, k), rgt) for k in need for lft, rgt in self.contexts[k]]
         tags = self._tags(items)
         i = 0
         for k in need:
@@ -244,7 +256,7 @@ class _FitCheck:
         items, owners = [], []
         for j, (k, c) in enumerate(pairs):
             for lft, rgt in self.contexts.get(k, []):
-                items.append((lft, c, rgt))
+                items.append((lft, case(k, c), rgt))
                 owners.append(j)
         tags = self._tags(items) if items else []
         votes: list[list[bool]] = [[] for _ in pairs]
@@ -263,20 +275,23 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
                         stop_words: Iterable[str] = (), titles: Iterable[str] = (),
                         person_keys: Iterable[str] = (), person_names: Mapping[str, object] | set | None = None,
                         genders: Mapping[str, str] | None = None, female: Iterable[str] = (),
-                        male: Iterable[str] = (), nlp=None, occurrences: int = 8, context_tokens: int = 32,
+                        male: Iterable[str] = (), noun_like: Iterable[str] = (), heads: Mapping[str, str] | None = None,
+                        nlp=None, occurrences: int = 8, context_tokens: int = 32,
                         top_tokens: int = 24, round_size: int = 8, want: int = 3, max_per_key: int = 6,
                         batch_size: int = 16, progress: bool = False) -> dict[str, list[Proposal]]:
-    """Same-kind, in-context substitutes for ``keys`` proposed by ``model`` (rules P1-P8), best first.
+    """Same-kind, in-context substitutes for ``keys`` proposed by ``model`` (rules P1-P9), best first.
 
     ``forbidden``: lower-case words that no substitute may contain (words of anchors and of other
     target-specific candidates). ``person_keys`` with ``person_names`` (lower-case known names) and ``genders``
-    (key -> "f" / "m", with the ``female`` / ``male`` name lists): rule P6. ``nlp``: rule P8."""
+    (key -> "f" / "m", with the ``female`` / ``male`` name lists): rule P6. ``nlp``: rule P8. ``noun_like``,
+    ``heads``: rule P9."""
     from tqdm.auto import tqdm
     from wordfreq import zipf_frequency
 
     forbidden = {w.lower().replace("’", "'") for w in forbidden}
     stop, titles = {w.lower() for w in stop_words}, {w.lower() for w in titles}
-    person_keys, genders = set(person_keys), dict(genders or {})
+    noun_like, heads = set(noun_like), dict(heads or {})
+    person_keys, genders = set(person_keys) - noun_like, dict(genders or {})
     female, male = {w.lower() for w in female}, {w.lower() for w in male}
     contexts = find_contexts(texts, keys, occurrences)
     flat = [(k, left) for k in keys for left, _right in contexts.get(k, [])]
@@ -287,7 +302,7 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
     rows_of: dict[str, list[int]] = {}
     for i, (k, _c) in enumerate(flat):
         rows_of.setdefault(k, []).append(i)
-    fit = _FitCheck(nlp, contexts) if nlp is not None else None
+    fit = _FitCheck(nlp, contexts, lower=noun_like) if nlp is not None else None
 
     vocab_text: dict[int, str] = {}
 
@@ -347,7 +362,10 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
         conts = _greedy(model, tokenizer, [s for *_x, s in jobs], steps, max(batch_size, 32))
         found = []
         for (key, tid, p, _seq), cont in zip(jobs, conts, strict=True):
-            text = _whole_words(tokenizer.decode([tid, *cont]), len(key.split(" ")))
+            head = heads.get(key)
+            text = _whole_words(tokenizer.decode([tid, *cont]), len(key.split(" ")) - (1 if head else 0))
+            if text and head:
+                text = f"{text} {head}"  # P9
             if text and acceptable(key, text):
                 found.append((key, text, p))
         ok = fit.accept([(k, t) for k, t, _p in found]) if fit is not None and found else [True] * len(found)

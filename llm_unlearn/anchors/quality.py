@@ -78,7 +78,8 @@ def substitute_kind(text: str, lists: Mapping[str, frozenset[str]] | None = None
     if all(w in names or w in TITLES for w in words if w not in ("of", "the", "de", "van", "von")):
         return "person"
     if (text.lower() in lists["places"] or (len(words) > 1 and words[-1] in lists["place_heads"])
-            or (text[:1].isupper() and zipf_frequency(words[-1], "en") < 3.0 and _TOWN_ENDINGS.search(words[-1]))):
+            or (text[:1].isupper() and any(zipf_frequency(w, "en") < 3.0 and _TOWN_ENDINGS.search(w)
+                                           for w in words))):
         return "place"
     if zipf_frequency(words[-1], "en") >= 3.0 or text.islower():
         return "thing"
