@@ -1159,11 +1159,12 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
         return word.lower() not in names and zipf_frequency(word, "en") >= _COMMON_NOUN_ZIPF
 
     noun_like = [k for k in keys if all(common(w) for w in k.split(" "))]
+    person_keys = {c.text for c in persons}
     heads = {k: k.split(" ")[-1] for k in keys
-             if " " in k and k[:1].isupper() and common(k.split(" ")[-1])}
+             if " " in k and k[:1].isupper() and common(k.split(" ")[-1]) and (k not in person_keys or k in noun_like)}
     found = propose_substitutes(
         lm, tokenizer, texts, keys, forbidden, stop_words=stop_words, titles=TITLES,
-        person_keys=[c.text for c in persons], person_names=lists["female"] | lists["male"] | lists["last"],
+        person_keys=person_keys, person_names=lists["female"] | lists["male"] | lists["last"],
         genders={c.text: g for c in persons if (g := _key_gender(c.text, c, lists))},
         female=lists["female"], male=lists["male"], noun_like=noun_like, heads=heads, nlp=nlp,
         occurrences=config.substitute_occurrences, context_tokens=config.substitute_context_tokens,

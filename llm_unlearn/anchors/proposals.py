@@ -331,7 +331,8 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
 
     def acceptable(key: str, text: str) -> bool:
         words = text.split(" ")
-        if not _shape_ok(words, key.split(" "), stop, titles) or not _not_target(text, key, forbidden):
+        core = " ".join(words[:-1]) if key in heads else text  # a kept head is the key's own word (P9)
+        if not _shape_ok(words, key.split(" "), stop, titles) or not _not_target(core, key, forbidden):
             return False
         if not all(zipf_frequency(w, "en") >= _KNOWN_WORD_ZIPF or (person_names is not None
                                                                    and w.lower() in person_names) for w in words):
