@@ -7,7 +7,8 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    outside entities, and (optionally) nouns that are rare in general English. Hard-wrapped line ends and ``_``
    italics markers are blanked (same length) before spaCy sees the text, so a name broken over two lines is one
    mention.
-2. **Folding.** A mention loses leading determiners and honorifics ("the", "Mr.", "Miss", "Lord"...), trailing
+2. **Folding.** A mention loses leading determiners and honorifics and forms of address ("the", "Mr.", "Miss",
+   "Lord", "Uncle", "Aunt"...), trailing
    possessives with straight or curly apostrophes ("Holmes's", "Holmes’", "Holmes’s") and punctuation; so
    "Mr. Holmes" and "Holmes’s" count as "Holmes" while "Sherlock Holmes" is a candidate of its own (linked to
    "Holmes" when translations are made). Straight and curly apostrophes inside a name are one spelling. A
@@ -24,10 +25,23 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    (95 mentions, all in "Sherlock Holmes") becomes a key while "John" or "Mary" (common in English) does not;
    with both words keys, hygiene drops "Sherlock Holmes" and the position of "Sherlock" keeps its loss, predicting
    what follows the anchor — as with the paper's separate "Harry" and "Potter" keys.
+   **Only target-specific terms** (beyond the paper; tests cite the rule IDs):
+   N1. every word of a candidate holds a letter: a dash (" - ") or a number is never an anchor;
+   O1. a lower-case candidate that is a word of general English, itself or through the word it inflects
+       ("dears" -> "dear"), with wordfreq Zipf >= ``ordinary_word_zipf`` (default 2.6), is not an anchor
+       ("teacup", "whiskers", "shriek", "pattering"); invented words stay ("horcrux", "quaffle", "muggles");
+   O2. a capitalised single word with Zipf >= ``ordinary_capitalised_zipf`` (default 4.5) that is not a known given
+       name, surname or place (Faker's lists) is not an anchor ("Ministry", "Queen", "Cat"), while multi-word
+       names holding it stay ("Cheshire Cat").
+   The user dictionary can still add any such word.
 4. **Selection.** The top ``top_k`` by score, with each type capped at a share of ``top_k`` (``type_quotas``)
    while other types still have candidates, and the hygiene rules of the public WHP scripts applied on the fly:
    drop a multi-word key when each of its words is a key; drop "X's" when "X" is a key.
-5. **Generic translations** (``translations_per_key``, default 3) of the same kind and shape, drawn from a
+5. **Generic translations** (``translations_per_key``, default 3) of the same kind and shape. With
+   ``substitutes: model`` (the default when a model is at hand: the pipeline's base model or ``substitute_model``)
+   the base model proposes them for every key not built from linked keys: its in-context predictions at the key's
+   occurrences, kept when they are whole words of the key's shape, fit the sentence and are not the target
+   (:mod:`.proposals`, rules P1-P9); keys it finds nothing for fall back to Faker. Otherwise, drawn from a
    seeded Faker: a first name for a first name (matching gender when Faker's name lists or honorifics tell it),
    a surname for a surname, "First Last" for a full name, a Faker town for a place (keeping a common head word:
    "Baker Street" -> "Hart Street"), a company or "<Surname> <Head>" for an organisation, a language adjective
