@@ -353,3 +353,24 @@ def test_trainer_batches_carry_position_weights():
     batch = pad_batch(rows, 0, "labels")
     assert batch["weights"].tolist() == [[0.0, 0.5, 1.0], [0.0, 0.25, 0.0]]
     assert "weights" not in pad_batch([{"input_ids": [1, 2], "labels": [-100, 2]}], 0, "labels")
+
+
+# ---- the Alice corpus (../shared) -------------------------------------------------------------------------------
+def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
+    """Issue 16 on a second book: none of the ordinary words the issue lists is an anchor (rules O1, N1); the
+    hand-labelled kinds are measured (Faker substitutes here; the model's are measured by `llm-unlearn anchors`)."""
+    from conftest import SHARED_DATA, need_shared
+
+    from llm_unlearn.anchors import build_anchor_dictionary
+    from llm_unlearn.corpus import read_corpus
+
+    path = need_shared(SHARED_DATA / "corpora" / "alice_in_wonderland.txt")
+    texts = [d.text for d in read_corpus(str(path))]
+    d = build_anchor_dictionary(texts, AnchorsConfig(substitutes="faker"), progress=False)
+    labels = load_kind_labels(DATA / "anchor_kinds_alice.yaml")
+    assert not {k.lower() for k in d.keys()} & {w.lower() for w in labels["not_anchors"]}
+    assert all(has_letters(k) for k in d.keys())
+    for name in ("Alice", "Gryphon", "Dormouse", "Hatter", "March Hare"):
+        assert name in d
+    result = kind_agreement(d, labels)
+    assert result["labelled_keys"] >= 25 and result["unwanted_keys"] == []
