@@ -374,3 +374,18 @@ def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
         assert name in d
     result = kind_agreement(d, labels)
     assert result["labelled_keys"] >= 25 and result["unwanted_keys"] == []
+
+
+def test_anchor_stage_records_the_quality_measures(tiny_model_dir, tmp_path):
+    from llm_unlearn.anchors import run_anchor_stage
+
+    labels = tmp_path / "kinds.yaml"
+    labels.write_text("kinds: {Zorblax: person, wuzzlet: animal}\nnot_anchors: [garden]\n")
+    config = AnchorsConfig(min_count=2, quality_tokens=128, kind_labels=str(labels), substitute_occurrences=2)
+    d, metrics = run_anchor_stage([STORY], config, model_spec=str(tiny_model_dir), progress=False)
+    assert metrics["anchors"] == len(d) > 0 and metrics["substitutes"] == "model"
+    assert metrics["perplexity"]["ratio"] > 0 and metrics["perplexity"]["tokens"] > 0
+    assert metrics["kinds"]["labelled_keys"] == 2 and metrics["kinds"]["unwanted_keys"] == []
+    off = AnchorsConfig(min_count=2, quality_tokens=0, substitutes="faker")
+    _d, metrics = run_anchor_stage([STORY], off, model_spec=str(tiny_model_dir), progress=False)
+    assert "perplexity" not in metrics and metrics["substitutes"] == "faker"
