@@ -13,8 +13,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "anchors",
         help="extract anchored terms (names, places, rare words) and their generic translations from a corpus",
-        description="Extract anchored terms with spaCy, score them against general English (wordfreq), propose "
-                    "generic translations (Faker), merge a user dictionary, and write a YAML/JSON dictionary.",
+        description="Extract anchored terms with spaCy, score them against general English (wordfreq), let the base "
+                    "model propose generic translations of the same kind (Faker for names it leaves without one), "
+                    "merge a user dictionary, write a YAML/JSON dictionary, and measure it (perplexity of translated "
+                    "/ original text; kind agreement with --kind-labels).",
     )
     p.add_argument("--corpus", required=True, metavar="PATH", help=".txt/.md file, folder of them, or .jsonl")
     p.add_argument("--text-field", default="text", help="text field of a .jsonl corpus (default: text)")
