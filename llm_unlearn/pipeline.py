@@ -70,8 +70,9 @@ def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
              for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
     m = recipe.model
-    dictionary, metrics = run_anchor_stage(texts, recipe.anchors, m.spec, progress=progress, load_kwargs={
-        "dtype": m.dtype, "device": m.device, "trust_remote_code": m.trust_remote_code})
+    dictionary, metrics = run_anchor_stage(texts, recipe.anchors, m.spec, progress=progress, target=recipe.target,
+                                           load_kwargs={"dtype": m.dtype, "device": m.device,
+                                                        "trust_remote_code": m.trust_remote_code})
     if len(dictionary) == 0:
         logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
     dictionary.save(run.anchors)

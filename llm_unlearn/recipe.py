@@ -79,6 +79,10 @@ class AnchorsConfig:
     substitute_occurrences: int = 8  # occurrences per term the model reads
     substitute_context_tokens: int = 32  # left context per occurrence, in tokens
     substitute_batch_size: int = 16
+    # substitutes: chat (optional, off by default): a chat model writes them, as GPT-4 did for the paper:
+    # "hf:MODEL_SPEC" (local) or "openai:BASE_URL" (OpenAI-compatible endpoint, model name below)
+    substitute_chat: Optional[str] = None
+    substitute_chat_model: Optional[str] = None
     # Dictionary quality measures recorded by the anchors stage (llm_unlearn/anchors/quality.py): base-model
     # perplexity of translated / original text over up to this many tokens (0 = skip), and kind agreement with a
     # hand-labelled YAML file {kinds: {term: person|animal|place|object|organisation|invented}} when given.

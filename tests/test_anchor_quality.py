@@ -389,3 +389,60 @@ def test_anchor_stage_records_the_quality_measures(tiny_model_dir, tmp_path):
     off = AnchorsConfig(min_count=2, quality_tokens=0, substitutes="faker")
     _d, metrics = run_anchor_stage([STORY], off, model_spec=str(tiny_model_dir), progress=False)
     assert "perplexity" not in metrics and metrics["substitutes"] == "faker"
+
+
+# ---- substitutes written by a chat model (rules C1-C3 of llm_unlearn/anchors/chat.py) ---------------------------
+def test_chat_answers_are_parsed_and_filtered():
+    from llm_unlearn.anchors.chat import parse_list
+
+    assert parse_list('Sure: ["Dog", "Fox", "Owl"]') == ["Dog", "Fox", "Owl"]
+    assert parse_list("1. Dog\n2. Fox\n- Owl") == ["Dog", "Fox", "Owl"]
+    assert parse_list("Dog, Fox") == ["Dog", "Fox"]
+
+
+def test_chat_substitutes_from_an_openai_compatible_endpoint():
+    """A local fake endpoint answers like a chat model; the prompt names the term, the target and the term's
+    sentences (C1); wrong shapes and the target itself are dropped (C2); a term without a usable answer falls
+    back (C3)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from llm_unlearn.anchors import build_anchor_dictionary
+
+    prompts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][0]["content"]
+            prompts.append(prompt)
+            if '"wuzzlet"' in prompt:
+                answer = '["lantern", "Zorblax", "big red kettle", "teapot"]'
+            else:
+                answer = "I cannot help with that."
+            data = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = AnchorsConfig(min_count=2, substitutes="chat", translations_per_key=2,
+                               substitute_chat=f"openai:http://127.0.0.1:{server.server_port}/v1",
+                               substitute_chat_model="fake")
+        d = build_anchor_dictionary([STORY], config, progress=False, target="the Zorblax stories")
+    finally:
+        server.shutdown()
+    assert d.translations("wuzzlet") == ["lantern", "teapot"]
+    assert d.translations("Zorblax") and "Zorblax" not in d.translations("Zorblax")  # fallback (C3)
+    wuzzlet_prompt = next(p for p in prompts if '"wuzzlet"' in p)
+    assert "the Zorblax stories" in wuzzlet_prompt and "little wuzzlet sang" in wuzzlet_prompt
+    with pytest.raises(AnchorError, match="substitute_chat"):
+        build_anchor_dictionary([STORY], AnchorsConfig(substitutes="chat"), progress=False)

@@ -1108,8 +1108,11 @@ def _check_config(config: AnchorsConfig) -> None:
     if not isinstance(config.extra, Mapping):
         raise AnchorError("anchors.extra must be a mapping {key: [translations] or null}")
     _quotas(config)
-    if config.substitutes not in ("model", "faker"):
-        raise AnchorError(f"anchors.substitutes must be 'model' or 'faker' (got {config.substitutes!r})")
+    if config.substitutes not in ("model", "faker", "chat"):
+        raise AnchorError(f"anchors.substitutes must be 'model', 'faker' or 'chat' (got {config.substitutes!r})")
+    if config.substitutes == "chat" and not config.substitute_chat:
+        raise AnchorError("anchors.substitutes=chat needs anchors.substitute_chat: 'hf:MODEL_SPEC' or "
+                          "'openai:BASE_URL' (with anchors.substitute_chat_model)")
     if min(config.substitute_occurrences, config.substitute_context_tokens, config.substitute_batch_size) < 1:
         raise AnchorError("anchors.substitute_occurrences, substitute_context_tokens and substitute_batch_size must "
                           f"be >= 1 (got {config.substitute_occurrences}, {config.substitute_context_tokens}, "
@@ -1146,7 +1149,8 @@ def _key_gender(key: str, cand: Candidate, lists: Mapping[str, frozenset[str]]) 
 
 
 def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], texts: list[str], st: _Stats,
-                    config: AnchorsConfig, stop_words=(), progress: bool = False, nlp=None) -> dict[str, list[str]]:
+                    config: AnchorsConfig, stop_words=(), progress: bool = False, nlp=None,
+                    skip: Iterable[str] = ()) -> dict[str, list[str]]:
     """Substitutes proposed by the base model for the selected keys that will not be built from linked keys
     (:mod:`.proposals`, rules P1-P7). ``model``: a model spec, or a ``(model, tokenizer)`` pair."""
     from wordfreq import zipf_frequency
@@ -1161,7 +1165,8 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
         lm, tokenizer = load_model(str(model))
     lm.eval()
     texts_set = {c.text for c in selected}
-    keys = [c.text for c in selected if key_links(c.text, texts_set) == (None, None)
+    skip = set(skip)
+    keys = [c.text for c in selected if key_links(c.text, texts_set) == (None, None) and c.text not in skip
             and not (c.text.endswith("s") and c.text[:-1] in texts_set)]
     forbidden = {w.lower().replace("’", "'") for c in ranked for w in c.text.split(" ")}
     forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
@@ -1188,13 +1193,30 @@ def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], t
     return {k: [p.text for p in v] for k, v in found.items()}
 
 
+def chat_proposals(selected: list[Candidate], ranked: list[Candidate], texts: list[str], config: AnchorsConfig,
+                   stop_words=(), target: str = "", writer=None) -> dict[str, list[str]]:
+    """Substitutes written by the chat model ``config.substitute_chat`` (:mod:`.chat`, rules C1-C3) for the keys
+    not built from linked keys. ``writer`` replaces the configured chat model (tests)."""
+    from .chat import chat_substitutes, make_writer
+
+    if writer is None:
+        writer = make_writer(config.substitute_chat, config.substitute_chat_model)
+    texts_set = {c.text for c in selected}
+    keys = [c.text for c in selected if key_links(c.text, texts_set) == (None, None)
+            and not (c.text.endswith("s") and c.text[:-1] in texts_set)]
+    forbidden = {w.lower().replace("’", "'") for c in ranked for w in c.text.split(" ")}
+    forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
+    return chat_substitutes(writer, texts, keys, target, config.translations_per_key, forbidden, stop_words, TITLES)
+
+
 def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: bool = True,
-                            model=None) -> AnchorDictionary:
+                            model=None, target: str = "", chat_writer=None) -> AnchorDictionary:
     """Extraction + generic translations + the user dictionary (``config.user_dictionary`` then
     ``config.extra``) + hygiene. Returns an empty dictionary when nothing qualifies (the caller warns).
 
     With ``config.substitutes == "model"``, substitutes come from ``config.substitute_model`` or else ``model``
-    (a model spec, or a ``(model, tokenizer)`` pair); with neither, from Faker."""
+    (a model spec, or a ``(model, tokenizer)`` pair); with neither, from Faker. With ``"chat"``, the chat model
+    ``config.substitute_chat`` writes them first (``target`` names the concept in its prompt), then as above."""
     import time
 
     _check_config(config)
@@ -1209,10 +1231,13 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
         st = collect_stats(texts, nlp, progress=progress)
         ranked = score_candidates(st, config, stop_words)
         selected = select_candidates(ranked, config)
-        proposals = None
+        proposals: dict[str, list[str]] = {}
+        if config.substitutes == "chat" and selected:
+            proposals = chat_proposals(selected, ranked, texts, config, stop_words, target, chat_writer)
         source = config.substitute_model or model
-        if config.substitutes == "model" and source is not None and selected:
-            proposals = model_proposals(source, selected, ranked, texts, st, config, stop_words, progress, nlp)
+        if config.substitutes in ("model", "chat") and source is not None and selected:
+            proposals.update(model_proposals(source, selected, ranked, texts, st, config, stop_words, progress, nlp,
+                                             skip=proposals))
         elif config.substitutes == "model":
             logger.info("anchors: no model to propose substitutes; using Faker (anchors.substitutes=faker)")
         entries = make_translations(selected, st, config, nlp, stop_words, proposals)
@@ -1259,7 +1284,7 @@ def measure_dictionary(dictionary: AnchorDictionary, texts: list[str], config: A
 
 
 def run_anchor_stage(texts: list[str], config: AnchorsConfig, model_spec: str | None = None, load_kwargs=None,
-                     progress: bool = True) -> tuple[AnchorDictionary, dict]:
+                     progress: bool = True, target: str = "") -> tuple[AnchorDictionary, dict]:
     """The anchors stage: build the dictionary (the base model ``model_spec`` proposing substitutes unless
     ``config.substitute_model`` names another) and measure it. Returns the dictionary and the stage's metrics."""
     from ..models import load_model
@@ -1267,11 +1292,13 @@ def run_anchor_stage(texts: list[str], config: AnchorsConfig, model_spec: str | 
     _check_config(config)
     load_kwargs = dict(load_kwargs or {})
     base = None
-    if model_spec and (config.quality_tokens > 0 or (config.substitutes == "model" and not config.substitute_model)):
+    wants_base = config.substitutes in ("model", "chat") and not config.substitute_model
+    if model_spec and (config.quality_tokens > 0 or wants_base):
         base = load_model(model_spec, **load_kwargs)
-    proposer = base if config.substitutes == "model" and not config.substitute_model else None
-    dictionary = build_anchor_dictionary(texts, config, progress=progress, model=proposer)
+    proposer = base if wants_base else None
+    dictionary = build_anchor_dictionary(texts, config, progress=progress, model=proposer, target=target)
     metrics: dict = {"anchors": len(dictionary), "top": list(dictionary.keys())[:20],
-                     "substitutes": config.substitutes if (proposer or config.substitute_model) else "faker"}
+                     "substitutes": config.substitutes if (proposer or config.substitute_model
+                                                           or config.substitutes == "chat") else "faker"}
     metrics.update(measure_dictionary(dictionary, texts, config, base, progress=progress))
     return dictionary, metrics

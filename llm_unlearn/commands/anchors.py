@@ -37,9 +37,13 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="base model spec: proposes substitutes, cuts the sample block and measures the dictionary "
                         "(default smollm2-135m; 'none' = Faker substitutes, no sample, no measures)")
-    p.add_argument("--substitutes", choices=["model", "faker"], default=None,
+    p.add_argument("--substitutes", choices=["model", "faker", "chat"], default=None,
                    help="where generic translations come from (default model: the base model's in-context "
-                        "predictions, Faker for names it leaves without one)")
+                        "predictions, Faker for names it leaves without one; chat: --chat writes them first)")
+    p.add_argument("--chat", default=None, metavar="SPEC",
+                   help="chat model for --substitutes chat: hf:MODEL_SPEC or openai:BASE_URL (optional)")
+    p.add_argument("--chat-model", default=None, help="model name at an OpenAI-compatible --chat endpoint")
+    p.add_argument("--target", default="", help="name of the concept to forget, for the chat model's prompt")
     p.add_argument("--block-size", type=int, default=256, help="tokens in the sample block (default 256)")
     p.add_argument("--quality-tokens", type=int, default=None, metavar="N",
                    help="tokens of the corpus over which the base model's perplexity of translated / original text "
@@ -63,7 +67,8 @@ def run(args) -> int:
     if args.show is not None and args.show < 0:
         raise AnchorError("--show N needs N >= 0")
     config = AnchorsConfig(seed=args.seed, spacy_model=args.spacy_model, user_dictionary=args.user_dictionary,
-                           include_rare_words=not args.no_rare_words, kind_labels=args.kind_labels)
+                           include_rare_words=not args.no_rare_words, kind_labels=args.kind_labels,
+                           substitute_chat=args.chat, substitute_chat_model=args.chat_model)
     for name, value in (("top_k", args.top_k), ("min_count", args.min_count),
                         ("translations_per_key", args.translations), ("substitutes", args.substitutes),
                         ("quality_tokens", args.quality_tokens)):
@@ -73,13 +78,13 @@ def run(args) -> int:
     n_words = sum(len(d.text.split()) for d in docs)
     t0 = time.perf_counter()
     lm = None
-    if args.model.lower() != "none" and (config.substitutes == "model" or config.quality_tokens > 0):
+    if args.model.lower() != "none" and (config.substitutes != "faker" or config.quality_tokens > 0):
         from ..models import load_model
 
         lm = load_model(args.model)
     texts = [d.text for d in docs]
     dictionary = build_anchor_dictionary(texts, config, progress=sys.stderr.isatty(),
-                                         model=lm if config.substitutes == "model" else None)
+                                         model=lm if config.substitutes != "faker" else None, target=args.target)
     seconds = time.perf_counter() - t0
     print(f"{len(dictionary)} anchored terms from {len(docs)} document(s), {n_words:,} words, in {seconds:.1f} s")
     if not len(dictionary):
