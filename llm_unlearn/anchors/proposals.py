@@ -8,8 +8,8 @@ P1. Contexts: up to ``occurrences`` occurrences per term, spread evenly over the
     between), each preceded by a space (so the term's first token is a word start) and cut to the last
     ``context_tokens`` tokens of its left context. Hard line wraps are joined first.
 P2. Scores: the base model's next-token probabilities at the term's position, averaged over the term's contexts.
-    The ``top_tokens`` best first tokens that start a word (a leading space then a letter) with the term's case
-    are candidates, examined best first, ``round_size`` per term at a time, until ``want`` are accepted.
+    The ``top_tokens`` best first tokens that start a word (a leading space then a letter) with the term's case,
+    each at least 1/100 as probable as the best of them, are candidates, examined best first, ``round_size`` per term at a time, until ``want`` are accepted.
 P3. Whole words: every candidate is continued greedily from the context that gave its first token the highest
     probability, until it holds as many whole words as the term (a word ends at a space or punctuation). So a
     first token the model only chose because it starts the target ("Cater" of "Caterpillar") is judged as the
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 _SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'’\-]*$")
+_MIN_SHARE = 0.01  # a candidate first token is at least this share of the best one's probability (P2)
 _KNOWN_WORD_ZIPF = 2.0  # a substitute's words are words of general English at least this common (or names)
 
 
@@ -137,22 +138,24 @@ def _last_logits(model, **kwargs):
 
 @torch.inference_mode()
 def next_token_probs(model, tokenizer, seqs: list[list[int]], batch_size: int, progress: bool = False,
-                     desc: str = "anchors: substitutes") -> torch.Tensor:
-    """Next-token probabilities after each token sequence (float32, on the CPU): one row per sequence."""
+                     desc: str = "anchors: substitutes", keep: int = 1024) -> list[dict[int, float]]:
+    """The ``keep`` most probable next tokens after each token sequence: one {token id: probability} per
+    sequence (the rest of a large vocabulary is never held in memory; tokens outside count as probability 0)."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: little padding
-    out: list[torch.Tensor | None] = [None] * len(seqs)
+    out: list[dict[int, float]] = [{} for _ in seqs]
     for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = order[b:b + batch_size]
         ids, att, pos = _left_pad([seqs[i] for i in chunk], pad, device)
         _out, logits = _last_logits(model, input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False)
-        probs = torch.softmax(logits.float(), -1).cpu()
+        top = torch.topk(torch.softmax(logits.float(), -1), min(keep, logits.size(-1)), dim=-1)
+        values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
         for j, i in enumerate(chunk):
-            out[i] = probs[j]
-    return torch.stack(out) if out else torch.empty(0)
+            out[i] = dict(zip(indices[j], values[j], strict=True))
+    return out
 
 
 @torch.inference_mode()
@@ -317,11 +320,15 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
         if not rows:
             continue
         upper = key[:1].isupper()
-        mean = probs[rows].mean(0)
-        top = torch.topk(mean, min(max(top_tokens * 20, 200), mean.numel()))
-        ranked = sorted(zip(top.values.tolist(), top.indices.tolist(), strict=True), key=lambda x: (-x[0], x[1]))
-        firsts = []
+        mean: dict[int, float] = {}
+        for r in rows:
+            for tid, p in probs[r].items():
+                mean[tid] = mean.get(tid, 0.0) + p / len(rows)
+        ranked = sorted(((p, tid) for tid, p in mean.items()), key=lambda x: (-x[0], x[1]))
+        firsts: list[tuple[int, float]] = []
         for p, tid in ranked:
+            if firsts and p < _MIN_SHARE * firsts[0][1]:
+                break  # P2: far less likely than the best candidate
             piece = token_text(tid)
             if piece.startswith(" ") and piece[1:2].isalpha() and piece[1:2].isupper() == upper:
                 firsts.append((tid, p))
@@ -355,7 +362,7 @@ def propose_substitutes(model, tokenizer, texts: Sequence[str], keys: Sequence[s
                 continue
             for tid, p in firsts[rnd * round_size:(rnd + 1) * round_size]:
                 rows = rows_of[key]
-                best_row = max(rows, key=lambda r, t=tid: (float(probs[r, t]), -r))
+                best_row = max(rows, key=lambda r, t=tid: (probs[r].get(t, 0.0), -r))
                 jobs.append((key, tid, p, seqs[best_row][-12:] + [tid]))
         if not jobs:
             break
