@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import RecipeError
-from .labels import alpha_key, soft_keys
+from .labels import alpha_key, soft_keys, weight_key
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
@@ -102,11 +102,16 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     if soft and soft[0] not in ds.column_names:
         raise RecipeError(f"finetune.soft_labels: {run.labels_dataset} has no top-k generic logits; set "
                           "labels.soft_top_k (e.g. 32) so the labels stage keeps them")
+    weights = weight_key(alpha) if recipe.finetune.position_weighting else None
+    if weights and (soft or weights not in ds.column_names):
+        raise RecipeError("finetune.position_weighting needs the labels' position weights and hard labels: set "
+                          "labels.position_weight (kl or tv) and finetune.soft_labels=false"
+                          if not soft else "finetune.position_weighting and finetune.soft_labels cannot be combined")
     split = json.loads(run.split.read_text())
     by_block = {int(b): i for i, b in enumerate(ds["block_index"])}
-    names = ["input_ids", key, *(soft or ())]
+    names = ["input_ids", key, *(soft or ()), *([weights] if weights else [])]
     cols = ds.select_columns(names).to_dict()
-    rows = [{c: cols[c][i] for c in names} for i in range(len(ds))]
+    rows = [{("position_weights" if c == weights else c): cols[c][i] for c in names} for i in range(len(ds))]
     train = [rows[by_block[i]] for i in split["train"]]
     val = [rows[by_block[i]] for i in split["validation"]]
     extra = None
@@ -124,4 +129,4 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         shutil.rmtree(run.finetune_weights, ignore_errors=True)
         shutil.copytree(run.finetune_dir / "best", run.finetune_weights)
         trainer.cleanup_checkpoints()
-    return {"label_alpha": alpha, "soft_labels": bool(soft), **result}
+    return {"label_alpha": alpha, "soft_labels": bool(soft), "position_weighting": bool(weights), **result}

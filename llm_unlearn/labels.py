@@ -60,6 +60,46 @@ def generic_logits(v_base: torch.Tensor, v_reinforced: torch.Tensor, alpha: floa
     return torch.sub(v_base, out, out=out)
 
 
+POSITION_WEIGHTS = ("none", "kl", "tv")
+
+
+def position_weights(v_base: torch.Tensor, v_generic: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """How far the generic distribution moved from the base model's at each position (beyond the paper), in [0, 1].
+
+    W1. ``kl``: ``1 - exp(-KL(generic || base))``; ``tv``: the probability mass that moved,
+        ``0.5 * sum |p_generic - p_base|`` (what the ReLU term and the suppression took from the base model's
+        predictions and gave to other tokens).
+    W2. 0 where the generic logits equal the base logits (nothing target-specific happens there), close to 1 where
+        the target's tokens held most of the mass.
+    W3. Suppressed tokens (-inf generic logits) count as moved mass; they contribute nothing to the KL sum themselves.
+
+    ``v_base`` and ``v_generic``: logits (..., vocabulary); returns weights of shape (...)."""
+    if kind not in ("kl", "tv"):
+        raise ValueError(f"position weight kind must be 'kl' or 'tv', got {kind!r}")
+    logp_b = torch.log_softmax(v_base.float(), -1)
+    logp_g = torch.log_softmax(v_generic.float(), -1)
+    p_g = logp_g.exp()
+    if kind == "tv":
+        return (0.5 * (p_g - logp_b.exp()).abs().sum(-1)).clamp(0.0, 1.0)
+    terms = torch.where(p_g > 0, p_g * (logp_g - logp_b), torch.zeros_like(p_g))
+    return 1.0 - torch.exp(-terms.sum(-1).clamp(min=0.0))
+
+
+def weighted_label_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on hard labels with a weight per position (``labels`` and ``weights`` aligned like causal-LM
+    labels: row ``i + 1`` for the prediction at position ``i``). W4: the sum of weighted losses is divided by the
+    number of supervised positions (not by the sum of weights), so a block where the target barely lives
+    contributes little instead of being scaled back up."""
+    lab, w = labels[:, 1:], weights[:, 1:].float()
+    mask = lab != IGNORE
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float()[mask], lab[mask], reduction="none")
+    total = (ce * w[mask]).sum()
+    if reduction == "sum":
+        return total
+    return total / mask.sum().clamp(min=1)
+
+
 def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor) -> torch.Tensor:
     """ReLU(v_r - v_b): how much the reinforced model raised each logit."""
     return (v_reinforced - v_base).relu_()
@@ -100,6 +140,11 @@ def block_rng(seed: int, block_index: int) -> random.Random:
 
 def alpha_key(alpha: float) -> str:
     return f"labels_alpha_{float(alpha):g}"
+
+
+def weight_key(alpha: float) -> str:
+    """Dataset column of the position weights for one alpha (labels.position_weight != "none")."""
+    return f"position_weights_alpha_{float(alpha):g}"
 
 
 def soft_keys(alpha: float) -> tuple[str, str]:
@@ -149,6 +194,7 @@ class LabelStats:
     masked: Counter = None
     replacements: Counter = None
     anchors_used: Counter = None
+    weight_sum: float = 0.0  # sum of position weights at the main alpha (labels.position_weight)
 
     def __post_init__(self):
         self.masked = self.masked or Counter()
@@ -158,9 +204,10 @@ class LabelStats:
 
 def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Sequence[int], translator,
                 alphas: Sequence[float], seed: int, pad_id: int, stats: LabelStats,
-                suppress: bool = True, soft_top_k: int = 0) -> list[dict]:
+                suppress: bool = True, soft_top_k: int = 0, weight_kind: str = "none") -> list[dict]:
     """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha
-    (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position)."""
+    (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position; with
+    ``weight_kind`` "kl" or "tv", the position weights of :func:`position_weights`, aligned like the labels)."""
     translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices, strict=True)]
     orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
     tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
@@ -181,6 +228,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
         pos = np.nonzero(keep)[0]
         t_pos = mapping[pos]
         preds = {alpha: torch.empty(pos.size, dtype=torch.long, device=dev) for alpha in alphas}
+        weights = ({alpha: torch.empty(pos.size, device=dev) for alpha in alphas} if weight_kind != "none" else None)
         k = min(soft_top_k, logits_b.size(-1))
         if k:
             top_v = {alpha: torch.empty(pos.size, k, device=dev) for alpha in alphas}
@@ -200,6 +248,8 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
                 if sup is not None:
                     v[sup] = float("-inf")
                 torch.argmax(v, -1, out=preds[alpha][c0:c0 + c_pos.size])
+                if weights is not None:
+                    weights[alpha][c0:c0 + c_pos.size] = position_weights(v_b, v, weight_kind)
                 if k:
                     vals, idx = torch.topk(v, k, dim=-1)
                     top_v[alpha][c0:c0 + c_pos.size], top_i[alpha][c0:c0 + c_pos.size] = vals, idx
@@ -210,6 +260,12 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
             labels = np.full(n, IGNORE, dtype=np.int64)
             labels[pos + 1] = pred
             out[alpha_key(alpha)] = labels.tolist()
+            if weights is not None:
+                w = np.zeros(n, dtype=np.float32)
+                w[pos + 1] = weights[alpha].cpu().numpy()
+                out[weight_key(alpha)] = w.tolist()
+                if alpha == main_alpha:
+                    stats.weight_sum += float(w.sum())
             if k:  # aligned with the labels: row i + 1 holds the distribution predicted at position i
                 ids_key, logits_key = soft_keys(alpha)
                 soft_i = np.zeros((n, k), dtype=np.int64)
@@ -231,7 +287,8 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
 
 def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence[int], translator,
                  alphas: Sequence[float], batch_size: int, seed: int, pad_id: int, suppress: bool = True,
-                 progress: bool = True, desc: str = "labels", soft_top_k: int = 0) -> tuple[list[dict], LabelStats]:
+                 progress: bool = True, desc: str = "labels", soft_top_k: int = 0,
+                 weight_kind: str = "none") -> tuple[list[dict], LabelStats]:
     """Label the blocks ``indices`` (of ``blocks``), batching blocks of similar length together."""
     from tqdm.auto import tqdm
 
@@ -242,7 +299,7 @@ def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = order[start:start + batch_size]
         rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress,
-                            soft_top_k)
+                            soft_top_k, weight_kind)
     rows.sort(key=lambda r: r["block_index"])
     return rows, stats
 
@@ -257,6 +314,7 @@ def stats_summary(stats: LabelStats, tokenizer, top: int = 30) -> dict:
         "masked_by_rule": dict(stats.masked),
         "top_replacements": repl,
         "anchors_used_in_blocks": dict(stats.anchors_used.most_common(50)),
+        "mean_position_weight": stats.weight_sum / max(stats.supervised, 1),
     }
 
 
@@ -270,12 +328,13 @@ def merge_stats(parts: list[dict], tokenizer) -> dict:
         total.masked.update(p["masked"])
         total.replacements.update({tuple(map(int, k.split(","))): v for k, v in p["replacements"].items()})
         total.anchors_used.update(p["anchors_used"])
+        total.weight_sum += p.get("weight_sum", 0.0)
     return stats_summary(total, tokenizer)
 
 
 def raw_stats(stats: LabelStats) -> dict:
     return {"positions": stats.positions, "supervised": stats.supervised, "changed": stats.changed,
-            "masked": dict(stats.masked), "anchors_used": dict(stats.anchors_used),
+            "masked": dict(stats.masked), "anchors_used": dict(stats.anchors_used), "weight_sum": stats.weight_sum,
             "replacements": {f"{a},{b}": c for (a, b), c in stats.replacements.items()}}
 
 
@@ -294,7 +353,7 @@ def save_label_dataset(rows: list[dict], alphas: Sequence[float], folder: Path) 
     data = {"block_index": [r["block_index"] for r in rows], "input_ids": [r["input_ids"] for r in rows],
             "attention_mask": [[1] * len(r["input_ids"]) for r in rows]}
     for a in alphas:
-        for key in (alpha_key(a), *soft_keys(a)):
+        for key in (alpha_key(a), *soft_keys(a), weight_key(a)):
             if key in rows[0]:
                 data[key] = [r[key] for r in rows]
     ds = datasets.Dataset.from_dict(data)
@@ -312,6 +371,11 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     from .training import process_state
     from .translation import Translator
 
+    if recipe.labels.position_weight not in POSITION_WEIGHTS:
+        from .errors import RecipeError
+
+        raise RecipeError(f"labels.position_weight must be one of {', '.join(POSITION_WEIGHTS)} "
+                          f"(got {recipe.labels.position_weight!r})")
     state = process_state()
     model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
@@ -336,7 +400,8 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     mine = list(range(len(blocks)))[state.process_index::state.num_processes]
     rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,
                                tokenizer.pad_token_id, recipe.labels.suppress_used_translations,
-                               progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k)
+                               progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k,
+                               weight_kind=recipe.labels.position_weight)
     shard_dir = run.labels_dir / "shards"
     write_shard(rows, stats, shard_dir / f"rank-{state.process_index:03d}.json")
     state.wait_for_everyone()

@@ -76,19 +76,22 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
 
 def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> anchors/anchors.yaml (spaCy extraction + substitutes + user dictionary)."""
-    from .anchors import build_anchor_dictionary
+    from .anchors import run_anchor_stage
     from .corpus import read_corpus
 
     # Anchors are scored on the WHOLE corpus, even when only a slice is unlearned (corpus.max_blocks): term
     # counts over more text separate target-specific names from ordinary words far better.
     texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
              for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
-    dictionary = build_anchor_dictionary(texts, recipe.anchors, progress=progress)
+    m = recipe.model
+    dictionary, metrics = run_anchor_stage(texts, recipe.anchors, m.spec, progress=progress, target=recipe.target,
+                                           load_kwargs={"dtype": m.dtype, "device": m.device,
+                                                        "trust_remote_code": m.trust_remote_code})
     warn_unmatched_vetoes(dictionary.vetoed, texts)
     if len(dictionary) == 0:
         logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
     dictionary.save(run.anchors)
-    return {"anchors": len(dictionary), "top": list(dictionary.keys())[:20]}
+    return metrics
 
 
 def warn_unmatched_vetoes(vetoed: list[str], texts: list[str]) -> list[str]:
@@ -159,7 +162,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("corpus", ("model", "corpus"), ()),
-    Stage("anchors", ("corpus", "anchors"), ("corpus",)),
+    Stage("anchors", ("model", "corpus", "anchors"), ("corpus",)),  # the base model proposes substitutes
     Stage("reinforce", ("model", "reinforce"), ("corpus",), distributed=True),
     Stage("labels", ("model", "labels"), ("anchors", "reinforce"), distributed=True),
     Stage("finetune", ("model", "finetune"), ("labels",), distributed=True),
@@ -194,8 +197,8 @@ def _stage_input_files(recipe: Recipe, name: str) -> list:
     """Files a stage reads besides the artifacts of the stages before it: editing one redoes the stage."""
     if name == "corpus":
         return [recipe.corpus.path, *recipe.corpus.extra_paths]
-    if name == "anchors" and recipe.anchors.user_dictionary:
-        return [recipe.anchors.user_dictionary]
+    if name == "anchors" and (recipe.anchors.user_dictionary or recipe.anchors.kind_labels):
+        return [p for p in (recipe.anchors.user_dictionary, recipe.anchors.kind_labels) if p]
     if name == "finetune" and recipe.finetune.retain_weight > 0:
         from .finetune import retain_paths
 

@@ -215,6 +215,31 @@ class AnchorsConfig(_SectionChecks):
     # Make the distinctive words of multi-word person names keys of their own ("Sherlock" from "Sherlock Holmes"),
     # each by the same count/keyness test as any candidate; hygiene then drops a full name whose words are all keys.
     split_names: bool = True
+    # Beyond the paper: a single word of general English (wordfreq Zipf >= ordinary_word_zipf, itself or the word
+    # it inflects) that the corpus writes in lower case is not an anchor ("teacup", "whiskers"); nor is a
+    # capitalised single word this common in English that is not a known name ("Ministry"). Add such words with
+    # the user dictionary when they are target-specific.
+    ordinary_word_zipf: float = 2.6
+    ordinary_capitalised_zipf: float = 4.5
+    # Where generic translations come from: "faker" = Faker names/places and ordinary nouns; "model" = the base
+    # model's own predictions at each occurrence of the term (what a model that never heard of the concept would
+    # say there), Faker as the fallback for names. Measured (docs/results.md): "model" makes translated text read
+    # closer to the original on both books and fits Alice's animals and objects better, but picks worse person
+    # names on Sherlock and costs minutes of CPU on a whole book, so it is not the default yet.
+    substitutes: str = "faker"
+    substitute_model: Optional[str] = None  # model spec proposing substitutes (default: model.spec of the recipe)
+    substitute_occurrences: int = 8  # occurrences per term the model reads
+    substitute_context_tokens: int = 32  # left context per occurrence, in tokens
+    substitute_batch_size: int = 16
+    # substitutes: chat (optional, off by default): a chat model writes them, as GPT-4 did for the paper:
+    # "hf:MODEL_SPEC" (local) or "openai:BASE_URL" (OpenAI-compatible endpoint, model name below)
+    substitute_chat: Optional[str] = None
+    substitute_chat_model: Optional[str] = None
+    # Dictionary quality measures recorded by the anchors stage (llm_unlearn/anchors/quality.py): base-model
+    # perplexity of translated / original text over up to this many tokens (0 = skip), and kind agreement with a
+    # hand-labelled YAML file {kinds: {term: person|animal|place|object|organisation|invented}} when given.
+    quality_tokens: int = 4096
+    kind_labels: Optional[str] = None
 
     def validate(self) -> None:
         from .anchors import DEFAULT_TYPE_QUOTAS  # lazy: anchors imports this module
@@ -237,6 +262,20 @@ class AnchorsConfig(_SectionChecks):
                 k in DEFAULT_TYPE_QUOTAS and _number_in(v, 0, 1, False, False) for k, v in self.type_quotas.items()):
             self._fail("type_quotas", f"a mapping of types ({', '.join(DEFAULT_TYPE_QUOTAS)}) to shares in [0, 1]")
         self._text("faker_locale")
+        self._float("ordinary_word_zipf", 0, 8)
+        self._float("ordinary_capitalised_zipf", 0, 8)
+        self._choice("substitutes", ("faker", "model", "chat"))
+        self._text("substitute_model", optional=True)
+        self._int("substitute_occurrences", 1)
+        self._int("substitute_context_tokens", 1)
+        self._int("substitute_batch_size", 1)
+        self._text("substitute_chat", optional=True)
+        self._text("substitute_chat_model", optional=True)
+        if self.substitutes == "chat" and not self.substitute_chat:
+            raise RecipeError("anchors.substitutes: chat needs anchors.substitute_chat ('hf:MODEL_SPEC' or "
+                              "'openai:BASE_URL')")
+        self._int("quality_tokens", 0)
+        self._text("kind_labels", optional=True)
 
 
 
@@ -277,6 +316,10 @@ class LabelsConfig(_SectionChecks):
     # Beyond the paper: also keep the top-k generic logits of every position (0 = hard labels only), for
     # fine-tuning on soft labels (finetune.soft_labels).
     soft_top_k: int = 0
+    # Beyond the paper: also store a per-position weight of how far the generic distribution moved from the base
+    # model's ("none" | "kl": 1 - exp(-KL(generic || base)) | "tv": the probability mass the ReLU term removed),
+    # as the column position_weights, for finetune.position_weighting.
+    position_weight: str = "none"
     seed: int = 0
 
     def validate(self) -> None:
@@ -287,6 +330,7 @@ class LabelsConfig(_SectionChecks):
         self._int("batch_size", 1)
         self._bool("suppress_used_translations")
         self._int("soft_top_k", 0)
+        self._choice("position_weight", ("none", "kl", "tv"))
         self._int("seed", 0)
 
 
@@ -300,6 +344,9 @@ class FinetuneConfig(_SectionChecks):
     # softmax(generic logits) over their top-k (labels.soft_top_k > 0). Where nothing target-specific happens the
     # generic distribution is the base model's own, so the model is not sharpened toward its greedy guesses.
     soft_labels: bool = False
+    # Beyond the paper: weight each position's label loss by the labels' position_weights column (needs
+    # labels.position_weight), so the loss lives where the target does.
+    position_weighting: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -327,7 +374,7 @@ class FinetuneConfig(_SectionChecks):
     def validate(self) -> None:
         _check_training(self)
         self._float("label_alpha", 0, low_open=True, optional=True)
-        self._bool("soft_labels")
+        self._bool("soft_labels", "position_weighting")
         self._float("adam_beta1", 0, 1, high_open=True)
         self._float("adam_beta2", 0, 1, high_open=True)
         self._float("retain_weight", 0)
@@ -570,6 +617,9 @@ class Recipe:
         if self.finetune.soft_labels and self.labels.soft_top_k < 1:
             raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
                               "(e.g. --set labels.soft_top_k=32)")
+        if self.finetune.position_weighting and self.labels.position_weight == "none":
+            raise RecipeError("finetune.position_weighting needs the labels' position weights: set "
+                              "labels.position_weight (--set labels.position_weight=kl)")
 
 
 def _did_you_mean(key: str, known, prefix: str = "") -> str:

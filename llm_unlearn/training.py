@@ -137,6 +137,11 @@ def pad_batch(rows: list[dict], pad_id: int, label_key: str | None, soft_keys: t
             s_ids[i, :n] = torch.as_tensor(r[soft_keys[0]])
             s_val[i, :n] = torch.as_tensor(r[soft_keys[1]], dtype=torch.float32)
         batch.update(soft_ids=s_ids, soft_logits=s_val)
+    if "position_weights" in rows[0]:  # finetune.position_weighting: a loss weight per position, aligned like labels
+        weights = torch.zeros((len(rows), length), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            weights[i, :len(r["input_ids"])] = torch.as_tensor(r["position_weights"], dtype=torch.float32)
+        batch["weights"] = weights
     return batch
 
 
@@ -309,6 +314,10 @@ class Trainer:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         if self.soft_keys:
             return soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"], reduction=reduction)
+        if "weights" in batch:
+            from .labels import weighted_label_loss
+
+            return weighted_label_loss(logits, batch["labels"], batch["weights"], reduction=reduction)
         shift_logits = logits[:, :-1].float()
         return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
                                                  batch["labels"][:, 1:].reshape(-1), ignore_index=-100,

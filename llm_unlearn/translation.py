@@ -95,6 +95,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import AnchorError
+from .keylinks import key_links
 
 if TYPE_CHECKING:  # pragma: no cover
     from .anchors import AnchorDictionary
@@ -302,12 +303,7 @@ class Translator:
     # ---- setup ---------------------------------------------------------------------------------------
     def _find_links(self, key: str) -> tuple[str | None, str | None]:
         """Longest proper word-prefix and word-suffix of ``key`` that are keys themselves (rule C2)."""
-        words = key.split(" ")
-        prefix = next((" ".join(words[:n]) for n in range(len(words) - 1, 0, -1)
-                       if " ".join(words[:n]) in self.table), None)
-        suffix = next((" ".join(words[n:]) for n in range(1, len(words))
-                       if " ".join(words[n:]) in self.table), None)
-        return prefix, suffix
+        return key_links(key, self.table)
 
     def _detect_space_marker(self) -> str | None:
         """The character a tokenizer uses for a folded leading space (Ġ, ▁), or None if it keeps no trace."""

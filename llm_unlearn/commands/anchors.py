@@ -13,8 +13,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "anchors",
         help="extract anchored terms (names, places, rare words) and their generic translations from a corpus",
-        description="Extract anchored terms with spaCy, score them against general English (wordfreq), propose "
-                    "generic translations (Faker), merge a user dictionary, and write a YAML/JSON dictionary.",
+        description="Extract anchored terms with spaCy, score them against general English (wordfreq), let the base "
+                    "model propose generic translations of the same kind (Faker for names it leaves without one), "
+                    "merge a user dictionary, write a YAML/JSON dictionary, and measure it (perplexity of translated "
+                    "/ original text; kind agreement with --kind-labels).",
     )
     p.add_argument("--corpus", required=True, metavar="PATH", help=".txt/.md file, folder of them, or .jsonl")
     p.add_argument("--text-field", default="text", help="text field of a .jsonl corpus (default: text)")
@@ -33,14 +35,28 @@ def register(subparsers) -> None:
     p.add_argument("--show", type=int, default=None, metavar="N",
                    help="print the top N anchors and a sample block before/after translation")
     p.add_argument("--model", default="smollm2-135m",
-                   help="model spec whose tokenizer cuts the sample block (default smollm2-135m; 'none' skips it)")
+                   help="base model spec: proposes substitutes, cuts the sample block and measures the dictionary "
+                        "(default smollm2-135m; 'none' = Faker substitutes, no sample, no measures)")
+    p.add_argument("--substitutes", choices=["model", "faker", "chat"], default=None,
+                   help="where generic translations come from (default model: the base model's in-context "
+                        "predictions, Faker for names it leaves without one; chat: --chat writes them first)")
+    p.add_argument("--chat", default=None, metavar="SPEC",
+                   help="chat model for --substitutes chat: hf:MODEL_SPEC or openai:BASE_URL (optional)")
+    p.add_argument("--chat-model", default=None, help="model name at an OpenAI-compatible --chat endpoint")
+    p.add_argument("--target", default="", help="name of the concept to forget, for the chat model's prompt")
     p.add_argument("--block-size", type=int, default=256, help="tokens in the sample block (default 256)")
+    p.add_argument("--quality-tokens", type=int, default=None, metavar="N",
+                   help="tokens of the corpus over which the base model's perplexity of translated / original text "
+                        "is measured (default 4096; 0 skips it)")
+    p.add_argument("--kind-labels", default=None, metavar="FILE",
+                   help="hand-labelled kinds {kinds: {term: person|animal|place|object|organisation|invented}} to "
+                        "measure the kind agreement of the substitutes")
     p.add_argument("--seed", type=int, default=0, help="seed for translations and the sample block's choices")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..anchors import build_anchor_dictionary
+    from ..anchors import build_anchor_dictionary, measure_dictionary
     from ..corpus import read_corpus
     from ..errors import AnchorError
     from ..pipeline import warn_unmatched_vetoes
@@ -54,15 +70,24 @@ def run(args) -> int:
     if args.show is not None and args.show < 0:
         raise AnchorError("--show N needs N >= 0")
     config = AnchorsConfig(seed=args.seed, spacy_model=args.spacy_model, user_dictionary=args.user_dictionary,
-                           include_rare_words=not args.no_rare_words)
+                           include_rare_words=not args.no_rare_words, kind_labels=args.kind_labels,
+                           substitute_chat=args.chat, substitute_chat_model=args.chat_model)
     for name, value in (("top_k", args.top_k), ("min_count", args.min_count),
-                        ("translations_per_key", args.translations)):
+                        ("translations_per_key", args.translations), ("substitutes", args.substitutes),
+                        ("quality_tokens", args.quality_tokens)):
         if value is not None:
             setattr(config, name, value)
     docs = read_corpus(args.corpus, text_field=args.text_field)
     n_words = sum(len(d.text.split()) for d in docs)
     t0 = time.perf_counter()
-    dictionary = build_anchor_dictionary([d.text for d in docs], config, progress=sys.stderr.isatty())
+    lm = None
+    if args.model.lower() != "none" and (config.substitutes != "faker" or config.quality_tokens > 0):
+        from ..models import load_model
+
+        lm = load_model(args.model)
+    texts = [d.text for d in docs]
+    dictionary = build_anchor_dictionary(texts, config, progress=sys.stderr.isatty(),
+                                         model=lm if config.substitutes != "faker" else None, target=args.target)
     seconds = time.perf_counter() - t0
     warn_unmatched_vetoes(dictionary.vetoed, [d.text for d in docs])
     print(f"{len(dictionary)} anchored terms from {len(docs)} document(s), {n_words:,} words, in {seconds:.1f} s")
@@ -72,11 +97,28 @@ def run(args) -> int:
     if out is not None:
         dictionary.save(out)
         print(f"wrote {out}")
+    measures = measure_dictionary(dictionary, texts, config, lm, progress=sys.stderr.isatty())
+    show_measures(measures)
     if args.show:
         show_dictionary(dictionary, args.show)
         if args.model.lower() != "none" and len(dictionary):
             show_sample(dictionary, docs, args.model, args.block_size, args.seed)
     return 0
+
+
+def show_measures(measures: dict) -> None:
+    """Print the dictionary quality measures (llm_unlearn/anchors/quality.py)."""
+    ppl = measures.get("perplexity")
+    if ppl:
+        print(f"perplexity of translated / original text: {ppl['ratio']:.3f} ({ppl['perplexity_translated']:.2f} / "
+              f"{ppl['perplexity_original']:.2f} over {ppl['tokens']} tokens of {ppl['blocks']} blocks, "
+              f"{ppl['anchor_occurrences']} anchors); at the positions labels keep: {ppl['ratio_kept']:.3f}")
+    kinds = measures.get("kinds")
+    if kinds:
+        agree = "n/a" if kinds["agreement"] is None else f"{100 * kinds['agreement']:.0f}%"
+        print(f"kind agreement: {agree} over {kinds['labelled_keys']} of {kinds['labelled_terms']} labelled terms "
+              f"that are keys" + (f"; ordinary words that are keys: {', '.join(kinds['unwanted_keys'])}"
+                                  if kinds["unwanted_keys"] else ""))
 
 
 def show_dictionary(dictionary, n: int) -> None:

@@ -7,7 +7,8 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    outside entities, and (optionally) nouns that are rare in general English. Hard-wrapped line ends and ``_``
    italics markers are blanked (same length) before spaCy sees the text, so a name broken over two lines is one
    mention.
-2. **Folding.** A mention loses leading determiners and honorifics ("the", "Mr.", "Miss", "Lord"...), trailing
+2. **Folding.** A mention loses leading determiners and honorifics and forms of address ("the", "Mr.", "Miss",
+   "Lord", "Uncle", "Aunt"...), trailing
    possessives with straight or curly apostrophes ("Holmes's", "Holmes’", "Holmes’s") and punctuation; so
    "Mr. Holmes" and "Holmes’s" count as "Holmes" while "Sherlock Holmes" is a candidate of its own (linked to
    "Holmes" when translations are made). Straight and curly apostrophes inside a name are one spelling. A
@@ -24,10 +25,23 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    (95 mentions, all in "Sherlock Holmes") becomes a key while "John" or "Mary" (common in English) does not;
    with both words keys, hygiene drops "Sherlock Holmes" and the position of "Sherlock" keeps its loss, predicting
    what follows the anchor — as with the paper's separate "Harry" and "Potter" keys.
+   **Only target-specific terms** (beyond the paper; tests cite the rule IDs):
+   N1. every word of a candidate holds a letter: a dash (" - ") or a number is never an anchor;
+   O1. a lower-case candidate that is a word of general English, itself or through the word it inflects
+       ("dears" -> "dear"), with wordfreq Zipf >= ``ordinary_word_zipf`` (default 2.6), is not an anchor
+       ("teacup", "whiskers", "shriek", "pattering"); invented words stay ("horcrux", "quaffle", "muggles");
+   O2. a capitalised single word with Zipf >= ``ordinary_capitalised_zipf`` (default 4.5) that is not a known given
+       name, surname or place (Faker's lists) is not an anchor ("Ministry", "Queen", "Cat"), while multi-word
+       names holding it stay ("Cheshire Cat").
+   The user dictionary can still add any such word.
 4. **Selection.** The top ``top_k`` by score, with each type capped at a share of ``top_k`` (``type_quotas``)
    while other types still have candidates, and the hygiene rules of the public WHP scripts applied on the fly:
    drop a multi-word key when each of its words is a key; drop "X's" when "X" is a key.
-5. **Generic translations** (``translations_per_key``, default 3) of the same kind and shape, drawn from a
+5. **Generic translations** (``translations_per_key``, default 3) of the same kind and shape. With
+   ``substitutes: model`` (the default when a model is at hand: the pipeline's base model or ``substitute_model``)
+   the base model proposes them for every key not built from linked keys: its in-context predictions at the key's
+   occurrences, kept when they are whole words of the key's shape, fit the sentence and are not the target
+   (:mod:`.proposals`, rules P1-P9); keys it finds nothing for fall back to Faker. Otherwise, drawn from a
    seeded Faker: a first name for a first name (matching gender when Faker's name lists or honorifics tell it),
    a surname for a surname, "First Last" for a full name, a Faker town for a place (keeping a common head word:
    "Baker Street" -> "Hart Street"), a company or "<Surname> <Head>" for an organisation, a language adjective
@@ -66,8 +80,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import AnchorError
-from .recipe import AnchorsConfig
+from ..errors import AnchorError
+from ..keylinks import key_links
+from ..recipe import AnchorsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +100,9 @@ DEFAULT_TYPE_QUOTAS = {"person": 0.5, "place": 0.3, "org": 0.15, "group": 0.05, 
                        "noun": 0.2}
 # English honorifics and forms of address: stripped from the front of a mention, never a key on their own.
 FEMALE_TITLES = {"mrs", "miss", "ms", "lady", "madam", "madame", "mme", "mlle", "dame", "mistress", "duchess",
-                 "countess", "queen", "princess"}
-MALE_TITLES = {"mr", "sir", "lord", "master", "monsieur", "m", "herr", "duke", "count", "king", "prince"}
+                 "countess", "queen", "princess", "aunt", "auntie", "aunty", "grandma", "granny"}
+MALE_TITLES = {"mr", "sir", "lord", "master", "monsieur", "m", "herr", "duke", "count", "king", "prince", "uncle",
+               "grandpa"}
 NEUTRAL_TITLES = {"dr", "doctor", "professor", "prof", "colonel", "col", "captain", "capt", "major", "general",
                   "lieutenant", "lt", "sergeant", "sgt", "inspector", "constable", "rev", "reverend", "father",
                   "brother", "sister", "judge", "mayor", "majesty", "highness", "excellency", "lordship",
@@ -104,6 +120,7 @@ _WS = re.compile(r"\s+")
 _INNER_PUNCT = re.compile(r"[^\w\s.'’&-]")  # a name holds letters, spaces, . ' ’ & - only
 _SMOOTHING = 1.0  # per million words (simple-maths keyness)
 _COMMON_ZIPF = 4.0  # a head word this common in English ("Street", "Valley", "League") is kept in translations
+_COMMON_NOUN_ZIPF = 2.5  # a key word this common in English and not a name is an ordinary noun ("Hatter", "Hare")
 _CHUNK_CHARS = 4000
 
 
@@ -181,7 +198,7 @@ class AnchorDictionary:
 
     def save(self, path: str | Path) -> None:
         """Write the dictionary atomically; ``.json`` gives JSON, anything else YAML."""
-        from .runio import atomic_write_text
+        from ..runio import atomic_write_text
 
         path = Path(path)
         payload = {"format": FORMAT, "anchors": {k: e.to_dict() for k, e in self._entries.items()},
@@ -268,7 +285,7 @@ class AnchorDictionary:
 
     def recount(self, texts: Iterable[str]) -> None:
         """Set each entry's ``count`` to how often the translator replaces it in ``texts``."""
-        from .translation import AnchorMatcher
+        from ..translation import AnchorMatcher
 
         counts = AnchorMatcher(self.to_mapping()).count(texts)
         for key, n in counts.items():
@@ -609,7 +626,7 @@ def faker_lists(locale: str = "en_US") -> dict[str, frozenset[str]]:
     place names (countries, US states, British counties). Used to type names the small NER models mislabel."""
     from faker import Faker
 
-    out: dict[str, set[str]] = {"female": set(), "male": set(), "place_heads": set(), "places": set()}
+    out: dict[str, set[str]] = {"female": set(), "male": set(), "last": set(), "place_heads": set(), "places": set()}
     for loc in dict.fromkeys([locale, "en_US", "en_GB"]):
         try:
             fake = Faker(loc)
@@ -619,6 +636,7 @@ def faker_lists(locale: str = "en_US") -> dict[str, frozenset[str]]:
         address = fake.provider("faker.providers.address")
         out["female"] |= {n.lower() for n in getattr(person, "first_names_female", ())}
         out["male"] |= {n.lower() for n in getattr(person, "first_names_male", ())}
+        out["last"] |= {n.lower() for n in getattr(person, "last_names", ())}
         out["place_heads"] |= {n.lower() for n in getattr(address, "street_suffixes", ())}
         for attr in ("countries", "states", "counties"):
             out["places"] |= {n.lower() for n in (getattr(address, attr, None) or ())}
@@ -656,9 +674,59 @@ def _keyness(n: int, total: int, text: str) -> tuple[float, float]:
 
 def _part_words(words: list[str]) -> list[int]:
     """Indices of the words of a multi-word name that may be names on their own: not an initial or abbreviation
-    ("H.", "St."), and not the word an abbreviation binds ("Clair" of "St. Clair", one surname)."""
+    ("H.", "St."), not the word an abbreviation binds ("Clair" of "St. Clair", one surname), and not punctuation
+    or a number (rule N1)."""
     return [k for k, w in enumerate(words)
-            if not w.endswith(".") and not (k > 0 and words[k - 1].endswith(".") and len(words[k - 1]) > 2)]
+            if not w.endswith(".") and not (k > 0 and words[k - 1].endswith(".") and len(words[k - 1]) > 2)
+            and has_letters(w)]
+
+
+def has_letters(text: str) -> bool:
+    """Rule N1: every word of a term holds a letter (a dash, a bracket or a number is never an anchor)."""
+    words = text.split()
+    return bool(words) and all(any(ch.isalpha() for ch in w) for w in words)
+
+
+# Endings of English inflections: (ending, what replaces it) -> the word a form may inflect (rule O1).
+_INFLECTIONS = (("ies", "y"), ("ves", "f"), ("men", "man"), ("es", ""), ("s", ""), ("ing", ""), ("ing", "e"),
+                ("ed", ""), ("ed", "e"), ("er", ""), ("est", ""))
+
+
+def word_stems(word: str) -> list[str]:
+    """``word`` and the words it may be an inflection of ("dears" -> "dear", "pattering" -> "patter",
+    "stopping" -> "stop"); no dictionary is consulted, so some stems are not words (their frequency is 0)."""
+    w = word.lower()
+    out = [w]
+    for ending, repl in _INFLECTIONS:
+        if w.endswith(ending) and len(w) - len(ending) >= 3:
+            stem = w[: -len(ending)] + repl
+            out.append(stem)
+            if not repl and len(stem) >= 4 and stem[-1] == stem[-2]:  # doubled consonant: "stopping"
+                out.append(stem[:-1])
+    return list(dict.fromkeys(out))
+
+
+def ordinary_word(word: str, zipf_floor: float) -> bool:
+    """Rule O1: a word of general English, as common as ``zipf_floor`` (wordfreq Zipf) itself or through the word
+    it inflects. ``zipf_floor <= 0`` turns the rule off."""
+    if zipf_floor <= 0 or " " in word.strip():
+        return False
+    from wordfreq import zipf_frequency
+
+    return max(zipf_frequency(s, "en") for s in word_stems(word)) >= zipf_floor
+
+
+def ordinary_capitalised(word: str, zipf_floor: float, lists: Mapping[str, frozenset[str]]) -> bool:
+    """Rule O2: a capitalised single word that is very common in English ("Ministry", "Queen") and not a known
+    given name, surname or place (so "Alice" or "Watson" stay candidates). ``zipf_floor <= 0`` turns it off."""
+    if zipf_floor <= 0 or " " in word.strip():
+        return False
+    from wordfreq import zipf_frequency
+
+    w = word.lower()
+    if w in lists["female"] or w in lists["male"] or w in lists["last"] or w in lists["places"]:
+        return False
+    return zipf_frequency(w, "en") >= zipf_floor
 
 
 def name_parts(st: _Stats, lists: dict[str, frozenset[str]]) -> dict[str, Counter]:
@@ -692,11 +760,13 @@ def score_candidates(st: _Stats, config: AnchorsConfig, stop_words: Iterable[str
             counts[c] += sum(spellings.values())
     out: list[Candidate] = []
     for c, n in counts.items():
-        if n < config.min_count:
+        if n < config.min_count or not has_letters(c):  # rule N1
             continue
         words = c.split(" ")
         if len(words) == 1 and (st.cap_mid[c] < st.lower[c.lower()] or (st.cap_mid[c] == 0 and st.lower[c.lower()])):
             continue  # mostly an ordinary word, capitalised at sentence starts
+        if len(words) == 1 and ordinary_capitalised(c, config.ordinary_capitalised_zipf, lists):
+            continue  # rule O2
         text = (st.surface.get(c) or part_surface[c]).most_common(1)[0][0]
         kind = _kind(c, text, st, lists)
         score, ratio = _keyness(n, st.total_words, text)
@@ -708,8 +778,9 @@ def score_candidates(st: _Stats, config: AnchorsConfig, stop_words: Iterable[str
         for word, tags in st.noun_tags.items():
             n = sum(tags.values())
             if (n < config.min_count or len(word) < 3 or word in stop or word in st.name_words
-                    or n < 0.8 * st.lower[word]
-                    or zipf_frequency(word, "en") >= config.rare_word_zipf):
+                    or n < 0.8 * st.lower[word] or not has_letters(word)
+                    or zipf_frequency(word, "en") >= config.rare_word_zipf
+                    or ordinary_word(word, config.ordinary_word_zipf)):  # rule O1
                 continue
             score, ratio = _keyness(n, st.total_words, word)
             if ratio < config.min_keyness_ratio:
@@ -947,12 +1018,17 @@ class _Substitutes:
             parts.append(head)
         return " ".join(parts)
 
+    def from_proposals(self, key: str, proposals: list[str]) -> list[str]:
+        """Up to ``n`` of the model's proposals for ``key`` (best first), fresh ones before ones another key uses."""
+        allowed = [p for p in proposals if _canon(p).lower() not in self.keys and _canon(p).lower() != _canon(key).lower()]
+        fresh = [p for p in allowed if p.lower() not in self.used]
+        out = (fresh + [p for p in allowed if p not in fresh])[: self.n]
+        self.used.update(p.lower() for p in out)
+        return out
+
     def translations(self, key: str, kind: str, cand: Candidate | None, linked: dict[str, list[str]]) -> list[str]:
         words = key.split(" ")
-        prefix_key = next((" ".join(words[:n]) for n in range(len(words) - 1, 0, -1)
-                           if " ".join(words[:n]) in linked), None)
-        suffix_key = next((" ".join(words[n:]) for n in range(1, len(words))
-                           if " ".join(words[n:]) in linked), None)
+        prefix_key, suffix_key = key_links(key, linked)
         if prefix_key and suffix_key and len(prefix_key.split(" ")) + len(suffix_key.split(" ")) > len(words):
             suffix_key = None
         prefix_all = linked.get(prefix_key) if prefix_key else None
@@ -994,8 +1070,11 @@ def _plural(name: str) -> str:
 
 
 def make_translations(selected: list[Candidate], st: _Stats, config: AnchorsConfig, nlp=None,
-                      stop_words=()) -> list[AnchorEntry]:
-    """Generic translations for the selected candidates (shorter keys first, so linked keys exist)."""
+                      stop_words=(), proposals: Mapping[str, list[str]] | None = None) -> list[AnchorEntry]:
+    """Generic translations for the selected candidates (shorter keys first, so linked keys exist).
+
+    ``proposals`` (key -> substitutes proposed by the base model, best first; :mod:`.proposals`) are used for keys
+    that are not linked to other keys; Faker makes the rest, and any key the model found nothing for."""
     gen = _Substitutes(st, [c.text for c in selected], config, nlp, stop_words)
     linked: dict[str, list[str]] = {}
     texts = {c.text for c in selected}
@@ -1009,7 +1088,11 @@ def make_translations(selected: list[Candidate], st: _Stats, config: AnchorsConf
         if base is not None and base in linked:
             translations = [_plural(t) for t in linked[base]]
         else:
-            translations = gen.translations(cand.text, cand.type, cand, linked)
+            translations = []
+            if proposals and proposals.get(cand.text) and key_links(cand.text, linked) == (None, None):
+                translations = gen.from_proposals(cand.text, list(proposals[cand.text]))
+            if not translations:
+                translations = gen.translations(cand.text, cand.type, cand, linked)
         if translations:
             linked[cand.text] = translations
         else:
@@ -1028,6 +1111,15 @@ def _check_config(config: AnchorsConfig) -> None:
     if not isinstance(config.extra, Mapping):
         raise AnchorError("anchors.extra must be a mapping {key: [translations] or null}")
     _quotas(config)
+    if config.substitutes not in ("model", "faker", "chat"):
+        raise AnchorError(f"anchors.substitutes must be 'model', 'faker' or 'chat' (got {config.substitutes!r})")
+    if config.substitutes == "chat" and not config.substitute_chat:
+        raise AnchorError("anchors.substitutes=chat needs anchors.substitute_chat: 'hf:MODEL_SPEC' or "
+                          "'openai:BASE_URL' (with anchors.substitute_chat_model)")
+    if min(config.substitute_occurrences, config.substitute_context_tokens, config.substitute_batch_size) < 1:
+        raise AnchorError("anchors.substitute_occurrences, substitute_context_tokens and substitute_batch_size must "
+                          f"be >= 1 (got {config.substitute_occurrences}, {config.substitute_context_tokens}, "
+                          f"{config.substitute_batch_size})")
     from faker import Faker
 
     try:
@@ -1037,9 +1129,97 @@ def _check_config(config: AnchorsConfig) -> None:
                           "(e.g. en_US, en_GB)") from exc
 
 
-def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: bool = True) -> AnchorDictionary:
+def _user_keys(config: AnchorsConfig) -> set[str]:
+    """Keys of the user dictionary and ``extra`` (read early so that no substitute is one of them)."""
+    user = AnchorDictionary()
+    for source in (config.user_dictionary, config.extra):
+        if source:
+            user.merge(source)
+    return set(user.keys())
+
+
+def _key_gender(key: str, cand: Candidate, lists: Mapping[str, frozenset[str]]) -> str | None:
+    """A person's gender from honorifics seen in the corpus, else from Faker's given-name lists."""
+    votes = Counter((cand.info or {}).get("gender") or {})
+    if votes:
+        return votes.most_common(1)[0][0]
+    w = key.split(" ")[0].lower()
+    if w in lists["female"] and w not in lists["male"]:
+        return "f"
+    if w in lists["male"] and w not in lists["female"]:
+        return "m"
+    return None
+
+
+def model_proposals(model, selected: list[Candidate], ranked: list[Candidate], texts: list[str], st: _Stats,
+                    config: AnchorsConfig, stop_words=(), progress: bool = False, nlp=None,
+                    skip: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Substitutes proposed by the base model for the selected keys that will not be built from linked keys
+    (:mod:`.proposals`, rules P1-P7). ``model``: a model spec, or a ``(model, tokenizer)`` pair."""
+    from wordfreq import zipf_frequency
+
+    from .proposals import propose_substitutes
+
+    if isinstance(model, (tuple, list)):
+        lm, tokenizer = model
+    else:
+        from ..models import load_model
+
+        lm, tokenizer = load_model(str(model))
+    lm.eval()
+    texts_set = {c.text for c in selected}
+    skip = set(skip)
+    keys = [c.text for c in selected if key_links(c.text, texts_set) == (None, None) and c.text not in skip
+            and not (c.text.endswith("s") and c.text[:-1] in texts_set)]
+    forbidden = {w.lower().replace("’", "'") for c in ranked for w in c.text.split(" ")}
+    forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
+    lists = faker_lists(config.faker_locale)
+    persons = [c for c in selected if c.type == "person"]
+    names = lists["female"] | lists["male"] | lists["last"]
+
+    def common(word: str) -> bool:  # an ordinary English word that is not a name (rule P9)
+        return word.lower() not in names and zipf_frequency(word, "en") >= _COMMON_NOUN_ZIPF
+
+    noun_like = [k for k in keys if all(common(w) for w in k.split(" "))]
+    person_keys = {c.text for c in persons}
+    heads = {k: k.split(" ")[-1] for k in keys
+             if " " in k and k[:1].isupper() and common(k.split(" ")[-1]) and (k not in person_keys or k in noun_like)}
+    found = propose_substitutes(
+        lm, tokenizer, texts, keys, forbidden, stop_words=stop_words, titles=TITLES,
+        person_keys=person_keys, person_names=lists["female"] | lists["male"] | lists["last"],
+        genders={c.text: g for c in persons if (g := _key_gender(c.text, c, lists))},
+        female=lists["female"], male=lists["male"], noun_like=noun_like, heads=heads, nlp=nlp,
+        occurrences=config.substitute_occurrences, context_tokens=config.substitute_context_tokens,
+        want=config.translations_per_key, max_per_key=max(2 * config.translations_per_key, 6),
+        batch_size=config.substitute_batch_size, progress=progress)
+    logger.info("anchors: the model proposed substitutes for %d of %d keys", len(found), len(keys))
+    return {k: [p.text for p in v] for k, v in found.items()}
+
+
+def chat_proposals(selected: list[Candidate], ranked: list[Candidate], texts: list[str], config: AnchorsConfig,
+                   stop_words=(), target: str = "", writer=None) -> dict[str, list[str]]:
+    """Substitutes written by the chat model ``config.substitute_chat`` (:mod:`.chat`, rules C1-C3) for the keys
+    not built from linked keys. ``writer`` replaces the configured chat model (tests)."""
+    from .chat import chat_substitutes, make_writer
+
+    if writer is None:
+        writer = make_writer(config.substitute_chat, config.substitute_chat_model)
+    texts_set = {c.text for c in selected}
+    keys = [c.text for c in selected if key_links(c.text, texts_set) == (None, None)
+            and not (c.text.endswith("s") and c.text[:-1] in texts_set)]
+    forbidden = {w.lower().replace("’", "'") for c in ranked for w in c.text.split(" ")}
+    forbidden |= {w.lower().replace("’", "'") for k in _user_keys(config) for w in k.split(" ")}
+    return chat_substitutes(writer, texts, keys, target, config.translations_per_key, forbidden, stop_words, TITLES)
+
+
+def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: bool = True,
+                            model=None, target: str = "", chat_writer=None) -> AnchorDictionary:
     """Extraction + generic translations + the user dictionary (``config.user_dictionary`` then
-    ``config.extra``) + hygiene. Returns an empty dictionary when nothing qualifies (the caller warns)."""
+    ``config.extra``) + hygiene. Returns an empty dictionary when nothing qualifies (the caller warns).
+
+    With ``config.substitutes == "model"``, substitutes come from ``config.substitute_model`` or else ``model``
+    (a model spec, or a ``(model, tokenizer)`` pair); with neither, from Faker. With ``"chat"``, the chat model
+    ``config.substitute_chat`` writes them first (``target`` names the concept in its prompt), then as above."""
     import time
 
     _check_config(config)
@@ -1054,7 +1234,16 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
         st = collect_stats(texts, nlp, progress=progress)
         ranked = score_candidates(st, config, stop_words)
         selected = select_candidates(ranked, config)
-        entries = make_translations(selected, st, config, nlp, stop_words)
+        proposals: dict[str, list[str]] = {}
+        if config.substitutes == "chat" and selected:
+            proposals = chat_proposals(selected, ranked, texts, config, stop_words, target, chat_writer)
+        source = config.substitute_model or model
+        if config.substitutes in ("model", "chat") and source is not None and selected:
+            proposals.update(model_proposals(source, selected, ranked, texts, st, config, stop_words, progress, nlp,
+                                             skip=proposals))
+        elif config.substitutes == "model":
+            logger.info("anchors: no model to propose substitutes; using Faker (anchors.substitutes=faker)")
+        entries = make_translations(selected, st, config, nlp, stop_words, proposals)
         logger.info("anchors: %d candidates scored, %d kept from %d words in %.1f s", len(ranked), len(entries),
                     st.total_words, time.perf_counter() - t0)
     dictionary = AnchorDictionary(entries)
@@ -1077,3 +1266,42 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
             logger.info("anchors: %d extracted keys never occur outside longer keys, dropped: %s", len(unused),
                         ", ".join(unused))
     return dictionary
+
+
+def measure_dictionary(dictionary: AnchorDictionary, texts: list[str], config: AnchorsConfig, model=None,
+                       progress: bool = False) -> dict:
+    """Quality measures of a dictionary (:mod:`.quality`): the perplexity ratio (rule Q1) with ``model`` (a
+    ``(model, tokenizer)`` pair; skipped without one or with ``quality_tokens=0``) and the kind agreement (rule
+    Q2) with ``config.kind_labels`` when set."""
+    from .quality import kind_agreement, load_kind_labels, perplexity_ratio
+
+    out: dict = {}
+    if model is not None and config.quality_tokens > 0 and len(dictionary):
+        lm, tokenizer = model
+        out["perplexity"] = perplexity_ratio(lm, tokenizer, dictionary, texts, max_tokens=config.quality_tokens,
+                                             seed=config.seed, progress=progress)
+    if config.kind_labels:
+        agreement = kind_agreement(dictionary, load_kind_labels(config.kind_labels))
+        out["kinds"] = {k: v for k, v in agreement.items() if k != "per_term"}
+    return out
+
+
+def run_anchor_stage(texts: list[str], config: AnchorsConfig, model_spec: str | None = None, load_kwargs=None,
+                     progress: bool = True, target: str = "") -> tuple[AnchorDictionary, dict]:
+    """The anchors stage: build the dictionary (the base model ``model_spec`` proposing substitutes unless
+    ``config.substitute_model`` names another) and measure it. Returns the dictionary and the stage's metrics."""
+    from ..models import load_model
+
+    _check_config(config)
+    load_kwargs = dict(load_kwargs or {})
+    base = None
+    wants_base = config.substitutes in ("model", "chat") and not config.substitute_model
+    if model_spec and (config.quality_tokens > 0 or wants_base):
+        base = load_model(model_spec, **load_kwargs)
+    proposer = base if wants_base else None
+    dictionary = build_anchor_dictionary(texts, config, progress=progress, model=proposer, target=target)
+    metrics: dict = {"anchors": len(dictionary), "top": list(dictionary.keys())[:20],
+                     "substitutes": config.substitutes if (proposer or config.substitute_model
+                                                           or config.substitutes == "chat") else "faker"}
+    metrics.update(measure_dictionary(dictionary, texts, config, base, progress=progress))
+    return dictionary, metrics
