@@ -28,8 +28,9 @@ def _common(p) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run every stage of a recipe (resumable; skips finished stages)")
     _common(p)
-    p.add_argument("--until", default="eval", help="last stage to run (corpus, anchors, reinforce, labels, "
-                                                   "finetune, export, eval)")
+    p.add_argument("--until", default="eval", help="last stage to run (whp: corpus, anchors, reinforce, labels, "
+                                                   "finetune, export, eval; other methods: corpus, unlearn, "
+                                                   "export, eval)")
     p.add_argument("--dry-run", action="store_true", help="print what would run, then stop")
     p.set_defaults(func=run)
     for stage, text in STAGE_HELP.items():
@@ -146,6 +147,9 @@ def print_summary(manifest: dict, out: str) -> None:
             key = f"target ppl {m.get('base_perplexity', 0):.2f} -> {m.get('reinforced_perplexity', 0):.2f}"
         elif name == "labels":
             key = f"{m.get('changed_fraction', 0):.1%} labels changed"
+        elif name == "unlearn":
+            key = f"{m.get('method')}: {m.get('total_steps')} steps, final val loss " \
+                  f"{(m.get('history') or [{}])[-1].get('val_loss', float('nan')):.3f}"
         elif name == "finetune":
             key = f"best val loss {m.get('best', {}).get('val_loss', float('nan')):.3f} at step {m.get('best', {}).get('step')}"
         elif name == "export":
