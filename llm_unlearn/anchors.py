@@ -291,7 +291,10 @@ def _read_mapping_file(path: str | Path) -> tuple[Any, str]:
     if not path.is_file():
         raise AnchorError(f"anchor dictionary not found: {path}. Check the path (anchors.user_dictionary / "
                           "--user-dictionary).")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnchorError(f"{path}: not UTF-8 text (byte {exc.start}); save the dictionary as UTF-8") from exc
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

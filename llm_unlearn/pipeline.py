@@ -21,17 +21,19 @@ import hashlib
 import importlib
 import json
 import logging
+import pickle
+import re
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import RecipeError, RunDirError
+from .errors import CorpusError, RecipeError, RunDirError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import StageSpec, needs_retain_text
 from .recipe import Recipe
 from .rundir import RunPaths
-from .runio import atomic_write_json, atomic_write_text
+from .runio import RunLock, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,17 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         n_docs = max(b.doc_index for b in more) + 1
         blocks += more
     train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
+    if not train:
+        raise CorpusError(f"the corpus gives {len(blocks)} block(s), none left for training with "
+                          f"corpus.validation_fraction={recipe.corpus.validation_fraction}; add text")
     save_blocks(blocks, run.blocks)
     atomic_write_json(run.split, {"train": train, "validation": val})
     tokens = sum(len(b) for b in blocks)
+    if not val and recipe.corpus.validation_fraction > 0:
+        logger.warning("corpus: only %d block(s) (%d tokens; corpus.block_size=%d): too few for validation blocks, "
+                       "so training has no held-out loss, the best checkpoint is the last one and held-out "
+                       "perplexity is not measured. Add text or lower corpus.block_size.",
+                       len(blocks), tokens, recipe.corpus.block_size)
     logger.info("corpus: %d blocks (%d tokens), %d train / %d validation", len(blocks), tokens, len(train), len(val))
     return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val)}
 
@@ -75,10 +85,26 @@ def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
              for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
     dictionary = build_anchor_dictionary(texts, recipe.anchors, progress=progress)
+    warn_unmatched_vetoes(dictionary.vetoed, texts)
     if len(dictionary) == 0:
         logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
     dictionary.save(run.anchors)
     return {"anchors": len(dictionary), "top": list(dictionary.keys())[:20]}
+
+
+def warn_unmatched_vetoes(vetoed: list[str], texts: list[str]) -> list[str]:
+    """Warn about vetoes (``Key: null``) that match nothing in the corpus: a typo or another case, so the term
+    the user meant to keep untranslated may still be translated. Returns the warnings."""
+    warnings = []
+    for key in vetoed:
+        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in key.split()) + r"(?!\w)"
+        if any(re.search(pattern, t) for t in texts):
+            continue
+        other = next((m.group(0) for t in texts for m in [re.search(pattern, t, re.IGNORECASE)] if m), None)
+        hint = f" (the corpus has '{other}'; vetoes are case-sensitive)" if other else ""
+        warnings.append(f"anchors: the veto '{key}' matches nothing in the corpus{hint}")
+        logger.warning(warnings[-1])
+    return warnings
 
 
 def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
@@ -155,6 +181,8 @@ class Pipeline:
         self.method = get_method(recipe.method)
         self.stages: dict[str, StageSpec] = {s.name: s for s in self.method.stages}  # the method's stage table
         self.order = list(self.stages)
+        if self.run.root.exists() and not self.run.root.is_dir():
+            raise RunDirError(f"--out {self.run.root} is a file, not a directory: choose another --out")
         self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline
         from .training import process_state
 
@@ -162,13 +190,35 @@ class Pipeline:
 
     # ---- manifest ----------------------------------------------------------------------------------------
     def load_manifest(self) -> dict:
-        if self.run.manifest.exists():
-            return json.loads(self.run.manifest.read_text())
-        return {"stages": {}}
+        if not self.run.manifest.exists():
+            return {"stages": {}}
+        try:
+            manifest = json.loads(self.run.manifest.read_text(encoding="utf-8"))
+            ok = isinstance(manifest, dict) and isinstance(manifest.get("stages"), dict) and all(
+                isinstance(e, dict) and isinstance(e.get("status"), str) and isinstance(e.get("fingerprint"), str)
+                for e in manifest["stages"].values())
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            ok, manifest = False, exc
+        if not ok:
+            raise RunDirError(
+                f"{self.run.manifest} is damaged ({manifest if isinstance(manifest, Exception) else 'not a manifest'})"
+                f": the run directory was changed outside llm-unlearn. Restore manifest.json, or start over: "
+                f"delete {self.run.root} (or use a new --out) and run again"
+            )
+        return manifest
+
+    def _outputs_missing(self, entry: dict) -> list[str]:
+        """Recorded outputs of a finished stage that are gone (deleted or emptied since)."""
+        missing = []
+        for rel in entry.get("outputs") or []:
+            path = self.run.root / rel
+            if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+                missing.append(rel)
+        return missing
 
     def _save_manifest(self, manifest: dict) -> None:
         if self.state.is_main_process:
-            atomic_write_json(self.run.manifest, manifest)
+            atomic_write_json(self.run.manifest, manifest, strict=True)  # no NaN / Infinity
 
     def fingerprints(self) -> dict[str, str]:
         fps: dict[str, str] = {}
@@ -192,7 +242,7 @@ class Pipeline:
     def plan(self, until: str = "eval") -> list[tuple[str, str]]:
         """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo')]."""
         manifest, fps = self.load_manifest(), self.fingerprints()
-        out = []
+        out: list[tuple[str, str]] = []
         if until not in self.stages:
             raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
                               f"{', '.join(self.order)}")
@@ -203,18 +253,26 @@ class Pipeline:
             elif entry["fingerprint"] != fps[name]:
                 action = "redo"
             elif entry["status"] == "done":
-                action = "skip"
+                # Done means the outputs are there too: deleted ones are made again (nothing to overwrite), and
+                # so is every stage after it, which read the old ones.
+                upstream_rerun = any(a == "rerun" and d in self._ancestors(name) for d, a in out)
+                action = "rerun" if upstream_rerun or self._outputs_missing(entry) else "skip"
             else:
                 action = "resume"
             out.append((name, action))
         return out
 
     # ---- running -------------------------------------------------------------------------------------------
-    def _check_run_dir(self, plan: list[tuple[str, str]]) -> None:
+    def _check_is_run_dir(self) -> None:
         root = self.run.root
-        if root.exists() and any(p.name != "inputs" for p in root.iterdir()) and not self.run.manifest.exists():
+        ours = {"inputs", ".lock", ".lock.holder"}
+        if root.is_dir() and any(p.name not in ours for p in root.iterdir()) and not self.run.manifest.exists():
             raise RunDirError(f"{root} exists and is not an llm-unlearn run directory (no manifest.json); "
                               "choose another --out or empty it")
+
+    def _check_run_dir(self, plan: list[tuple[str, str]]) -> None:
+        root = self.run.root
+        self._check_is_run_dir()
         manifest = self.load_manifest()
         finished = [n for n, e in manifest["stages"].items() if e.get("status") == "done"]
         redo = [n for n, a in plan if a == "redo" and n in finished]
@@ -226,12 +284,33 @@ class Pipeline:
 
     def run_stages(self, until: str = "eval", only: str | None = None) -> dict:
         """Run every stage up to ``until`` (skipping finished, unchanged ones). Returns the manifest."""
+        if until not in self.stages:
+            raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
+                              f"{', '.join(self.order)}")
+        self._check_is_run_dir()  # before the lock file is made in someone's folder
+        lock = RunLock(self.run.root)
+        if self.state.is_main_process:
+            try:
+                self.run.root.mkdir(parents=True, exist_ok=True)
+                lock.acquire()  # before planning: a second run must not act on a plan the first one is changing
+            except OSError as exc:
+                raise RunDirError(f"cannot use {self.run.root} as a run directory: {exc.strerror or exc} "
+                                  "(is it a file, or read-only?); choose another --out") from exc
+        try:
+            return self._run_locked(until, only)
+        finally:
+            lock.release()
+
+    def _run_locked(self, until: str, only: str | None) -> dict:
         plan = self.plan(until)
         self._check_run_dir(plan)
         self.state.wait_for_everyone()
         if self.state.is_main_process:
-            self.run.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run.recipe, self.recipe.to_yaml())
+            try:
+                atomic_write_text(self.run.recipe, self.recipe.to_yaml())
+            except OSError as exc:
+                raise RunDirError(f"cannot write into {self.run.root}: {exc.strerror or exc} (read-only?); "
+                                  "choose another --out") from exc
         self.state.wait_for_everyone()
         manifest, fps = self.load_manifest(), self.fingerprints()
         manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -273,11 +352,12 @@ class Pipeline:
     def _run_stage(self, manifest: dict, name: str, action: str, fingerprint: str) -> None:
         stage = self.stages[name]
         stage_dir = self.run.stage_dir(name)
-        if action == "redo" and self.state.is_main_process:
+        if action in ("redo", "rerun") and self.state.is_main_process:
             shutil.rmtree(stage_dir, ignore_errors=True)  # stale outputs and checkpoints of the old config
         self.state.wait_for_everyone()
         logger.info("stage %-9s %s", name, {"run": "starting", "redo": "config changed: redoing",
-                                             "resume": "interrupted earlier: resuming"}[action])
+                                             "resume": "interrupted earlier: resuming",
+                                             "rerun": "outputs missing (or an earlier stage's rerun): rerunning"}[action])
         entry = {"status": "running", "fingerprint": fingerprint, "config_hash": self._config_hash(stage),
                  "inputs": list(stage.depends), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "attempts": manifest["stages"].get(name, {}).get("attempts", 0) + 1}
@@ -289,10 +369,16 @@ class Pipeline:
         self._save_manifest(manifest)
         t0 = time.perf_counter()
         fn = _stage_fn(stage)
-        if stage.distributed or self.state.is_main_process:
-            metrics = fn(self.run, self.recipe, progress=self.progress)
-        else:
-            metrics = {}
+        try:
+            if stage.distributed or self.state.is_main_process:
+                metrics = fn(self.run, self.recipe, progress=self.progress)
+            else:
+                metrics = {}
+        except pickle.UnpicklingError as exc:  # checkpoints load with weights_only: never run code from a run dir
+            raise RunDirError(
+                f"stage '{name}': a checkpoint in {stage_dir} holds more than tensors and plain data, so it was not "
+                f"loaded ({str(exc).splitlines()[0]}). It was not written by llm-unlearn; delete "
+                f"{stage_dir / 'checkpoints'} to start the stage over") from exc
         self.state.wait_for_everyone()
         entry.update({"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics,

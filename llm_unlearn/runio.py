@@ -1,14 +1,20 @@
 """Atomic file writes: outputs appear whole or not at all, so an interrupted run never leaves a
-half-written artifact that a later stage would trust."""
+half-written artifact that a later stage would trust. Also the run-directory lock, and permissions that follow
+the user's umask (temporary files and folders are created private)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import RunDirError
 
 
 def _umask() -> int:
@@ -33,8 +39,38 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def share_like_umask(path: str | Path) -> None:
+    """Give a folder tree made by mkdtemp/mkstemp (0700 / 0600) the permissions the user's umask gives new files,
+    so a shared export or cache is readable by the colleagues it is shared with."""
+    mask = _umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o777 & ~mask)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o666 & ~mask)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float (NaN, inf) replaced by None: strict JSON readers reject them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj, strict: bool = False) -> None:
+    """``strict``: non-finite floats become null, so the file is valid for any JSON reader (the run manifest)."""
+    if strict:
+        text = json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
+    else:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    atomic_write_text(path, text + "\n")
 
 
 @contextmanager
@@ -45,6 +81,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        share_like_umask(tmp)
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
@@ -58,3 +95,49 @@ def atomic_dir(path: str | Path, overwrite: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while a run writes into it.
+
+    Uses ``filelock`` (an OS lock, released by the kernel when the process dies, so a killed run never leaves a
+    lock that blocks). Who holds it (pid, host, start time) is written beside it, for the message a second run
+    gets."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root / ".lock"
+        self.holder = self.root / ".lock.holder"
+        self._lock = None
+
+    def acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        self._lock = FileLock(str(self.path))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise RunDirError(f"{self.root} is in use by another llm-unlearn run ({self._describe_holder()}); "
+                              "wait for it to finish, or use another --out") from None
+        atomic_write_json(self.holder, {"pid": os.getpid(), "host": socket.gethostname(),
+                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _describe_holder(self) -> str:
+        try:
+            info = json.loads(self.holder.read_text())
+            return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self.holder.unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

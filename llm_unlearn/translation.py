@@ -166,7 +166,10 @@ def _apply_case(translation: str, case: str) -> str:
 
 def _trie_pattern(strings: list[str]) -> str:
     """A regex alternation of ``strings`` as a character trie. Optional tails are greedy, so at one position the
-    longest string that also satisfies the trailing word boundary wins (rule M2). A space matches ``_GAP``."""
+    longest string that also satisfies the trailing word boundary wins (rule M2). A space matches ``_GAP``.
+
+    Built bottom-up with an explicit stack, not by recursion: a key of a few hundred characters (a corpus without
+    spaces yields such "words") must not hit Python's recursion limit."""
     trie: dict = {}
     for s in strings:
         node = trie
@@ -174,17 +177,34 @@ def _trie_pattern(strings: list[str]) -> str:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def build(node: dict) -> str:
-        branches = [(" " if ch == " " else ch, build(child)) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        alts = [(_GAP if ch == " " else re.escape(ch)) + tail for ch, tail in branches]
+    built: dict[int, str] = {}  # id(node) -> its pattern
+    stack: list[tuple[dict, bool]] = [(trie, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for ch, child in node.items() if ch)
+            continue
+        alts = [(_GAP if ch == " " else re.escape(ch)) + built[id(child)] for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            built[id(node)] = ""
+            continue
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
         if "" in node:  # a key ends here and longer ones continue: the continuation is optional
-            return ("(?:" + body + ")?") if len(alts) == 1 else body + "?"
-        return body
+            body = ("(?:" + body + ")?") if len(alts) == 1 else body + "?"
+        built[id(node)] = body
+    return built[id(trie)]
 
-    return build(trie)
+
+def _compile_matcher(variants: list[str]) -> re.Pattern:
+    """The matcher regex: the trie, or (when keys nest so deeply that the regex compiler itself recurses too deep)
+    a plain alternation, longest first, which gives the same longest-match-at-a-boundary result (rule M2)."""
+    try:
+        return re.compile(_BEFORE + "(?:" + _trie_pattern(variants) + ")" + _AFTER)
+    except RecursionError:
+        flat = "|".join(_GAP.join(re.escape(part) for part in v.split(" "))
+                        for v in sorted(variants, key=len, reverse=True))
+        return re.compile(_BEFORE + "(?:" + flat + ")" + _AFTER)
 
 
 def _as_mapping(dictionary) -> dict[str, list[str]]:
@@ -224,8 +244,7 @@ class AnchorMatcher:
             self._add_variants(key, derived)
         self._regex = None
         if self._variants:
-            pattern = _trie_pattern(sorted(self._variants))
-            self._regex = re.compile(_BEFORE + "(?:" + pattern + ")" + _AFTER)
+            self._regex = _compile_matcher(sorted(self._variants))
         self.max_len = max((len(v) for v in self._variants), default=0)
 
     def _add_variants(self, key: str, forms: list[tuple[str, str]]) -> None:

@@ -7,18 +7,25 @@ message, no traceback."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
+import signal
+import stat
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
-from llm_unlearn.errors import RecipeError
+from llm_unlearn.errors import AnchorError, CorpusError, HubError, RecipeError, RunDirError
+from llm_unlearn.pipeline import Pipeline, warn_unmatched_vetoes
 from llm_unlearn.recipe import Recipe
+from llm_unlearn.runio import RunLock, atomic_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,3 +268,391 @@ def test_cli_rejects_before_running(tmp_path, override, fragment):
     proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run", "--set", override, timeout=120)
     assert_exit_2(proc, fragment)
     assert not (tmp_path / "run").exists()
+
+
+
+# ---- the run directory (defects 1, 4, 6, 8, 11, 12) ------------------------------------------------------------
+STORY = ("Zorblax the Wanderer sailed from Quillmoor to the harbour of Venn. The captain of the Quillmoor fleet "
+         "watched the sea while Zorblax counted the stars and told old stories about the Venn lighthouse. ")
+
+
+def tiny_recipe(tmp_path: Path, model_dir: Path, corpus_text: str = STORY * 12, **sections) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text, encoding="utf-8")
+    data = {
+        "name": "tiny", "target": "Zorblax",
+        "model": {"spec": str(model_dir)},
+        "corpus": {"path": str(corpus), "block_size": 32, "validation_fraction": 0.2},
+        "reinforce": {"max_steps": 2, "batch_size": 2, "eval_every": 1, "target_modules": ["q_proj", "v_proj"]},
+        "finetune": {"max_steps": 2, "batch_size": 2, "eval_every": 1, "target_modules": ["q_proj", "v_proj"]},
+        "eval": {"enabled": False},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class _Payload:
+    """Unpickling this runs a command: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_checkpoint_is_not_executed(tmp_path, tiny_model_dir):
+    """Defect 1: a state.pt with a pickle payload in a 'running' stage's checkpoint ran arbitrary code."""
+    import torch
+
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fingerprint = Pipeline(Recipe.from_yaml(recipe), run, progress=False).fingerprints()["reinforce"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"]["reinforce"] = {"status": "running", "fingerprint": fingerprint, "attempts": 1}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    # a checkpoint as the engine (transformers.Trainer) writes one, with a pickle payload as its optimizer state
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainerState
+
+    ckpt = run / "reinforce" / "checkpoints" / "checkpoint-1"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(ckpt)
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Payload(marker)}, ckpt / "optimizer.pt")
+    torch.save({}, ckpt / "scheduler.pt")  # the Trainer loads the optimizer only when both are there
+    TrainerState(global_step=1, max_steps=2).save_to_json(str(ckpt / "trainer_state.json"))
+
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "reinforce", "--no-progress")
+    assert not marker.exists(), "the pickle payload in optimizer.pt was executed"
+    assert_exit_2(proc, "checkpoint", "reinforce")
+
+
+def test_second_run_into_a_locked_run_dir_exits_2_at_once_naming_the_holder(tmp_path, tiny_model_dir):
+    """Defect 4: two runs into one --out raced (one crashed, the other silently replaced results)."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):  # this test process plays the run in progress
+        t0 = time.time()
+        proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--no-progress")
+        assert time.time() - t0 < 120
+        assert_exit_2(proc, "in use by another llm-unlearn run", f"pid {os.getpid()}", "started")
+        assert not (run / "manifest.json").exists()
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run / ".lock.holder").exists()
+
+
+def test_stale_lock_of_a_killed_run_does_not_block(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from llm_unlearn.runio import RunLock; "
+        "lock = RunLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(600)"), str(run), str(REPO)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=f"pid {holder.pid}"):
+            RunLock(run).acquire()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # a real kill: the holder file stays behind
+        holder.wait()
+    assert (run / ".lock.holder").exists()
+    lock = RunLock(run)
+    lock.acquire()  # the OS released the dead process's lock
+    lock.release()
+
+
+def test_deleted_outputs_are_made_again(tmp_path, tiny_model_dir):
+    """Defect 6: `rm -rf` of a stage's outputs was not noticed; every stage was skipped."""
+    recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    Pipeline(recipe, run, progress=False).run_stages(until="reinforce")
+    adapter = run / "reinforce" / "adapter"
+    assert adapter.is_dir()
+    before = json.loads((run / "manifest.json").read_text())["stages"]
+    def plan():
+        return dict(Pipeline(recipe, run, progress=False).plan("reinforce"))
+
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "skip"}
+
+    import shutil
+
+    shutil.rmtree(adapter)
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "rerun"}
+    (run / "corpus" / "split.json").unlink()  # an earlier stage's output: it and every stage after it rerun
+    assert plan() == {"corpus": "rerun", "anchors": "rerun", "reinforce": "rerun"}
+    manifest = Pipeline(recipe, run, progress=False).run_stages(until="reinforce")  # no --overwrite needed
+    assert adapter.is_dir() and (run / "corpus" / "split.json").exists()
+    assert manifest["stages"]["reinforce"]["attempts"] == before["reinforce"]["attempts"] + 1
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "skip"}
+
+
+def test_cli_dry_run_shows_rerun_for_deleted_outputs(tmp_path, tiny_model_dir):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    assert run_cli("run", str(recipe), "--out", str(run), "--until", "corpus").returncode == 0
+    (run / "corpus" / "blocks.jsonl").unlink()
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--dry-run")
+    assert proc.returncode == 0 and "corpus     rerun" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def _corrupt_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "model.safetensors").write_bytes(b"\x00not safetensors" * 64)
+    return dst
+
+
+def test_corrupt_safetensors_exit_2(tmp_path, tiny_model_dir):
+    """Defect 8: a damaged .safetensors gave a SafetensorError traceback in `info` and `run`."""
+    bad = _corrupt_copy(tiny_model_dir, tmp_path / "bad-model")
+    assert_exit_2(run_cli("info", str(bad)), "damaged", "safetensors")
+    recipe = tiny_recipe(tmp_path, bad)
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--until", "reinforce",
+                          "--no-progress"), "damaged")
+
+
+def test_latin1_anchor_dictionary_exit_2(tmp_path):
+    """Defect 8: a latin-1 anchors file gave a UnicodeDecodeError traceback."""
+    bad = tmp_path / "dict.yaml"
+    bad.write_bytes("Holmes: [Ren\xe9]\n".encode("latin-1"))
+    (tmp_path / "c.txt").write_text(STORY * 3)
+    from llm_unlearn.anchors import AnchorDictionary
+
+    with pytest.raises(AnchorError, match="not UTF-8"):
+        AnchorDictionary.load(bad)
+    proc = run_cli("anchors", "--corpus", str(tmp_path / "c.txt"), "--user-dictionary", str(bad),
+                   "--out", str(tmp_path / "a.yaml"))
+    assert_exit_2(proc, "not UTF-8")
+
+
+def test_very_long_anchor_keys_do_not_hit_the_recursion_limit():
+    """Defect 8: a key of ~500+ characters (a corpus without spaces gives such words) raised RecursionError."""
+    from llm_unlearn.translation import AnchorMatcher
+
+    long_key = "x" * 3000
+    matcher = AnchorMatcher({long_key: ["y"], "Holmes": ["Bob"]})
+    assert [(s, e, k) for s, e, k, _ in matcher.find(f"a {long_key} b Holmes")] == [
+        (2, 3002, long_key), (3005, 3011, "Holmes")]
+    nested = {"a" * n: ["y"] for n in range(1, 1200)}  # keys that are prefixes of each other: deep regex nesting
+    matches = AnchorMatcher(nested).find("b " + "a" * 700 + " c")
+    assert [(s, e) for s, e, _, _ in matches] == [(2, 702)]  # the longest key wins (rule M2)
+
+
+def test_translating_a_block_without_spaces(smol_tokenizer):
+    from llm_unlearn.corpus import Document, make_blocks
+    from llm_unlearn.translation import Translator
+
+    word = "Zorblax" * 200
+    block = make_blocks([Document("d", f"{word} met Holmes")], smol_tokenizer, 4096)[0]
+    translated = Translator({word: ["Bob"], "Holmes": ["Hart"]}, smol_tokenizer).translate(block, random.Random(0))
+    assert translated.translated_text == "Bob met Hart"
+
+
+@pytest.mark.parametrize("kind", ["file", "readonly"])
+def test_out_that_is_a_file_or_read_only_exit_2(tmp_path, tiny_model_dir, kind):
+    """Defect 8: `--out` that is a file or read-only gave an OSError traceback."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    if kind == "file":
+        out = tmp_path / "a-file"
+        out.write_text("x")
+        fragment = "is a file"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root ignores directory permissions")
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        out = parent / "run"
+        fragment = "read-only"
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(out), "--until", "corpus"), fragment)
+
+
+def test_read_only_run_dir_gives_run_dir_error(tmp_path, tiny_model_dir, monkeypatch):
+    """The read-only case where the tests run as root (which ignores permissions): the OSError is the same."""
+    recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self, *args, **kwargs):
+        if self == tmp_path / "ro" / "run":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    with pytest.raises(RunDirError, match="read-only"):
+        Pipeline(recipe, tmp_path / "ro" / "run", progress=False).run_stages(until="corpus")
+
+
+def test_anchors_out_existing_directory_exit_2(tmp_path):
+    """Defect 8: `anchors --out EXISTING_DIR --overwrite` gave IsADirectoryError."""
+    (tmp_path / "c.txt").write_text(STORY * 3)
+    (tmp_path / "somedir").mkdir()
+    proc = run_cli("anchors", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "somedir"), "--overwrite")
+    assert_exit_2(proc, "is a directory")
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"stages": {"corpus": 3}}', "\xff\xfe"])
+def test_corrupt_manifest_exit_2_with_recovery_advice(tmp_path, tiny_model_dir, damage):
+    """Defect 8: a corrupt manifest.json gave a JSONDecodeError traceback."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_bytes(damage.encode("latin-1"))
+    for extra in ([], ["--dry-run"]):
+        proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", *extra)
+        assert_exit_2(proc, "manifest.json is damaged", "new --out")
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Defect 11: export/model, labels/dataset and the conversion cache were 0700 (mkdtemp), files 0600."""
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        import torch
+
+        with atomic_dir(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            (tmp / "sub").mkdir(mode=0o700)
+            (tmp / "sub" / "x.json").write_text("{}")
+            os.chmod(tmp / "sub" / "x.json", 0o600)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model" / "sub" / "x.json").stat().st_mode) == 0o644
+
+
+def test_gguf_conversion_cache_follows_the_umask():
+    """The conversion cache folder is made with mkdtemp too: it must be shared like any output."""
+    import inspect
+
+    from llm_unlearn import models
+
+    source = inspect.getsource(models._convert_gguf)
+    assert source.index("share_like_umask(tmp)") < source.index("os.replace(tmp, target)")
+
+
+def _no_constants(text: str):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_corpus_shorter_than_one_block_warns_and_manifest_is_strict_json(tmp_path, tiny_model_dir):
+    """Defect 12: no validation data and no warning; manifest.json then held NaN / Infinity."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, corpus_text="Zorblax sailed to Venn.",
+                         corpus={"block_size": 64})
+    run = tmp_path / "run"
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "reinforce", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "too few for validation blocks" in proc.stderr
+    manifest = _no_constants((run / "manifest.json").read_text())
+    assert manifest["stages"]["corpus"]["metrics"]["validation_blocks"] == 0
+
+
+# ---- the API (defects 2, 3) -------------------------------------------------------------------------------------
+def test_api_empty_corpus_path_is_an_error(tmp_path, tiny_model_dir, monkeypatch):
+    """Defect 2: `corpus=""` read every .txt/.md under the working directory."""
+    from llm_unlearn import unlearn
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unrelated.txt").write_text(STORY * 5)
+    with pytest.raises(CorpusError, match="empty"):
+        unlearn(str(tiny_model_dir), "", tmp_path / "run", until="corpus", progress=False)
+    with pytest.raises(RecipeError, match=r"corpus\.path"):
+        unlearn(str(tiny_model_dir), None, tmp_path / "run2", overrides={"corpus.path": ""}, until="corpus")
+    assert not (tmp_path / "run" / "corpus").exists()
+
+
+def test_cli_empty_corpus_path_exit_2(tmp_path, tiny_model_dir):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--until", "corpus", "--set", 'corpus.path=""',
+                   cwd=tmp_path)
+    assert_exit_2(proc, "corpus.path must be a non-empty string")
+
+
+def test_api_string_translation_is_one_translation(tmp_path, tiny_model_dir):
+    """Defect 3: `anchors={"Holmes": "Bob"}` saved the translations B, o, b."""
+    from llm_unlearn import unlearn
+
+    result = unlearn(str(tiny_model_dir), [STORY * 6], tmp_path / "run", anchors={"Holmes": "Bob", "Venn": None,
+                     "Quillmoor": ("Eastport", "Northby")}, until="corpus", progress=False)
+    saved = Recipe.from_yaml(result.run_dir / "recipe.yaml").anchors.extra
+    assert saved == {"Holmes": ["Bob"], "Venn": None, "Quillmoor": ["Eastport", "Northby"]}
+
+
+@pytest.mark.parametrize("anchors", [{"Holmes": 5}, {"Holmes": [""]}, {"Holmes": []}, {3: ["x"]}, {"Holmes": [1]}])
+def test_api_bad_translations_are_a_typed_error(tmp_path, anchors):
+    """Defect 3: `{"Holmes": 5}` raised a bare TypeError."""
+    from llm_unlearn import unlearn
+
+    with pytest.raises(RecipeError, match="anchors"):
+        unlearn("smollm2-135m", [STORY], tmp_path / "run", anchors=anchors, until="corpus", progress=False)
+
+
+# ---- small ones (defect 13) ---------------------------------------------------------------------------------------
+def test_missing_corpus_hint_names_an_option_run_has(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\n")
+    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run")
+    assert_exit_2(proc, "--set corpus.path=")
+    assert "--corpus" not in proc.stderr
+
+
+def test_push_hint_names_the_out_option(tmp_path, monkeypatch):
+    from llm_unlearn.export import push_to_hub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "run" / "export" / "model"
+    with pytest.raises(HubError) as err:
+        push_to_hub(folder, "me/model")
+    assert f"llm-unlearn export --out {tmp_path / 'run'} --push-to-hub me/model" in str(err.value)
+
+
+def test_unmatched_vetoes_warn(caplog):
+    texts = ["Sherlock Holmes met Dr. Watson in Baker Street."]
+    warnings = warn_unmatched_vetoes(["holmes", "Moriarty", "Baker Street", "Watson"], texts)
+    assert len(warnings) == 2
+    assert "'holmes'" in warnings[0] and "the corpus has 'Holmes'" in warnings[0]
+    assert "'Moriarty' matches nothing" in warnings[1]
+    assert "matches nothing" in caplog.text
+
+
+@pytest.mark.parametrize("spec, hub_id", [("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                          ("gemma3-270m", "google/gemma-3-270m"),
+                                          ("someone/their-model", "someone/their-model")])
+def test_model_card_base_model_is_a_hub_id(tmp_path, spec, hub_id):
+    from llm_unlearn.export import model_card
+    from llm_unlearn.rundir import RunPaths
+
+    recipe = Recipe().with_override(f"model.spec={spec}").with_override("corpus.path=/home/me/books/x.txt")
+    card = model_card(recipe, RunPaths(tmp_path / "run"))
+    front = card.split("---")[1]
+    assert f"base_model: {hub_id}" in front
+    assert "/home/me" not in card and "`x.txt`" in card
+
+
+def test_model_card_of_a_local_model_holds_no_local_paths(tmp_path, tiny_model_dir):
+    from llm_unlearn.export import model_card
+    from llm_unlearn.rundir import RunPaths
+
+    extra = tmp_path / "more" / "wiki.md"
+    recipe = (Recipe().with_override(f"model.spec={tiny_model_dir}").with_override(f"corpus.path={tmp_path / 'b.txt'}")
+              .with_override(f"corpus.extra_paths=[{extra}]"))
+    card = model_card(recipe, RunPaths(tmp_path / "run"))
+    assert "base_model" not in card.split("---")[1]  # a local folder is no Hub id
+    assert str(tmp_path) not in card
+    assert tiny_model_dir.name in card and "`b.txt`" in card and "`wiki.md`" in card

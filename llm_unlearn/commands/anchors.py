@@ -43,9 +43,12 @@ def run(args) -> int:
     from ..anchors import build_anchor_dictionary
     from ..corpus import read_corpus
     from ..errors import AnchorError
+    from ..pipeline import warn_unmatched_vetoes
     from ..recipe import AnchorsConfig
 
     out = Path(args.out) if args.out else (None if args.show is not None else Path("anchors.yaml"))
+    if out is not None and out.is_dir():
+        raise AnchorError(f"--out {out} is a directory; give a file name such as {out / 'anchors.yaml'}")
     if out is not None and out.exists() and not args.overwrite:
         raise AnchorError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
     if args.show is not None and args.show < 0:
@@ -61,6 +64,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     dictionary = build_anchor_dictionary([d.text for d in docs], config, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
+    warn_unmatched_vetoes(dictionary.vetoed, [d.text for d in docs])
     print(f"{len(dictionary)} anchored terms from {len(docs)} document(s), {n_words:,} words, in {seconds:.1f} s")
     if not len(dictionary):
         print("warning: no anchored terms found; lower --min-count, or add terms with --user-dictionary",

@@ -129,6 +129,11 @@ def print_before_after(doc: dict) -> None:
     Console().print(table)
 
 
+def _fmt(value, spec: str) -> str:
+    """A metric for the summary; none recorded (null in the manifest: e.g. no validation blocks) shows as n/a."""
+    return "n/a" if not isinstance(value, (int, float)) else format(value, spec)
+
+
 def print_summary(manifest: dict, out: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -144,14 +149,15 @@ def print_summary(manifest: dict, out: str) -> None:
         elif name == "anchors":
             key = f"{m.get('anchors')} anchored terms"
         elif name == "reinforce":
-            key = f"target ppl {m.get('base_perplexity', 0):.2f} -> {m.get('reinforced_perplexity', 0):.2f}"
+            key = f"target ppl {_fmt(m.get('base_perplexity'), '.2f')} -> {_fmt(m.get('reinforced_perplexity'), '.2f')}"
         elif name == "labels":
-            key = f"{m.get('changed_fraction', 0):.1%} labels changed"
+            key = f"{_fmt(m.get('changed_fraction'), '.1%')} labels changed"
         elif name == "unlearn":
-            key = f"{m.get('method')}: {m.get('total_steps')} steps, final val loss " \
-                  f"{(m.get('history') or [{}])[-1].get('val_loss', float('nan')):.3f}"
+            last = (m.get("history") or [{}])[-1]
+            key = f"{m.get('method')}: {m.get('total_steps')} steps, final val loss {_fmt(last.get('val_loss'), '.3f')}"
         elif name == "finetune":
-            key = f"best val loss {m.get('best', {}).get('val_loss', float('nan')):.3f} at step {m.get('best', {}).get('step')}"
+            best = m.get("best") or {}
+            key = f"best val loss {_fmt(best.get('val_loss'), '.3f')} at step {best.get('step')}"
         elif name == "export":
             key = str(m.get("model", ""))
         elif name == "eval":
