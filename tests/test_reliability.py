@@ -327,7 +327,7 @@ def test_planted_pickle_checkpoint_is_not_executed(tmp_path, tiny_model_dir):
     marker = tmp_path / "pwned"
     torch.save({"state": _Payload(marker)}, ckpt / "optimizer.pt")
     torch.save({}, ckpt / "scheduler.pt")  # the Trainer loads the optimizer only when both are there
-    TrainerState(global_step=1, max_steps=2).save_to_json(str(ckpt / "trainer_state.json"))
+    TrainerState(global_step=1, max_steps=2, train_batch_size=2).save_to_json(str(ckpt / "trainer_state.json"))
 
     proc = run_cli("run", str(recipe), "--out", str(run), "--until", "reinforce", "--no-progress")
     assert not marker.exists(), "the pickle payload in optimizer.pt was executed"
