@@ -12,7 +12,8 @@ and the baselines' (grad_ascent, grad_diff, npo, simnpo, rmu): corpus -> unlearn
 upstream stages' fingerprints, plus the corpus file's identity), timings, outputs and metrics. On a rerun a
 stage is skipped when it is done and its fingerprint is unchanged; a changed fingerprint redoes it and, through
 the fingerprints, everything downstream; an interrupted stage resumes (the trainers restart from their last
-checkpoint). A finished run is never overwritten unless asked (``overwrite=True``).
+checkpoint); a finished stage whose recorded outputs were deleted is rerun, with everything after it. A finished
+run is never overwritten unless asked (``overwrite=True``), and one run at a time holds the directory's lock.
 """
 
 from __future__ import annotations
@@ -240,7 +241,9 @@ class Pipeline:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def plan(self, until: str = "eval") -> list[tuple[str, str]]:
-        """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo')]."""
+        """What a run would do: [(stage, 'skip' | 'run' | 'resume' | 'redo' | 'rerun')].
+
+        'rerun': the stage finished with this config but its outputs (or an earlier stage's) are gone."""
         manifest, fps = self.load_manifest(), self.fingerprints()
         out: list[tuple[str, str]] = []
         if until not in self.stages:

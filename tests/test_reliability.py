@@ -533,14 +533,31 @@ def test_outputs_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "model" / "sub" / "x.json").stat().st_mode) == 0o644
 
 
-def test_gguf_conversion_cache_follows_the_umask():
-    """The conversion cache folder is made with mkdtemp too: it must be shared like any output."""
-    import inspect
+def test_gguf_conversion_cache_follows_the_umask(tmp_path, monkeypatch, smol_tokenizer):
+    """The conversion cache folder is made with mkdtemp too: it must be shared like any output. (The GGUF reading
+    itself is replaced by a tiny model: what is tested is how the cache folder is written.)"""
+    import transformers
 
     from llm_unlearn import models
 
-    source = inspect.getsource(models._convert_gguf)
-    assert source.index("share_like_umask(tmp)") < source.index("os.replace(tmp, target)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import build_tiny_llama
+
+    tiny = build_tiny_llama(smol_tokenizer)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: smol_tokenizer)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config",
+                        lambda *a, **k: build_tiny_llama(smol_tokenizer, seed=1))
+    target = tmp_path / "cache" / "converted" / "tiny"
+    old = os.umask(0o022)
+    try:
+        models._convert_gguf(tmp_path / "tiny.gguf", target)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    files = [p for p in target.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files)
 
 
 def _no_constants(text: str):
