@@ -30,10 +30,8 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import gc
-import io
 import json
 import os
 import shutil
@@ -193,34 +191,14 @@ def bench_labels(ctx: dict, args) -> dict:
 
 # ---- fine-tune step --------------------------------------------------------------------------------------------
 def bench_finetune(ctx: dict, args) -> dict:
+    """The engine's own loop (``transformers.Trainer`` through :func:`train_stage`) against bare peft + torch
+    steps, interleaved: every ``k`` engine steps a callback times them, then runs and times ``k`` bare steps, so
+    background load affects both alike. The first round (data loader and optimizer set-up) is not timed."""
     import torch
+    from transformers import TrainerCallback
 
     from llm_unlearn.labels import alpha_key
-    from llm_unlearn.training import TrainConfig, Trainer, pad_batch, wrap_lora
-
-    class StepTrainer(Trainer):
-        """The Trainer's own step loop, ``k`` steps per ``train()`` call, continuing where the last call stopped;
-        validation, checkpoints and weight saving (outside a step) are skipped."""
-
-        position = 0
-
-        def _resume(self):
-            self.total_micro = self.position + k
-            return self.position
-
-        def train(self, progress: bool = True):
-            out = super().train(progress)
-            self.position += k
-            return out
-
-        def validate(self):
-            return float("nan")
-
-        def _checkpoint(self, micro_step):
-            pass
-
-        def _save_weights(self, folder):
-            pass
+    from llm_unlearn.training import TrainConfig, pad_batch, train_stage, wrap_lora
 
     tok = ctx["tok"]
     key = alpha_key(5.0)
@@ -231,13 +209,11 @@ def bench_finetune(ctx: dict, args) -> dict:
         rows = [{"input_ids": b.input_ids} for b in ctx["all_blocks"][: args.ft_batch]]
     k = args.ft_steps
     # A constant learning rate, as in the bare loop (a decaying schedule would reach 0 and make the two models
-    # diverge: different weights, possibly different arithmetic speed); the schedule covers every timed call.
+    # diverge: different weights, possibly different arithmetic speed); the schedule covers every timed round.
     cfg = TrainConfig(lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS,
                       learning_rate=3e-4, adam_beta2=0.98, max_steps=k * (args.repeats + 1), batch_size=args.ft_batch,
                       eval_every=10**9, warmup_ratio=0.0, lr_scheduler="constant", seed=0)
     stage = Path(tempfile.mkdtemp(prefix="bench-ft-"))
-    (stage / "best").mkdir()  # so train() does not copy final/ -> best/ (weights are not saved here)
-    trainer = StepTrainer(copy.deepcopy(ctx["base"]), tok, cfg, stage, rows, [], label_key=key, desc="bench")
 
     torch.manual_seed(0)
     bare = wrap_lora(copy.deepcopy(ctx["base"]), cfg)
@@ -245,10 +221,6 @@ def bench_finetune(ctx: dict, args) -> dict:
     opt = torch.optim.AdamW([p for p in bare.parameters() if p.requires_grad], lr=cfg.learning_rate,
                             betas=(cfg.adam_beta1, cfg.adam_beta2))
     batch = pad_batch(rows, tok.pad_token_id, key)
-
-    def trainer_steps():
-        with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's per-evaluation line (tqdm.write)
-            return trainer.train(progress=False)
 
     def bare_steps():
         for _ in range(k):
@@ -258,11 +230,38 @@ def bench_finetune(ctx: dict, args) -> dict:
             opt.zero_grad()
         return float(loss.detach())
 
+    wall: dict[str, list[float]] = {"trainer": [], "bare": []}
+    cpu_s: dict[str, list[float]] = {"trainer": [], "bare": []}
+
+    class Interleave(TrainerCallback):
+        mark = (0.0, 0.0)
+
+        def on_train_begin(self, *a, **kw):
+            self.mark = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step % k:
+                return
+            rnd = state.global_step // k - 1
+            t, c = time.perf_counter() - self.mark[0], time.process_time() - self.mark[1]
+            t0, c0 = time.perf_counter(), time.process_time()
+            bare_steps()
+            bt, bc = time.perf_counter() - t0, time.process_time() - c0
+            if rnd >= 1:
+                wall["trainer"].append(t)
+                cpu_s["trainer"].append(c)
+                wall["bare"].append(bt)
+                cpu_s["bare"].append(bc)
+            log(f"  {'warmup' if rnd < 1 else 'repeat ' + str(rnd)}: trainer {t:.2f}s (cpu {c:.2f}s), "
+                f"bare {bt:.2f}s (cpu {bc:.2f}s)")
+            self.mark = (time.perf_counter(), time.process_time())
+
     tokens = sum(len(r["input_ids"]) for r in rows)
     log(f"finetune: batch {len(rows)} x {BLOCK_SIZE} tokens, {k} steps per timing, {args.repeats} repeats")
-    times, _ = interleaved({"trainer": trainer_steps, "bare": bare_steps}, args.repeats, warmup=1, log=log)
-    per_step = {name: [t / k for t in ts] for name, ts in times.items()}
-    cpu = {name: [t / k for t in ts] for name, ts in CPU_TIMES.items()}
+    train_stage(copy.deepcopy(ctx["base"]), tok, cfg, stage, rows, [], label_key=key, select_best=False,
+                desc="bench", progress=False, callbacks=[Interleave()])
+    per_step = {name: [t / k for t in ts] for name, ts in wall.items()}
+    cpu = {name: [t / k for t in ts] for name, ts in cpu_s.items()}
     out = {"batch_size": len(rows), "tokens_per_step": tokens, "steps_per_timing": k, "repeats": args.repeats,
            "seconds_per_step": per_step, "label_key": key,
            "trainer_tokens_per_s": tokens / median(per_step["trainer"]),

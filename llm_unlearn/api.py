@@ -8,6 +8,7 @@
         anchors={"Zorblax": ["Marcus", "Peter"], "Quillmoor": ["Eastport"]},  # optional, merged with extracted ones
         out="runs/zorblax",
         overrides={"finetune.max_steps": 40},
+        method="whp",                     # or grad_ascent, grad_diff, npo, simnpo, rmu
     )
     result.model_path   # a Hugging Face folder: AutoModelForCausalLM.from_pretrained(result.model_path)
 """
@@ -60,15 +61,18 @@ def _as_recipe(recipe: Recipe | str | Path | None) -> Recipe:
 
 
 class Unlearner:
-    """A configured unlearning job. ``overrides`` maps ``"section.key"`` to a value, as ``--set`` does."""
+    """A configured unlearning job. ``overrides`` maps ``"section.key"`` to a value, as ``--set`` does; ``method``
+    names the unlearning method (:mod:`llm_unlearn.methods`; default: the recipe's, ``whp``)."""
 
     def __init__(self, model: str | None = None, recipe: Recipe | str | Path | None = None,
-                 overrides: Mapping[str, Any] | None = None, target: str | None = None):
+                 overrides: Mapping[str, Any] | None = None, target: str | None = None, method: str | None = None):
         self.recipe = _as_recipe(recipe)
         if model is not None:
             self.recipe.model.spec = str(model)
         if target is not None:
             self.recipe.target = target
+        if method is not None:
+            self.recipe = self.recipe.with_override(f"method={json.dumps(method)}")
         for key, value in (overrides or {}).items():
             self.recipe = self.recipe.with_override(f"{key}={json.dumps(value)}")
 
@@ -124,8 +128,8 @@ def _translations(key, value) -> list[str] | None:
 
 def unlearn(model: str, corpus, out: str | Path, *, anchors: Mapping[str, Sequence[str] | None] | None = None,
             recipe: Recipe | str | Path | None = None, target: str | None = None,
-            overrides: Mapping[str, Any] | None = None, overwrite: bool = False, until: str = "eval",
-            progress: bool = True) -> RunResult:
-    """Unlearn ``corpus`` from ``model``; returns a :class:`RunResult` (see module docstring)."""
-    return Unlearner(model, recipe, overrides, target).run(corpus, out, anchors=anchors, overwrite=overwrite,
+            overrides: Mapping[str, Any] | None = None, method: str | None = None, overwrite: bool = False,
+            until: str = "eval", progress: bool = True) -> RunResult:
+    """Unlearn ``corpus`` from ``model`` with ``method`` (default ``whp``); returns a :class:`RunResult`."""
+    return Unlearner(model, recipe, overrides, target, method).run(corpus, out, anchors=anchors, overwrite=overwrite,
                                                           until=until, progress=progress)

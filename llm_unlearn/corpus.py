@@ -269,3 +269,16 @@ def read_blocks(path: str | Path) -> list[Block]:
                 out.append(Block(r["doc"], r["char_start"], r["text"], r["input_ids"],
                                  [tuple(o) for o in r["offsets"]], r["n_prefix"]))
     return out
+
+
+def read_split(run) -> dict[str, list[int]]:
+    """The run's train / validation block indices (``corpus/split.json``): the one place the split is read."""
+    return json.loads(Path(run.split).read_text())
+
+
+def split_rows(run) -> tuple[list[dict], list[dict]]:
+    """The target blocks of a run as training rows (``input_ids``), split into train and validation."""
+    blocks = read_blocks(run.blocks)
+    split = read_split(run)
+    return ([{"input_ids": blocks[i].input_ids} for i in split["train"]],
+            [{"input_ids": blocks[i].input_ids} for i in split["validation"]])

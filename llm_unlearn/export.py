@@ -8,6 +8,7 @@ method, base model, target, anchor count, hyperparameters and (after evaluation)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +47,64 @@ def _public_name(value: str) -> str:
 
 
 def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> str:
+    from .methods import get_method
+
+    method = get_method(recipe.method)
+    ft = recipe.finetune
+    mode = "full fine-tune" if ft.full_finetune else f"LoRA r={ft.lora_r}, alpha={ft.lora_alpha}, merged"
+    if method.name == "whp":
+        tag = "whos-harry-potter"
+        intro = ("Made with [llm-unlearn](https://pypi.org/project/llm-unlearn/) using the \"Who's Harry Potter\" "
+                 "method (Eldan & Russinovich, 2023): a reinforced model is fine-tuned on the target text, anchored "
+                 "terms are replaced by generic translations, generic-prediction labels `v_b - alpha * ReLU(v_r - v_b)` "
+                 "are built from the base and reinforced logits, and the base model is fine-tuned on those labels.")
+        rows = _whp_rows(recipe, run, mode)
+    else:
+        tag = method.name.replace("_", "-")
+        intro = (f"Made with [llm-unlearn](https://pypi.org/project/llm-unlearn/) using the `{method.name}` method: "
+                 f"{method.summary} ({method.paper}).")
+        settings = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(getattr(recipe, method.name)).items()) or "-"
+        rows = [f"| {method.name} settings | {settings} |",
+                f"| unlearning training | {mode}; lr {ft.learning_rate}, epochs {ft.epochs}, max_steps "
+                f"{ft.max_steps}, batch {ft.batch_size}x{ft.gradient_accumulation} |"]
+    base_model = card_base_model(recipe.model.spec)
+    model_name = base_model or _public_name(recipe.model.spec)
+    lines = [
+        "---",
+        *([f"base_model: {base_model}"] if base_model else []),
+        "library_name: transformers",
+        f"tags: [unlearning, {tag}, llm-unlearn]",
+        "---",
+        "",
+        f"# {recipe.name}: {model_name} with '{recipe.target or 'the target concept'}' unlearned",
+        "",
+        intro,
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| method | `{method.name}` |",
+        f"| base model | `{model_name}` |",
+        f"| target | {recipe.target or '-'} |",
+        f"| corpus | `{_public_name(recipe.corpus.path) if recipe.corpus.path else 'in-memory'}` "
+        f"(block size {recipe.corpus.block_size}) |",
+        *([f"| extra target text | {', '.join(f'`{_public_name(p)}`' for p in recipe.corpus.extra_paths)} |"]
+          if recipe.corpus.extra_paths else []),
+        *rows,
+        "",
+        "## Evaluation",
+        "",
+        eval_table or "Not evaluated yet (run `llm-unlearn eval`).",
+        "",
+        "## Limits",
+        "",
+        "Unlearning by fine-tuning is approximate: knowledge can sometimes be re-elicited (other languages, jailbreak "
+        "prompts, in-context hints, relearning with a few fine-tuning steps). Check the evaluation before relying on it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _whp_rows(recipe: Recipe, run: RunPaths, mode: str) -> list[str]:
     anchors = "?"
     if run.anchors.exists():
         from .anchors import AnchorDictionary
@@ -54,31 +113,7 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
     stats = json.loads(run.labels_stats.read_text()) if run.labels_stats.exists() else {}
     ft, rf, lb = recipe.finetune, recipe.reinforce, recipe.labels
     alpha = ft.label_alpha if ft.label_alpha is not None else lb.alpha
-    mode = "full fine-tune" if ft.full_finetune else f"LoRA r={ft.lora_r}, alpha={ft.lora_alpha}, merged"
-    base_model = card_base_model(recipe.model.spec)
-    model_name = base_model or _public_name(recipe.model.spec)
-    lines = [
-        "---",
-        *([f"base_model: {base_model}"] if base_model else []),
-        "library_name: transformers",
-        "tags: [unlearning, whos-harry-potter, llm-unlearn]",
-        "---",
-        "",
-        f"# {recipe.name}: {model_name} with '{recipe.target or 'the target concept'}' unlearned",
-        "",
-        "Made with [llm-unlearn](https://pypi.org/project/llm-unlearn/) using the \"Who's Harry Potter\" method "
-        "(Eldan & Russinovich, 2023): a reinforced model is fine-tuned on the target text, anchored terms are "
-        "replaced by generic translations, generic-prediction labels `v_b - alpha * ReLU(v_r - v_b)` are built "
-        "from the base and reinforced logits, and the base model is fine-tuned on those labels.",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        f"| base model | `{model_name}` |",
-        f"| target | {recipe.target or '-'} |",
-        f"| corpus | `{_public_name(recipe.corpus.path) if recipe.corpus.path else 'in-memory'}` "
-        f"(block size {recipe.corpus.block_size}) |",
-        *([f"| extra target text | {', '.join(f'`{_public_name(p)}`' for p in recipe.corpus.extra_paths)} |"]
-          if recipe.corpus.extra_paths else []),
+    return [
         f"| anchored terms | {anchors} |",
         f"| reinforce | lr {rf.learning_rate}, epochs {rf.epochs}, max_steps {rf.max_steps} |",
         f"| label alpha | {alpha} (labels also built for {recipe.label_alphas()}) |",
@@ -86,35 +121,29 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
         f"| unlearning fine-tune | {mode}; lr {ft.learning_rate}, epochs {ft.epochs}, max_steps {ft.max_steps}, "
         f"batch {ft.batch_size}x{ft.gradient_accumulation} |",
         f"| retain guard (KL to base) | {ft.retain_weight if ft.retain_weight else 'off'} |",
-        "",
-        "## Evaluation",
-        "",
-        eval_table or "Not evaluated yet (run `llm-unlearn eval`).",
-        "",
-        "## Limits",
-        "",
-        "WHP-style unlearning is approximate: knowledge can sometimes be re-elicited (other languages, jailbreak "
-        "prompts, in-context hints, relearning with a few fine-tuning steps). Check the evaluation before relying on it.",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def run_export(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
-    """finetune/adapter -> export/model (merged, safetensors) + export/adapter + model card."""
+    """The method's trained weights (finetune/adapter for WHP, unlearn/adapter for the baselines) -> export/model
+    (merged, safetensors) + export/adapter + model card."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .methods import get_method
     from .models import load_model
+
+    method = get_method(recipe.method)
+    weights = method.weights(run)
 
     base, tokenizer = load_model(recipe.model.spec, dtype=training_weights_dtype(recipe.model.dtype, "cpu"), device="cpu",
                                  trust_remote_code=recipe.model.trust_remote_code)
     if recipe.finetune.full_finetune:
-        merged = AutoModelForCausalLM.from_pretrained(run.finetune_weights, dtype=base.dtype, use_safetensors=True)
+        merged = AutoModelForCausalLM.from_pretrained(weights, dtype=base.dtype, use_safetensors=True)
     else:
         from peft import PeftModel
 
-        merged = PeftModel.from_pretrained(base, run.finetune_weights).merge_and_unload()
+        merged = PeftModel.from_pretrained(base, weights).merge_and_unload()
     merged.eval()
     with atomic_dir(run.export_model) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
@@ -122,11 +151,11 @@ def run_export(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         atomic_write_text(tmp / "README.md", model_card(recipe, run))
     if not recipe.finetune.full_finetune:
         shutil.rmtree(run.export_adapter, ignore_errors=True)
-        shutil.copytree(run.finetune_weights, run.export_adapter)
+        shutil.copytree(weights, run.export_adapter)
     n_params = sum(p.numel() for p in merged.parameters())
     del merged, base
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    out = {"model": str(run.export_model), "adapter": str(run.export_adapter) if run.export_adapter.exists() else None,
+    out = {"method": method.name, "model": str(run.export_model), "adapter": str(run.export_adapter) if run.export_adapter.exists() else None,
            "parameters": n_params}
     return out  # pushing to the Hub happens after the stage (Pipeline._maybe_push), so it never redoes the export
 

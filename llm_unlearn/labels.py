@@ -338,27 +338,52 @@ def raw_stats(stats: LabelStats) -> dict:
             "replacements": {f"{a},{b}": c for (a, b), c in stats.replacements.items()}}
 
 
-def write_shard(rows: list[dict], stats: LabelStats, path: Path) -> None:
-    from .runio import atomic_write_text
-
-    atomic_write_text(path, json.dumps({"rows": rows, "stats": raw_stats(stats)}))
-
-
-def save_label_dataset(rows: list[dict], alphas: Sequence[float], folder: Path) -> None:
-    """Save rows as a `datasets` dataset (input_ids, attention_mask, one labels column per alpha), atomically."""
+def label_dataset(rows: list[dict], alphas: Sequence[float]):
+    """Rows as a `datasets` dataset: block_index, input_ids, attention_mask, one labels column per alpha (and the
+    soft-label columns when present)."""
     import datasets
-
-    from .runio import atomic_dir
 
     data = {"block_index": [r["block_index"] for r in rows], "input_ids": [r["input_ids"] for r in rows],
             "attention_mask": [[1] * len(r["input_ids"]) for r in rows]}
     for a in alphas:
         for key in (alpha_key(a), *soft_keys(a), weight_key(a)):
-            if key in rows[0]:
+            if rows and key in rows[0]:
                 data[key] = [r[key] for r in rows]
-    ds = datasets.Dataset.from_dict(data)
+    return datasets.Dataset.from_dict(data)
+
+
+def save_label_dataset(rows: list[dict], alphas: Sequence[float], folder: Path) -> None:
+    """Save rows as a `datasets` dataset (see :func:`label_dataset`), atomically."""
+    from .runio import atomic_dir
+
+    ds = label_dataset(rows, alphas)
     with atomic_dir(folder) as tmp:
         ds.save_to_disk(str(tmp))
+
+
+def load_label_rows(folder: Path, key: str, soft: tuple[str, str] | None = None,
+                    weights: str | None = None) -> dict[int, dict]:
+    """The label dataset as training rows by block index: ``input_ids``, the labels column ``key``, with ``soft``
+    the two soft-label columns, and with ``weights`` that position-weights column (as ``position_weights``).
+    Clear errors when the wanted columns are missing."""
+    import datasets
+
+    from .errors import RecipeError
+
+    ds = datasets.load_from_disk(str(folder))
+    if key not in ds.column_names:
+        raise RecipeError(f"no labels {key} in {folder} (have {ds.column_names}); the alpha must be among "
+                          "labels.alphas")
+    if soft and soft[0] not in ds.column_names:
+        raise RecipeError(f"finetune.soft_labels: {folder} has no top-k generic logits; set labels.soft_top_k "
+                          "(e.g. 32) so the labels stage keeps them")
+    if weights and weights not in ds.column_names:
+        raise RecipeError(f"finetune.position_weighting: {folder} has no position weights; set "
+                          "labels.position_weight (kl or tv) so the labels stage stores them")
+    names = ["input_ids", key, *(soft or ()), *([weights] if weights else [])]
+    cols = ds.select_columns(["block_index", *names]).to_dict()
+    return {int(b): {("position_weights" if c == weights else c): cols[c][i] for c in names}
+            for i, b in enumerate(cols["block_index"])}
 
 
 def run_labels(run, recipe, progress: bool = True) -> dict:
@@ -403,21 +428,37 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
                                progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k,
                                weight_kind=recipe.labels.position_weight)
     shard_dir = run.labels_dir / "shards"
-    write_shard(rows, stats, shard_dir / f"rank-{state.process_index:03d}.json")
-    state.wait_for_everyone()
     summary = {}
+    if state.num_processes == 1:
+        save_label_dataset(rows, alphas, run.labels_dataset)
+        summary = stats_summary(stats, tokenizer)
+        n_rows = len(rows)
+    else:  # each process saves its rows as a dataset; the main process concatenates them in block order
+        from .runio import atomic_write_json
+
+        save_label_dataset(rows, alphas, shard_dir / f"rank-{state.process_index:03d}")
+        atomic_write_json(shard_dir / f"stats-{state.process_index:03d}.json", raw_stats(stats))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            import datasets
+
+            from .runio import atomic_dir
+
+            parts = [datasets.load_from_disk(str(shard_dir / f"rank-{r:03d}")) for r in range(state.num_processes)]
+            merged = datasets.concatenate_datasets(parts).sort("block_index")
+            with atomic_dir(run.labels_dataset) as tmp:
+                merged.save_to_disk(str(tmp))
+            n_rows = len(merged)
+            summary = merge_stats([json.loads((shard_dir / f"stats-{r:03d}.json").read_text())
+                                   for r in range(state.num_processes)], tokenizer)
     if state.is_main_process:
-        parts = [json.loads(p.read_text()) for p in sorted(shard_dir.glob("rank-*.json"))]
-        all_rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r["block_index"])
-        save_label_dataset(all_rows, alphas, run.labels_dataset)
-        summary = merge_stats([p["stats"] for p in parts], tokenizer)
-        summary.update({"alphas": alphas, "blocks": len(all_rows), "anchor_keys": len(dictionary),
+        summary.update({"alphas": alphas, "blocks": n_rows, "anchor_keys": len(dictionary),
                         "processes": state.num_processes})
         from .runio import atomic_write_json
 
         atomic_write_json(run.labels_stats, summary)
         shutil.rmtree(shard_dir, ignore_errors=True)
-        logger.info("labels: %d blocks, %.1f%% of supervised positions changed (alpha %g)", len(all_rows),
+        logger.info("labels: %d blocks, %.1f%% of supervised positions changed (alpha %g)", n_rows,
                     100 * summary["changed_fraction"], alphas[len(alphas) // 2])
     state.wait_for_everyone()
     return summary

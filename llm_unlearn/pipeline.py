@@ -1,9 +1,12 @@
 """The pipeline: stages tied together in a run directory with a manifest.
 
-Stages, in order (each a function from artifacts on disk to artifacts on disk):
+Stages, in order (each a function from artifacts on disk to artifacts on disk), as the recipe's method declares
+them (:mod:`llm_unlearn.methods`); WHP's:
 
     corpus -> anchors ----------\\
            \\-> reinforce --------> labels -> finetune -> export -> eval (-> attack, when attack.enabled)
+
+and the baselines' (grad_ascent, grad_diff, npo, simnpo, rmu): corpus -> unlearn -> export -> eval.
 
 ``manifest.json`` records per stage: status, a fingerprint (hash of the recipe sections it reads and of its
 upstream stages' fingerprints, plus the corpus file's identity), timings, outputs and metrics. On a rerun a
@@ -16,6 +19,7 @@ run is never overwritten unless asked (``overwrite=True``), and one run at a tim
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import pickle
@@ -23,10 +27,11 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CorpusError, RecipeError, RunDirError
+from .methods import DEFAULT_METHOD, get_method
+from .methods.base import StageSpec, needs_retain_text
 from .recipe import Recipe
 from .rundir import RunPaths
 from .runio import RunLock, atomic_write_json, atomic_write_text
@@ -113,12 +118,12 @@ def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """export/model (+ the base model) -> eval/eval.json, report.md, plots; the model card gets the table."""
     if not recipe.eval.enabled:
         return {"skipped": "eval.enabled is false"}
-    from .corpus import read_blocks
+    from .corpus import read_blocks, read_split
     from .evaluation import evaluate
     from .export import update_card_with_eval
 
     blocks = read_blocks(run.blocks)
-    split = json.loads(run.split.read_text())
+    split = read_split(run)
     heldout = [blocks[i].text for i in split["validation"]]
     result = evaluate({"base": recipe.model.spec, "unlearned": str(run.export_model)}, recipe.eval, run.eval_dir,
                       target_heldout=heldout, baseline="base")
@@ -138,38 +143,14 @@ def run_attack(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     return {"attack_json": str(run.root / "attack" / "attack.json"), "summary": doc.get("summary", {})}
 
 
-def _stage_fn(name: str) -> Callable:
-    if name == "reinforce":
-        from .reinforce import run_reinforce as fn
-    elif name == "labels":
-        from .labels import run_labels as fn
-    elif name == "finetune":
-        from .finetune import run_finetune as fn
-    elif name == "export":
-        from .export import run_export as fn
-    else:
-        fn = {"corpus": run_corpus, "anchors": run_anchors, "eval": run_eval, "attack": run_attack}[name]
-    return fn
+def _stage_fn(stage: StageSpec) -> Callable:
+    module, name = stage.function.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    sections: tuple[str, ...]  # recipe sections the stage reads
-    depends: tuple[str, ...]
-    distributed: bool = False  # runs on every process (accelerate); otherwise on the main process only
-
-
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("corpus", ("model", "corpus"), ()),
-    Stage("anchors", ("model", "corpus", "anchors"), ("corpus",)),  # the base model proposes substitutes
-    Stage("reinforce", ("model", "reinforce"), ("corpus",), distributed=True),
-    Stage("labels", ("model", "labels"), ("anchors", "reinforce"), distributed=True),
-    Stage("finetune", ("model", "finetune"), ("labels",), distributed=True),
-    Stage("export", ("model", "export", "finetune"), ("finetune",)),
-    Stage("eval", ("eval",), ("export",)),
-    Stage("attack", ("eval", "attack", "finetune"), ("export",)),  # off unless attack.enabled
-]}
+Stage = StageSpec  # the stage record (kept under its old name)
+# WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
+STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}
 ORDER = list(STAGES)
 
 
@@ -199,8 +180,8 @@ def _stage_input_files(recipe: Recipe, name: str) -> list:
         return [recipe.corpus.path, *recipe.corpus.extra_paths]
     if name == "anchors" and (recipe.anchors.user_dictionary or recipe.anchors.kind_labels):
         return [p for p in (recipe.anchors.user_dictionary, recipe.anchors.kind_labels) if p]
-    if name == "finetune" and recipe.finetune.retain_weight > 0:
-        from .finetune import retain_paths
+    if name in ("finetune", "unlearn") and needs_retain_text(recipe):
+        from .retain import retain_paths
 
         return retain_paths(recipe)
     return []
@@ -214,6 +195,9 @@ class Pipeline:
         if recipe.corpus.path is None:
             raise RecipeError("no corpus: set corpus.path in the recipe, or add --set corpus.path=PATH")
         self.recipe, self.run, self.overwrite, self.progress = recipe, RunPaths(run_dir), overwrite, progress
+        self.method = get_method(recipe.method)
+        self.stages: dict[str, StageSpec] = {s.name: s for s in self.method.stages}  # the method's stage table
+        self.order = list(self.stages)
         if self.run.root.exists() and not self.run.root.is_dir():
             raise RunDirError(f"--out {self.run.root} is a file, not a directory: choose another --out")
         self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline
@@ -255,8 +239,8 @@ class Pipeline:
 
     def fingerprints(self) -> dict[str, str]:
         fps: dict[str, str] = {}
-        for name in ORDER:
-            stage = STAGES[name]
+        for name in self.order:
+            stage = self.stages[name]
             parts = [name, self._config_hash(stage)] + [fps[d] for d in stage.depends]
             if name not in self._input_ids:  # hashing reads the whole corpus: once per Pipeline, not per plan
                 self._input_ids[name] = _files_identity(_stage_input_files(self.recipe, name))
@@ -282,7 +266,10 @@ class Pipeline:
         if until == "eval" and self.recipe.attack.enabled:
             until = "attack"  # the attack stage runs after eval only when the recipe asks for it
         out: list[tuple[str, str]] = []
-        for name in ORDER[: ORDER.index(until) + 1]:
+        if until not in self.stages:
+            raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
+                              f"{', '.join(self.order)}")
+        for name in self.order[: self.order.index(until) + 1]:
             entry = manifest["stages"].get(name)
             if entry is None:
                 action = "run"
@@ -320,8 +307,9 @@ class Pipeline:
 
     def run_stages(self, until: str = "eval", only: str | None = None) -> dict:
         """Run every stage up to ``until`` (skipping finished, unchanged ones). Returns the manifest."""
-        if until not in STAGES:
-            raise RecipeError(f"unknown stage '{until}'; stages: {', '.join(ORDER)}")
+        if until not in self.stages:
+            raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
+                              f"{', '.join(self.order)}")
         self._check_is_run_dir()  # before the lock file is made in someone's folder
         lock = RunLock(self.run.root)
         if self.state.is_main_process:
@@ -360,7 +348,7 @@ class Pipeline:
                 logger.info("stage %-9s finished earlier, unchanged: skipped", name)
                 continue
             self._run_stage(manifest, name, action, fps[name])
-        if ORDER.index(until) >= ORDER.index("export"):
+        if self.order.index(until) >= self.order.index("export"):
             self._maybe_push(manifest)
         return manifest
 
@@ -385,7 +373,7 @@ class Pipeline:
         return bool(e and e["status"] == "done" and e["fingerprint"] == fps[name])
 
     def _run_stage(self, manifest: dict, name: str, action: str, fingerprint: str) -> None:
-        stage = STAGES[name]
+        stage = self.stages[name]
         stage_dir = self.run.stage_dir(name)
         if action in ("redo", "rerun") and self.state.is_main_process:
             shutil.rmtree(stage_dir, ignore_errors=True)  # stale outputs and checkpoints of the old config
@@ -398,12 +386,12 @@ class Pipeline:
                  "attempts": manifest["stages"].get(name, {}).get("attempts", 0) + 1}
         manifest["stages"][name] = entry
         # Downstream stages are now stale even if their fingerprint would still match by accident.
-        for later in ORDER[ORDER.index(name) + 1:]:
+        for later in self.order[self.order.index(name) + 1:]:
             if later in manifest["stages"] and name in self._ancestors(later):
                 manifest["stages"][later]["status"] = "stale"
         self._save_manifest(manifest)
         t0 = time.perf_counter()
-        fn = _stage_fn(name)
+        fn = _stage_fn(stage)
         try:
             if stage.distributed or self.state.is_main_process:
                 metrics = fn(self.run, self.recipe, progress=self.progress)
@@ -422,12 +410,11 @@ class Pipeline:
         self._save_manifest(manifest)
         logger.info("stage %-9s done in %.1f s", name, entry["seconds"])
 
-    @staticmethod
-    def _ancestors(name: str) -> set[str]:
-        out, todo = set(), list(STAGES[name].depends)
+    def _ancestors(self, name: str) -> set[str]:
+        out, todo = set(), list(self.stages[name].depends)
         while todo:
             d = todo.pop()
             if d not in out:
                 out.add(d)
-                todo += STAGES[d].depends
+                todo += self.stages[d].depends
         return out

@@ -22,6 +22,12 @@ from typing import Any, ClassVar, Optional
 import yaml
 
 from .errors import RecipeError
+from .methods import DEFAULT_METHOD, get_method
+from .methods.grad_ascent import GradAscentConfig
+from .methods.grad_diff import GradDiffConfig
+from .methods.npo import NPOConfig
+from .methods.rmu import RMUConfig
+from .methods.simnpo import SimNPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -279,31 +285,84 @@ class AnchorsConfig(_SectionChecks):
 
 
 
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 @dataclass
-class ReinforceConfig(_SectionChecks):
-    section: ClassVar[str] = "reinforce"
+class TrainConfig(_SectionChecks):
+    """Training settings, the same fields for every training stage: the ``reinforce`` and ``finetune`` sections
+    are this class (with their own defaults and, for finetune, more fields); the engine is
+    :mod:`llm_unlearn.training`.
+
+    Attributes:
+        full_finetune: train every weight instead of a LoRA adapter.
+        lora_r, lora_alpha, lora_dropout, target_modules: the LoRA adapter (peft); target modules absent from a
+            model are skipped (none present is an error naming its linear layers).
+        learning_rate, adam_beta1, adam_beta2, weight_decay: AdamW (beta2 0.999 is torch's default; the WHP
+            fine-tune uses 0.98).
+        epochs: passes over the training blocks, unless ``max_steps`` (optimizer steps) is set.
+        batch_size: blocks per process per micro-batch; ``gradient_accumulation`` micro-batches per optimizer step.
+        warmup_ratio, lr_scheduler: linear warmup over that share of the steps, then this transformers schedule.
+        eval_every: optimizer steps between validations and checkpoints (resume points); also after the last step.
+        mixed_precision: auto (bf16 autocast on CPUs with native bf16, see llm_unlearn.hardware) | no | bf16 |
+            fp16 (GPU); bf16 works on any CPU (autocast), fast only where it is native.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, more time).
+        report_to: ``none`` or a transformers logging integration (``tensorboard`` when installed, ``wandb``...).
+        seed: LoRA initialisation, dropout and the data order.
+    """
+
+    section: ClassVar[str] = "training"
     full_finetune: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                          "gate_proj", "up_proj", "down_proj"])
+    target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     learning_rate: float = 3e-4
-    epochs: float = 2.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    epochs: float = 1.0
     max_steps: Optional[int] = None
     batch_size: int = 4
     gradient_accumulation: int = 1
     warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     eval_every: int = 20  # steps between validation + checkpoint (resume point)
     mixed_precision: str = "auto"  # auto (bf16 autocast on CPUs with native bf16) | no | bf16 | fp16
     gradient_checkpointing: bool = False
+    report_to: str = "none"  # none | tensorboard | ... (transformers integrations)
     seed: int = 0
+
+    def __post_init__(self):
+        self.validate()  # a config built in code is checked at once; the recipe checks again after --set
 
     def validate(self) -> None:
         _check_training(self)
+        self._float("adam_beta1", 0, 1, high_open=True)
+        self._float("adam_beta2", 0, 1, high_open=True)
+        self._text("report_to")
 
+    @classmethod
+    def from_section(cls, section, recipe: Recipe | None = None) -> TrainConfig:
+        """The training fields of a section (a TrainConfig subclass with more fields, or any object); with the
+        recipe, ``mixed_precision: auto`` is resolved for its model dtype and device (llm_unlearn.hardware, H2)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in vars(section).items() if k in names})
+        if recipe is not None:
+            from .hardware import resolve_mixed_precision
+            from .models import default_device
+
+            cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, recipe.model.device or default_device(),
+                                                          recipe.model.dtype)
+        return cfg
+
+
+@dataclass
+class ReinforceConfig(TrainConfig):
+    """WHP stage 1 (the reinforced model): :class:`TrainConfig` with 2 epochs."""
+
+    section: ClassVar[str] = "reinforce"
+    epochs: float = 2.0
 
 
 @dataclass
@@ -336,9 +395,14 @@ class LabelsConfig(_SectionChecks):
 
 
 @dataclass
-class FinetuneConfig(_SectionChecks):
+class FinetuneConfig(TrainConfig):
+    """The unlearning training: WHP's fine-tune on generic labels, and the training settings of every other
+    method (``method``) too, so that methods compare at equal budgets. :class:`TrainConfig` (3 epochs, Adam beta2
+    0.98 as in the authors' script) plus WHP's options and the retain text."""
+
     section: ClassVar[str] = "finetune"
-    full_finetune: bool = False
+    adam_beta2: float = 0.98
+    epochs: float = 3.0
     label_alpha: Optional[float] = None  # which alpha's labels to train on (default: labels.alpha)
     # Beyond the paper (which trains on hard labels, argmax of the generic logits): cross-entropy against
     # softmax(generic logits) over their top-k (labels.soft_top_k > 0). Where nothing target-specific happens the
@@ -347,36 +411,16 @@ class FinetuneConfig(_SectionChecks):
     # Beyond the paper: weight each position's label loss by the labels' position_weights column (needs
     # labels.position_weight), so the loss lives where the target does.
     position_weighting: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                          "gate_proj", "up_proj", "down_proj"])
-    learning_rate: float = 3e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    weight_decay: float = 0.0
-    epochs: float = 3.0
-    max_steps: Optional[int] = None
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    warmup_ratio: float = 0.05
-    lr_scheduler: str = "linear"
-    eval_every: int = 20  # steps between validation + checkpoint
-    mixed_precision: str = "auto"  # auto (bf16 autocast on CPUs with native bf16) | no | bf16 | fp16
-    gradient_checkpointing: bool = False
-    retain_weight: float = 0.0  # beyond the paper: KL-to-base guard on generic text (0 = off)
-    # generic text for the guard: a path or a list of paths, whose blocks alternate (default: WikiText-2 valid)
+    retain_weight: float = 0.0  # beyond the paper: WHP's KL-to-base guard on generic text (0 = off)
+    # generic text for retain terms (WHP's guard, the baselines' retain terms): a path or a list of paths, whose
+    # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.datadir)
     retain_corpus: Optional[str | list] = None
-    retain_batch_size: Optional[int] = None  # generic blocks per step for the guard (default: batch_size)
-    seed: int = 0
+    retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
 
     def validate(self) -> None:
-        _check_training(self)
+        super().validate()
         self._float("label_alpha", 0, low_open=True, optional=True)
         self._bool("soft_labels", "position_weighting")
-        self._float("adam_beta1", 0, 1, high_open=True)
-        self._float("adam_beta2", 0, 1, high_open=True)
         self._float("retain_weight", 0)
         rc = self.retain_corpus
         if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
@@ -516,6 +560,7 @@ class ExportConfig(_SectionChecks):
 class Recipe:
     name: str = "unlearn"
     target: str = ""  # human-readable name of the concept to forget ("Sherlock Holmes")
+    method: str = DEFAULT_METHOD  # the unlearning method (llm_unlearn.methods): whp, grad_ascent, grad_diff, ...
     model: ModelConfig = field(default_factory=ModelConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
@@ -525,6 +570,12 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    # one section per method with settings of its own (the method's config dataclass, llm_unlearn.methods)
+    grad_ascent: GradAscentConfig = field(default_factory=GradAscentConfig)
+    grad_diff: GradDiffConfig = field(default_factory=GradDiffConfig)
+    npo: NPOConfig = field(default_factory=NPOConfig)
+    simnpo: SimNPOConfig = field(default_factory=SimNPOConfig)
+    rmu: RMUConfig = field(default_factory=RMUConfig)
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -576,7 +627,7 @@ class Recipe:
         if parts[-1] not in node:
             raise RecipeError(f"override '{item}': unknown key '{dotted.strip()}'"
                                f"{_did_you_mean(parts[-1], node, '.'.join(parts[:-1]) + '.')}")
-        if isinstance(node[parts[-1]], dict) and len(parts) == 1 and parts[0] in Recipe.SECTIONS:
+        if isinstance(node[parts[-1]], dict) and len(parts) == 1 and parts[0] in Recipe.SECTIONS + Recipe.METHOD_SECTIONS:
             # `--set model=null` must not silently reset a whole section to its defaults
             if not isinstance(value, dict):
                 raise RecipeError(f"override '{item}': '{parts[0]}' is a section, not a value; set one of its keys, "
@@ -596,6 +647,7 @@ class Recipe:
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("model", "corpus", "anchors", "reinforce", "labels", "finetune", "eval",
                                            "export", "attack")
+    METHOD_SECTIONS: ClassVar[tuple[str, ...]] = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
 
     def validate(self) -> None:
         """Every field of every section (types, ranges, finiteness, enums), then the rules across sections.
@@ -604,6 +656,14 @@ class Recipe:
         for name in ("name", "target"):
             if not isinstance(getattr(self, name), str):
                 raise RecipeError(f"{name} must be a string (got {getattr(self, name)!r})")
+        if not isinstance(self.method, str):
+            raise RecipeError(f"method must be a string (got {self.method!r})")
+        get_method(self.method)  # an unknown method names the valid ones
+        for name in self.METHOD_SECTIONS:  # their checks live in __post_init__: rerun them (code may have mutated)
+            section = getattr(self, name)
+            if not isinstance(section, typing.get_type_hints(Recipe)[name]):
+                raise RecipeError(f"'{name}' must be a mapping of {name} settings (got {section!r})")
+            dataclasses.replace(section)
         for name in self.SECTIONS:
             section = getattr(self, name)
             expected = typing.get_type_hints(Recipe)[name]
@@ -739,7 +799,10 @@ def _build(cls, data: dict, source: str, prefix: str):
                 f"{source}: key '{prefix}{name}' must be {_type_name(hint)}, got {type(value).__name__} ({value!r})"
             )
         kwargs[name] = conv
-    built = cls(**kwargs)
+    try:
+        built = cls(**kwargs)  # sections with checks in __post_init__ (TrainConfig, the methods' configs)
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}") from exc
     if isinstance(built, _SectionChecks):
         try:
             built.validate()

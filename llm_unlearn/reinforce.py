@@ -8,25 +8,16 @@ and say so loudly when it did not improve (the logit offset would then carry no 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 
-from .corpus import read_blocks
+from .corpus import split_rows
 from .models import load_model
 from .recipe import Recipe
 from .rundir import RunPaths
-from .training import TrainConfig, Trainer, perplexity, training_dtype
+from .training import TrainConfig, cleanup_checkpoints, perplexity, train_stage, training_dtype
 
 logger = logging.getLogger(__name__)
-
-
-def block_rows(run: RunPaths):
-    blocks = read_blocks(run.blocks)
-    split = json.loads(run.split.read_text())
-    train = [{"input_ids": blocks[i].input_ids} for i in split["train"]]
-    val = [{"input_ids": blocks[i].input_ids} for i in split["validation"]]
-    return train, val
 
 
 def run_reinforce(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
@@ -34,19 +25,19 @@ def run_reinforce(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     cfg = TrainConfig.from_section(recipe.reinforce, recipe)
     model, tokenizer = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
-    train, val = block_rows(run)
+    train, val = split_rows(run)
     ppl_rows = val or train[: max(1, len(train) // 20)]
     base_ppl = perplexity(model, ppl_rows, tokenizer.pad_token_id, cfg.batch_size)
-    trainer = Trainer(model, tokenizer, cfg, run.reinforce_dir, train, val, desc="reinforce")
-    result = trainer.train(progress=progress)
+    # The reinforced model is the FINAL one: it should know the target blocks as well as possible (the labels are
+    # computed on these same blocks), so no early stopping here.
+    result, trainer = train_stage(model, tokenizer, cfg, run.reinforce_dir, train, val, select_best=False,
+                                  desc="reinforce", progress=progress)
     reinforced = trainer.accelerator.unwrap_model(trainer.model)
     reinforced_ppl = perplexity(reinforced, ppl_rows, tokenizer.pad_token_id, cfg.batch_size)
     if trainer.accelerator.is_main_process:
-        # The reinforced model is the FINAL one: it should know the target blocks as well as possible
-        # (the labels are computed on these same blocks), so no early stopping here.
         shutil.rmtree(run.reinforce_weights, ignore_errors=True)
         shutil.copytree(run.reinforce_dir / "final", run.reinforce_weights)
-        trainer.cleanup_checkpoints()
+    cleanup_checkpoints(trainer, run.reinforce_dir)
     improved = reinforced_ppl < base_ppl
     metrics = {"base_perplexity": base_ppl, "reinforced_perplexity": reinforced_ppl, "improved": improved,
                "perplexity_on": "validation blocks" if val else "training blocks", **result}

@@ -28,6 +28,8 @@ class RunPaths:
     labels_stats = property(lambda s: s.root / "labels" / "stats.json")
     finetune_dir = property(lambda s: s.root / "finetune")
     finetune_weights = property(lambda s: s.root / "finetune" / "adapter")
+    unlearn_dir = property(lambda s: s.root / "unlearn")  # the baselines' training stage (methods other than whp)
+    unlearn_weights = property(lambda s: s.root / "unlearn" / "adapter")
     export_dir = property(lambda s: s.root / "export")
     export_model = property(lambda s: s.root / "export" / "model")
     export_adapter = property(lambda s: s.root / "export" / "adapter")

@@ -1,70 +1,53 @@
-"""The one trainer both training stages share (reinforce: next-token loss on the target; finetune: generic labels).
+"""The one training engine every training stage shares: a subclass of ``transformers.Trainer``.
 
-Small and explicit, in the spirit of peft/trl: a config, a LoRA (or full) wrapper, an accelerate loop with
-gradient accumulation, warmup + schedule, periodic validation and checkpoints, best-checkpoint selection by
-validation loss, and resume from the last checkpoint after a crash or kill.
+The optimizer, schedule (warmup + decay), gradient accumulation, mixed precision, checkpoints and resume,
+best-checkpoint selection by validation loss, logging (``report_to``) and DDP / FSDP / DeepSpeed (through the
+accelerate configs in ``recipes/accelerate/``) all come from transformers. What is ours is small:
 
-Data order is a pure function of (seed, step), so a resumed run sees exactly the batches the killed run
-would have seen; with several processes each takes its slice of every global batch (DDP via accelerate).
+* :class:`~llm_unlearn.recipe.TrainConfig`, the training settings every stage reads (reinforce, the WHP fine-tune,
+  the baselines);
+* an :class:`Objective` -- the loss of a method. ``loss(model, batch)`` is the main term (also the validation
+  loss); ``second_loss(model, batch, micro_step)`` an optional term (a retain term, the retain guard) that gets
+  its OWN backward pass after the main one, so the two autograd graphs are never in memory together (the gradients
+  add up as for ``backward(main + second)``);
+* a seeded data order (:class:`SeededSampler`): an epoch-wise permutation that is a pure function of (seed, epoch),
+  so a resumed run sees exactly the batches the killed run would have seen, and N processes each take their slice
+  of the same global batches (global batch = ``batch_size`` x processes).
+
+Checkpoints (``STAGE/checkpoints/checkpoint-N``) hold the trainable weights only (the LoRA adapter, not the frozen
+base), the optimizer, scheduler and RNG states; a rerun resumes from the newest complete one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
-from .runio import atomic_write_json
+from .losses import pad_batch, sequence_nll, soft_label_loss, token_nll  # noqa: F401 (re-exported)
+from .methods.base import Objective
+from .recipe import TrainConfig  # noqa: F401 (the engine's config; re-exported)
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    full_finetune: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list = field(default_factory=list)
-    learning_rate: float = 3e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 0.0
-    epochs: float = 1.0
-    max_steps: Optional[int] = None
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    warmup_ratio: float = 0.05
-    lr_scheduler: str = "linear"
-    eval_every: int = 20
-    mixed_precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (hardware rule H2)
-    gradient_checkpointing: bool = False
-    retain_weight: float = 0.0
-    seed: int = 0
+def resolve_precision(value: str, device=None, weights_dtype=None) -> str:
+    """``mixed_precision`` as the engine uses it: ``no`` | ``bf16`` | ``fp16``.
 
-    @classmethod
-    def from_section(cls, section, recipe=None) -> TrainConfig:
-        """The training fields of a recipe section; with the recipe, ``mixed_precision: auto`` is resolved for
-        its model dtype and device (hardware rule H2)."""
-        names = set(cls.__dataclass_fields__)
-        cfg = cls(**{k: v for k, v in vars(section).items() if k in names})
-        if recipe is not None:
-            from .models import default_device
-
-            cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, recipe.model.device or default_device(),
-                                                          recipe.model.dtype)
-        return cfg
+    ``auto`` follows llm_unlearn.hardware (rule H2): bf16 autocast for float32 weights on a CPU with native bf16.
+    Recipe stages resolve it earlier with the model dtype (``TrainConfig.from_section(section, recipe)``)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    fp32 = weights_dtype in (None, torch.float32)
+    return resolve_mixed_precision(value, str(device), "auto" if fp32 else "explicit")
 
 
 def training_dtype(recipe):
@@ -113,56 +96,13 @@ def wrap_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lcfg)
 
 
-def pad_batch(rows: list[dict], pad_id: int, label_key: str | None, soft_keys: tuple[str, str] | None = None) -> dict:
-    """Right-pad a list of examples; padding gets attention 0 and label -100 (never trained on).
-
-    With ``soft_keys`` (ids column, logits column) the batch also holds ``soft_ids`` / ``soft_logits``
-    (batch x length x k): the top-k generic logits aligned with the labels."""
-    length = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), length), dtype=torch.long)
-    lab = torch.full((len(rows), length), -100, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.as_tensor(r["input_ids"])
-        att[i, :n] = 1
-        lab[i, :n] = torch.as_tensor(r[label_key] if label_key else r["input_ids"])
-    batch = {"input_ids": ids, "attention_mask": att, "labels": lab}
-    if soft_keys:
-        k = len(rows[0][soft_keys[0]][0])
-        s_ids = torch.zeros((len(rows), length, k), dtype=torch.long)
-        s_val = torch.zeros((len(rows), length, k), dtype=torch.float32)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            s_ids[i, :n] = torch.as_tensor(r[soft_keys[0]])
-            s_val[i, :n] = torch.as_tensor(r[soft_keys[1]], dtype=torch.float32)
-        batch.update(soft_ids=s_ids, soft_logits=s_val)
-    if "position_weights" in rows[0]:  # finetune.position_weighting: a loss weight per position, aligned like labels
-        weights = torch.zeros((len(rows), length), dtype=torch.float32)
-        for i, r in enumerate(rows):
-            weights[i, :len(r["input_ids"])] = torch.as_tensor(r["position_weights"], dtype=torch.float32)
-        batch["weights"] = weights
-    return batch
-
-
-def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor, soft_ids: torch.Tensor, soft_logits: torch.Tensor,
-                    reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the model against softmax(top-k generic logits), at the positions the labels supervise.
-
-    Shifted like causal-LM labels: position i predicts row i + 1. Tokens outside the top-k get target 0."""
-    mask = labels[:, 1:] != -100
-    logq = torch.log_softmax(logits[:, :-1].float()[mask], -1)
-    p = torch.softmax(soft_logits[:, 1:][mask].float(), -1)
-    nll = -(p * logq.gather(-1, soft_ids[:, 1:][mask])).sum(-1)
-    return nll.mean() if reduction == "mean" else nll.sum()
-
-
 def batch_schedule(n_items: int, global_batch: int, n_steps_micro: int, seed: int) -> list[list[int]]:
-    """Deterministic list of global micro-batches (item indices): an epoch-wise seeded permutation."""
+    """Deterministic list of global micro-batches (item indices): an epoch-wise seeded permutation
+    (the order :class:`SeededSampler` yields, cut into global batches)."""
     out: list[list[int]] = []
     epoch = 0
     while len(out) < n_steps_micro:
-        perm = np.random.default_rng(seed + epoch).permutation(n_items).tolist()
+        perm = epoch_permutation(n_items, seed, epoch)
         for start in range(0, n_items, global_batch):
             out.append(perm[start:start + global_batch])
             if len(out) == n_steps_micro:
@@ -171,232 +111,247 @@ def batch_schedule(n_items: int, global_batch: int, n_steps_micro: int, seed: in
     return out
 
 
-class Trainer:
-    """Train ``model`` on ``train_rows`` (dicts with input_ids and ``label_key``), validate on ``val_rows``.
+def epoch_permutation(n_items: int, seed: int, epoch: int) -> list[int]:
+    return np.random.default_rng(seed + epoch).permutation(n_items).tolist()
 
-    ``stage_dir`` receives ``checkpoints/`` (resume state), ``best/`` (adapter or full weights with the lowest
-    validation loss), ``final/`` and ``metrics.json``. ``extra_loss(model, batch, step)`` may add a term (the
-    retain guard); it is called on every micro-batch.
-    """
 
-    def __init__(self, model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
-                 val_rows: list[dict], label_key: str | None = None,
-                 extra_loss: Callable | None = None, accelerator=None, desc: str = "train",
-                 soft_keys: tuple[str, str] | None = None):
-        from accelerate import Accelerator
+class SeededSampler(torch.utils.data.Sampler):
+    """Item order of one epoch: a permutation seeded by (seed, epoch), the same in every process (accelerate
+    then gives each process its batches of it). Draws nothing from torch's RNG, so skipping batches on resume
+    leaves the dropout RNG untouched."""
 
-        self.cfg, self.tokenizer, self.label_key, self.extra_loss, self.desc = cfg, tokenizer, label_key, extra_loss, desc
-        self.soft_keys = soft_keys  # train on soft labels (top-k generic logits) instead of hard labels
-        self.stage_dir = Path(stage_dir)
-        self.train_rows, self.val_rows = train_rows, val_rows
-        if not train_rows:
-            raise RecipeError(f"{desc}: no training blocks (corpus too small for the validation split?)")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        weights_are_fp32 = next(model.parameters()).dtype == torch.float32
-        self.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, device,
-                                                       "auto" if weights_are_fp32 else "explicit")
-        if accelerator is None:
-            allow_mixed_precision(self.mixed_precision)
-        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation,
-                                                      mixed_precision=self.mixed_precision,
-                                                      cpu=not torch.cuda.is_available())
-        logger.info("%s: %s weights, mixed precision %s, %d threads", desc,
-                    str(next(model.parameters()).dtype).replace("torch.", ""), self.mixed_precision,
-                    torch.get_num_threads())
-        torch.manual_seed(cfg.seed)
-        if cfg.full_finetune:
-            self.model = model
-        else:
-            self.model = wrap_lora(model, cfg)
-        if cfg.gradient_checkpointing:
-            # With LoRA the frozen embeddings output no grad; checkpointed blocks then would not train.
-            self.model.enable_input_require_grads()
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model.train()
-        world = self.accelerator.num_processes
-        self.global_batch = cfg.batch_size * world
-        micro_per_epoch = math.ceil(len(train_rows) / self.global_batch)
-        total_micro = cfg.max_steps * cfg.gradient_accumulation if cfg.max_steps else math.ceil(micro_per_epoch * cfg.epochs)
-        self.total_micro = max(total_micro, 1)
-        self.total_steps = math.ceil(self.total_micro / cfg.gradient_accumulation)
-        self.schedule = batch_schedule(len(train_rows), self.global_batch, self.total_micro, cfg.seed)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        from transformers import get_scheduler
+    def __init__(self, n_items: int, seed: int):
+        self.n_items, self.seed, self.epoch = n_items, seed, 0
 
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
-        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
-                                       num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
-                                       num_training_steps=self.total_steps)
-        # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
-        # process, which is wrong for our global-step schedule.
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self.pad_id = tokenizer.pad_token_id
-        self.history: list[dict] = []
-        self.best = {"val_loss": math.inf, "step": None}
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    # ---- persistence ---------------------------------------------------------------------------------
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.stage_dir / "checkpoints"
+    def __len__(self) -> int:
+        return self.n_items
 
-    def _save_weights(self, folder: Path) -> None:
-        """Adapter (LoRA) or full weights, safetensors, atomically."""
-        acc = self.accelerator
-        if not acc.is_main_process:
-            return
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        acc.unwrap_model(self.model).save_pretrained(tmp, safe_serialization=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+    def __iter__(self):
+        return iter(epoch_permutation(self.n_items, self.seed, self.epoch))
 
-    def _trainable_state(self) -> dict:
-        model = self.accelerator.unwrap_model(self.model)
-        return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
-    def _checkpoint(self, micro_step: int) -> None:
-        """Save what a resume needs: trainable weights only (the LoRA adapter, not the frozen base), optimizer,
-        scheduler, RNG and history. Written under a temporary name, then renamed."""
-        from safetensors.torch import save_file
+class RowDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
 
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            target = self.ckpt_dir / f"step-{micro_step:07d}"
-            tmp = self.ckpt_dir / f".tmp-step-{micro_step:07d}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-            atomic_write_json(tmp / "trainer_state.json",
-                              {"micro_step": micro_step, "history": self.history, "best": self.best})
-            os.replace(tmp, target)
-            # Keep only the newest checkpoint: it is all a resume needs.
-            for old in sorted(self.ckpt_dir.glob("step-*"))[:-1]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    def _resume(self) -> int:
-        from safetensors.torch import load_file
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
 
-        ckpts = sorted(self.ckpt_dir.glob("step-*")) if self.ckpt_dir.exists() else []
-        if not ckpts:
-            return 0
-        last = ckpts[-1]
-        weights = load_file(str(last / "trainable.safetensors"))
-        model = self.accelerator.unwrap_model(self.model)
-        missing = set(weights) - {n for n, _ in model.named_parameters()}
-        if missing:
-            raise RuntimeError(f"checkpoint {last} does not match the model (e.g. {sorted(missing)[:3]})")
-        model.load_state_dict(weights, strict=False)
-        state = torch.load(last / "state.pt", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        info = json.loads((last / "trainer_state.json").read_text())
-        self.history, self.best = info["history"], info["best"]
-        if self.best.get("val_loss") is None:
-            self.best["val_loss"] = math.inf
-        logger.info("%s: resuming from %s (micro-step %d of %d)", self.desc, last.name, info["micro_step"], self.total_micro)
-        return int(info["micro_step"])
 
-    # ---- loop ----------------------------------------------------------------------------------------
-    def _local_rows(self, global_indices: list[int]) -> list[dict]:
-        acc = self.accelerator
-        mine = global_indices[acc.process_index::acc.num_processes]
-        return [self.train_rows[i] for i in (mine or global_indices[:1])]
+class UnlearnTrainer(Trainer):
+    """``transformers.Trainer`` whose loss is the method's :class:`Objective`; its optional second term gets its
+    own backward pass after the main one (see the module docstring)."""
 
-    def _loss(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
-        """Token loss on the supervised positions: cross-entropy against the labels, or against the soft labels
-        (softmax of the stored top-k generic logits) when the trainer has ``soft_keys``."""
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        if self.soft_keys:
-            return soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"], reduction=reduction)
-        if "weights" in batch:
-            from .labels import weighted_label_loss
+    # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
 
-            return weighted_label_loss(logits, batch["labels"], batch["weights"], reduction=reduction)
-        shift_logits = logits[:, :-1].float()
-        return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
-                                                 reduction=reduction)
+    def __init__(self, *args, objective: Objective, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self._micro_step: int | None = None
+        self.second_losses: list[float] = []
 
-    @torch.no_grad()
-    def validate(self) -> float:
-        """Mean token loss on the validation rows (summed over processes)."""
-        if not self.val_rows:
-            return float("nan")
-        acc = self.accelerator
-        self.model.eval()
-        total = torch.zeros(2, device=acc.device)
-        rows = self.val_rows[acc.process_index::acc.num_processes]
-        for start in range(0, len(rows), self.cfg.batch_size):
-            batch = {k: v.to(acc.device) for k, v in pad_batch(rows[start:start + self.cfg.batch_size], self.pad_id,
-                                                               self.label_key, self.soft_keys).items()}
-            loss = self._loss(batch, reduction="sum")
-            total += torch.stack([loss, (batch["labels"][:, 1:] != -100).sum().float()])
-        total = acc.reduce(total, reduction="sum")
-        self.model.train()
-        return float(total[0] / total[1].clamp(min=1))
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return SeededSampler(len(dataset), self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
-    def train(self, progress: bool = True) -> dict:
-        from tqdm.auto import tqdm
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self.objective.loss(model, inputs)
+        return (loss, {}) if return_outputs else loss
 
-        acc = self.accelerator
-        start = self._resume()
-        bar = tqdm(total=self.total_micro, initial=start, desc=self.desc, disable=not (progress and acc.is_main_process),
-                   unit="batch")
-        running = []
-        for micro in range(start, self.total_micro):
-            batch = {k: v.to(acc.device) for k, v in pad_batch(self._local_rows(self.schedule[micro]), self.pad_id,
-                                                               self.label_key, self.soft_keys).items()}
-            with acc.accumulate(self.model):
-                loss = self._loss(batch)
-                acc.backward(loss)
-                # The extra term (retain guard) runs its own forward and backward after the main one, so the two
-                # graphs are never in memory together; gradients add up as for backward(loss + extra).
-                extra = self.extra_loss(self.model, batch, micro) if self.extra_loss else None
-                if extra is not None:
-                    acc.backward(extra)
-                if acc.sync_gradients:
-                    acc.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
-                if acc.sync_gradients:
-                    self.scheduler.step()
-                self.optimizer.zero_grad()
-            running.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(running[-8:]):.3f}")
-            done = micro + 1
-            if done % (self.cfg.eval_every * self.cfg.gradient_accumulation) == 0 or done == self.total_micro:
-                val = self.validate()
-                entry = {"micro_step": done, "step": math.ceil(done / self.cfg.gradient_accumulation),
-                         "train_loss": float(np.mean(running)) if running else None, "val_loss": val,
-                         "lr": self.scheduler.get_last_lr()[0]}
-                if extra is not None:
-                    entry["extra_loss"] = float(extra.detach())
-                self.history.append(entry)
-                running = []
-                if not math.isnan(val) and val < self.best["val_loss"]:
-                    self.best = {"val_loss": val, "step": entry["step"]}
-                    self._save_weights(self.stage_dir / "best")
-                bar.write(f"{self.desc} step {entry['step']}/{self.total_steps}: train {entry['train_loss']:.4f} "
-                          f"val {val:.4f}")
-                self._checkpoint(done)
-        bar.close()
-        acc.wait_for_everyone()
-        self._save_weights(self.stage_dir / "final")
-        if acc.is_main_process and not (self.stage_dir / "best").exists():
-            shutil.copytree(self.stage_dir / "final", self.stage_dir / "best")
-        acc.wait_for_everyone()
-        return {"history": self.history, "best": self.best, "total_steps": self.total_steps,
-                "train_blocks": len(self.train_rows), "val_blocks": len(self.val_rows)}
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._micro_step is None:  # resumed runs start at an optimizer-step boundary
+            self._micro_step = self.state.global_step * self.args.gradient_accumulation_steps
+        inputs = self._prepare_inputs(inputs)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        second = self.objective.second_loss(model, inputs, self._micro_step)
+        if second is not None:
+            kwargs = {}
+            if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+                kwargs["scale_wrt_gas"] = False  # divided here, as the Trainer does for the main loss
+            self.accelerator.backward(second / self.current_gradient_accumulation_steps, **kwargs)
+            self.second_losses.append(float(second.detach()))
+        self._micro_step += 1
+        return loss
 
-    def cleanup_checkpoints(self) -> None:
-        if self.accelerator.is_main_process:
-            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+class _EvalAtEnd(TrainerCallback):
+    """Validate and checkpoint after the last step too (the old loop did), whatever eval_every is."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = args.eval_strategy != "no"
+            control.should_save = True
+            control.should_log = True
+        return control
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints that were written to the end (trainer_state.json is written last), oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
+def _drop_partial_checkpoints(folder: Path) -> None:
+    """A kill during a save leaves a checkpoint without trainer_state.json; it must not be resumed from or kept."""
+    if not folder.is_dir():
+        return
+    complete = set(complete_checkpoints(folder))
+    for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def training_args(cfg: TrainConfig, stage_dir: Path, has_validation: bool, select_best: bool,
+                  progress: bool, weights_dtype=None) -> TrainingArguments:
+    precision = resolve_precision(cfg.mixed_precision, weights_dtype=weights_dtype)
+    allow_mixed_precision(precision)
+    report_to = cfg.report_to
+    if report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as exc:
+            raise RecipeError("report_to: tensorboard is not installed (pip install tensorboard), "
+                              "or set report_to: none") from exc
+    max_steps = cfg.max_steps if cfg.max_steps else -1
+    evaluate = "steps" if has_validation else "no"
+    return TrainingArguments(
+        output_dir=str(stage_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        learning_rate=cfg.learning_rate,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.epochs,
+        max_steps=max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a share of the steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        eval_strategy=evaluate,
+        eval_steps=cfg.eval_every,
+        save_strategy="steps",
+        save_steps=cfg.eval_every,
+        save_total_limit=1,  # the newest (resume point); with select_best also the best one
+        load_best_model_at_end=select_best and has_validation,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        prediction_loss_only=True,
+        logging_strategy="steps",
+        logging_steps=cfg.eval_every,
+        report_to=report_to,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
+
+
+def _history(log_history: list[dict], accumulation: int) -> list[dict]:
+    """One entry per validation: step, micro_step, train_loss (mean since the previous entry), val_loss, lr."""
+    out: list[dict] = []
+    train: dict[int, dict] = {e["step"]: e for e in log_history if "loss" in e and "step" in e}
+    for e in log_history:
+        if "eval_loss" in e:
+            t = train.get(e["step"], {})
+            out.append({"step": e["step"], "micro_step": e["step"] * accumulation, "train_loss": t.get("loss"),
+                        "val_loss": e["eval_loss"], "lr": t.get("learning_rate")})
+    if not out:  # no validation rows: the training losses alone
+        out = [{"step": s, "micro_step": s * accumulation, "train_loss": e.get("loss"), "val_loss": float("nan"),
+                "lr": e.get("learning_rate")} for s, e in sorted(train.items())]
+    return out
+
+
+def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
+                val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
+                soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
+                progress: bool = True, callbacks: list | None = None) -> tuple[dict, UnlearnTrainer]:
+    """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
+
+    Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
+    Writes ``STAGE/checkpoints`` (resumed from when present) and the kept weights: ``STAGE/best`` (lowest
+    validation loss) with ``select_best``, else ``STAGE/final``. Returns (metrics, trainer)."""
+    stage_dir = Path(stage_dir)
+    if not train_rows:
+        raise RecipeError(f"{desc}: no training blocks (corpus too small for the validation split?)")
+    objective = objective or Objective()
+    torch.manual_seed(cfg.seed)  # the LoRA initialisation
+    if not cfg.full_finetune:
+        model = wrap_lora(model, cfg)
+    if cfg.gradient_checkpointing:
+        # With LoRA the frozen embeddings output no grad; checkpointed blocks then would not train.
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pad_id = tokenizer.pad_token_id
+
+    def collate(rows):
+        return pad_batch(rows, pad_id, label_key, soft_keys)
+
+    weights_dtype = next(model.parameters()).dtype
+    args = training_args(cfg, stage_dir, bool(val_rows), select_best, progress, weights_dtype)
+    logger.info("%s: %s weights, mixed precision %s, %d threads", desc, str(weights_dtype).replace("torch.", ""),
+                "bf16" if args.bf16 else "fp16" if args.fp16 else "no", torch.get_num_threads())
+    trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),
+                             eval_dataset=RowDataset(val_rows) if val_rows else None, data_collator=collate,
+                             objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])])
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    objective.setup(trainer.model)
+    ckpt_dir = stage_dir / "checkpoints"
+    if trainer.accelerator.is_main_process:
+        _drop_partial_checkpoints(ckpt_dir)
+    trainer.accelerator.wait_for_everyone()
+    found = complete_checkpoints(ckpt_dir)
+    resume = str(found[-1]) if found else None
+    if resume:
+        logger.warning("%s: resuming from %s", desc, Path(resume).name)
+    trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    history = _history(state.log_history, cfg.gradient_accumulation)
+    kept = stage_dir / ("best" if select_best else "final")
+    trainer.save_model(str(kept))  # after load_best_model_at_end: the best weights
+    trainer.accelerator.wait_for_everyone()
+    vals = [h for h in history if not math.isnan(h["val_loss"])]
+    best_entry = min(vals, key=lambda h: h["val_loss"]) if vals else None
+    if select_best and state.best_global_step:
+        best = {"val_loss": state.best_metric, "step": state.best_global_step}
+    elif best_entry:
+        best = {"val_loss": best_entry["val_loss"], "step": best_entry["step"]}
+    else:
+        best = {"val_loss": None, "step": None}
+    metrics = {"history": history, "best": best, "total_steps": state.max_steps, "kept": kept.name,
+               "train_blocks": len(train_rows), "val_blocks": len(val_rows)}
+    if trainer.second_losses:
+        metrics["second_loss_last"] = trainer.second_losses[-1]
+    return metrics, trainer
+
+
+def cleanup_checkpoints(trainer: UnlearnTrainer, stage_dir: str | Path) -> None:
+    """Remove the resume checkpoints of a finished stage (main process); logs (``runs/``) stay."""
+    if trainer.accelerator.is_main_process:
+        folder = Path(stage_dir) / "checkpoints"
+        for ckpt in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    trainer.accelerator.wait_for_everyone()
 
 
 @torch.inference_mode()

@@ -381,7 +381,8 @@ def test_anchor_stage_records_the_quality_measures(tiny_model_dir, tmp_path):
 
     labels = tmp_path / "kinds.yaml"
     labels.write_text("kinds: {Zorblax: person, wuzzlet: animal}\nnot_anchors: [garden]\n")
-    config = AnchorsConfig(min_count=2, quality_tokens=128, kind_labels=str(labels), substitute_occurrences=2)
+    config = AnchorsConfig(min_count=2, quality_tokens=128, kind_labels=str(labels), substitute_occurrences=2,
+                           substitutes="model")
     d, metrics = run_anchor_stage([STORY], config, model_spec=str(tiny_model_dir), progress=False)
     assert metrics["anchors"] == len(d) > 0 and metrics["substitutes"] == "model"
     assert metrics["perplexity"]["ratio"] > 0 and metrics["perplexity"]["tokens"] > 0

@@ -291,7 +291,8 @@ def test_recipe_attack_section_and_relearn_split():
     from llm_unlearn.corpus import split_blocks, split_relearn
     from llm_unlearn.pipeline import Pipeline
 
-    r = Recipe.from_dict({"attack": {"enabled": True, "attacks": ["quantization"], "quant_bits": [4]}})
+    r = Recipe.from_dict({"attack": {"enabled": True, "attacks": ["quantization"], "quant_bits": [4]},
+                          "corpus": {"path": "book.txt"}})
     assert r.attack.enabled and r.attack.quant_bits == [4]
     with pytest.raises(RecipeError):
         Recipe.from_dict({"attack": {"quant_bits": [5]}})
@@ -303,12 +304,12 @@ def test_recipe_attack_section_and_relearn_split():
     assert len(relearn) == 6 and not set(relearn) & set(kept) and not set(relearn) & set(val)
     assert sorted(kept + relearn) == train
     # a relearn_fraction of 0 leaves the corpus stage's fingerprint as it was before the field existed
-    p0 = Pipeline(Recipe(), "/nonexistent-run")
-    p1 = Pipeline(Recipe.from_dict({"corpus": {"relearn_fraction": 0.1}}), "/nonexistent-run")
+    p0 = Pipeline(Recipe.from_dict({"corpus": {"path": "book.txt"}}), "/nonexistent-run")
+    p1 = Pipeline(Recipe.from_dict({"corpus": {"path": "book.txt", "relearn_fraction": 0.1}}), "/nonexistent-run")
     from llm_unlearn.pipeline import STAGES
 
     assert p0._config_hash(STAGES["corpus"]) != p1._config_hash(STAGES["corpus"])
-    data = Recipe().to_dict()
+    data = Recipe.from_dict({"corpus": {"path": "book.txt"}}).to_dict()
     data["corpus"].pop("relearn_fraction")
     before = json.dumps({"model": data["model"], "corpus": data["corpus"]}, sort_keys=True, default=str)
     assert p0._config_hash(STAGES["corpus"]) == hashlib.sha256(before.encode()).hexdigest()[:16]

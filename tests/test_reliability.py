@@ -307,7 +307,6 @@ class _Payload:
 def test_planted_pickle_checkpoint_is_not_executed(tmp_path, tiny_model_dir):
     """Defect 1: a state.pt with a pickle payload in a 'running' stage's checkpoint ran arbitrary code."""
     import torch
-    from safetensors.torch import save_file
 
     recipe = tiny_recipe(tmp_path, tiny_model_dir)
     run = tmp_path / "run"
@@ -317,15 +316,21 @@ def test_planted_pickle_checkpoint_is_not_executed(tmp_path, tiny_model_dir):
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["stages"]["reinforce"] = {"status": "running", "fingerprint": fingerprint, "attempts": 1}
     (run / "manifest.json").write_text(json.dumps(manifest))
-    ckpt = run / "reinforce" / "checkpoints" / "step-0000001"
-    ckpt.mkdir(parents=True)
-    save_file({}, str(ckpt / "trainable.safetensors"))
+    # a checkpoint as the engine (transformers.Trainer) writes one, with a pickle payload as its optimizer state
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainerState
+
+    ckpt = run / "reinforce" / "checkpoints" / "checkpoint-1"
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(ckpt)
     marker = tmp_path / "pwned"
-    torch.save({"optimizer": _Payload(marker), "scheduler": {}, "torch_rng": torch.get_rng_state()}, ckpt / "state.pt")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"micro_step": 1, "history": [], "best": {}}))
+    torch.save({"state": _Payload(marker)}, ckpt / "optimizer.pt")
+    torch.save({}, ckpt / "scheduler.pt")  # the Trainer loads the optimizer only when both are there
+    TrainerState(global_step=1, max_steps=2, train_batch_size=2).save_to_json(str(ckpt / "trainer_state.json"))
 
     proc = run_cli("run", str(recipe), "--out", str(run), "--until", "reinforce", "--no-progress")
-    assert not marker.exists(), "the pickle payload in state.pt was executed"
+    assert not marker.exists(), "the pickle payload in optimizer.pt was executed"
     assert_exit_2(proc, "checkpoint", "reinforce")
 
 

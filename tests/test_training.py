@@ -8,9 +8,18 @@ import pytest
 import torch
 from conftest import build_tiny_llama
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from llm_unlearn.errors import RecipeError
-from llm_unlearn.training import TrainConfig, Trainer, batch_schedule, lora_targets, pad_batch, perplexity
+from llm_unlearn.training import (
+    TrainConfig,
+    batch_schedule,
+    complete_checkpoints,
+    lora_targets,
+    pad_batch,
+    perplexity,
+    train_stage,
+)
 
 
 def _rows(n, length=48, seed=0):
@@ -49,48 +58,106 @@ def test_lora_targets_error_names_layers(smol_tokenizer):
         lora_targets(model, ["c_attn"])
 
 
-def test_training_lowers_loss_and_saves_adapter_only(tmp_path, smol_tokenizer):
+def test_engine_is_a_transformers_trainer():
+    from transformers import Trainer
+
+    from llm_unlearn.training import UnlearnTrainer
+
+    assert issubclass(UnlearnTrainer, Trainer)
+
+
+def test_training_lowers_loss_and_keeps_adapter_only(tmp_path, smol_tokenizer):
     rows = _rows(10)
     cfg = _cfg(max_steps=10, learning_rate=5e-2, lora_dropout=0.0,
                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     model = build_tiny_llama(smol_tokenizer)
     before = perplexity(model, rows[:8], pad_id=0)
-    trainer = Trainer(model, smol_tokenizer, cfg, tmp_path, rows[:8], rows[8:], desc="t")
-    out = trainer.train(progress=False)
-    after = perplexity(trainer.accelerator.unwrap_model(trainer.model), rows[:8], pad_id=0)
+    out, trainer = train_stage(model, smol_tokenizer, cfg, tmp_path, rows[:8], rows[8:], desc="t", progress=False)
+    after = perplexity(trainer.model, rows[:8], pad_id=0)
     assert after < 0.9 * before, (before, after)  # seeded: deterministic
-    assert out["best"]["step"] is not None
+    assert out["best"]["step"] is not None and out["total_steps"] == 10
+    assert [h["step"] for h in out["history"]] == [2, 4, 6, 8, 10]
     assert (tmp_path / "best" / "adapter_model.safetensors").exists()
-    ckpt = next((tmp_path / "checkpoints").glob("step-*"))
-    saved = load_file(str(ckpt / "trainable.safetensors"))
+    ckpt = complete_checkpoints(tmp_path / "checkpoints")[-1]
+    saved = load_file(str(ckpt / "adapter_model.safetensors"))
     assert saved and all("lora_" in k for k in saved)  # never the frozen base weights
+    assert not list(ckpt.glob("model*.safetensors"))
+
+
+def test_best_checkpoint_is_the_lowest_validation_loss(tmp_path, smol_tokenizer):
+    """select_best keeps the weights of the lowest validation loss: with a learning rate high enough to overshoot,
+    the kept adapter is the best step's, and its validation loss is the recorded one."""
+    rows = _rows(10)
+    cfg = _cfg(max_steps=8, learning_rate=0.3, lora_dropout=0.0, eval_every=1)
+    out, trainer = train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, cfg, tmp_path, rows[:8], rows[8:],
+                               progress=False)
+    vals = {h["step"]: h["val_loss"] for h in out["history"]}
+    best_step = min(vals, key=vals.get)
+    assert out["best"]["step"] == best_step
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(vals[best_step], rel=1e-5)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, smol_tokenizer):
+    """2 micro-batches of 2 accumulated = 1 batch of 4 (equal-length rows, no dropout)."""
+    rows = _rows(12)
+
+    def final(tag, **kw):
+        cfg = _cfg(max_steps=3, lora_dropout=0.0, eval_every=3, **kw)
+        train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, cfg, tmp_path / tag, rows[:8], [],
+                    select_best=False, progress=False)
+        return load_file(str(tmp_path / tag / "final" / "adapter_model.safetensors"))
+
+    a, b = final("big", batch_size=4), final("acc", batch_size=2, gradient_accumulation=2)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path, smol_tokenizer):
+    rows = _rows(6)
+    out, _ = train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(max_steps=2, mixed_precision="bf16"),
+                         tmp_path, rows[:4], rows[4:], progress=False)
+    assert out["history"][-1]["val_loss"] > 0
+
+
+def test_config_checks():
+    with pytest.raises(RecipeError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+    with pytest.raises(RecipeError, match="learning_rate"):
+        TrainConfig(learning_rate=0)
+    with pytest.raises(RecipeError, match="eval_every"):
+        TrainConfig(eval_every=0)
 
 
 class Interrupt(Exception):
     pass
 
 
+class CrashAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupt()
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, smol_tokenizer):
+    """Dropout on (0.1): the RNG state is restored too. The crash comes after the checkpoint of step 4 and before
+    that of step 6 would be written (a partial one is discarded)."""
     rows = _rows(10)
 
     def final_weights(stage):
         return load_file(str(stage / "final" / "adapter_model.safetensors"))
 
-    full = Trainer(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "a", rows[:8], rows[8:])
-    full.train(progress=False)
-
-    def crash(model, batch, step):
-        if step == 4:  # after the checkpoint written at micro-step 4
-            raise Interrupt()
-        return None
-
-    first = Trainer(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "b", rows[:8], rows[8:],
-                    extra_loss=crash)
+    train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "a", rows[:8], rows[8:],
+                select_best=False, progress=False)
     with pytest.raises(Interrupt):
-        first.train(progress=False)
-    assert [p.name for p in (tmp_path / "b" / "checkpoints").glob("step-*")] == ["step-0000004"]
-    resumed = Trainer(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "b", rows[:8], rows[8:])
-    out = resumed.train(progress=False)
+        train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "b", rows[:8], rows[8:],
+                    select_best=False, progress=False, callbacks=[CrashAt(5)])
+    assert [p.name for p in complete_checkpoints(tmp_path / "b" / "checkpoints")] == ["checkpoint-4"]
+    (tmp_path / "b" / "checkpoints" / "checkpoint-6").mkdir()  # as a kill during a save leaves it
+    out, _ = train_stage(build_tiny_llama(smol_tokenizer), smol_tokenizer, _cfg(), tmp_path / "b", rows[:8], rows[8:],
+                         select_best=False, progress=False)
     assert [h["micro_step"] for h in out["history"]] == [2, 4, 6]
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert a.keys() == b.keys()
@@ -147,11 +214,10 @@ def test_retain_guard_keeps_generic_text_closer_to_the_base(tmp_path, smol_token
         ref = torch.log_softmax(sharp_model()(input_ids=b["input_ids"]).logits, -1).flatten(0, 1)
 
     def kl_to_base(weight):
-        cfg = _cfg(max_steps=12, learning_rate=2e-2, lora_dropout=0.0, eval_every=4, retain_weight=weight)
+        cfg = _cfg(max_steps=12, learning_rate=2e-2, lora_dropout=0.0, eval_every=4)
         guard = RetainGuard(retain, weight, 2, 0) if weight else None
-        trainer = Trainer(sharp_model(), smol_tokenizer, cfg, tmp_path / f"w{weight}", train, [], label_key="labels",
-                          extra_loss=guard)
-        trainer.train(progress=False)
+        _, trainer = train_stage(sharp_model(), smol_tokenizer, cfg, tmp_path / f"w{weight}", train, [],
+                                 objective=guard, label_key="labels", select_best=False, progress=False)
         model = trainer.accelerator.unwrap_model(trainer.model).eval()
         with torch.no_grad():
             cur = torch.log_softmax(model(input_ids=b["input_ids"]).logits, -1).flatten(0, 1)
@@ -160,3 +226,17 @@ def test_retain_guard_keeps_generic_text_closer_to_the_base(tmp_path, smol_token
     free, guarded = kl_to_base(0.0), kl_to_base(20.0)
     assert free > 1.0, "the labels should move the unguarded model"
     assert guarded < 0.2 * free, (free, guarded)  # measured: 7.0 vs 0.3
+
+
+def test_report_to_tensorboard_needs_the_package(tmp_path, smol_tokenizer):
+    """report_to: none by default; tensorboard when installed, else a clear error saying how to get it."""
+    import importlib.util
+
+    from llm_unlearn.training import training_args
+
+    assert training_args(_cfg(), tmp_path, True, True, False).report_to in ([], "none", ["none"])
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert training_args(_cfg(report_to="tensorboard"), tmp_path, True, True, False).report_to == ["tensorboard"]
+    else:
+        with pytest.raises(RecipeError, match="pip install tensorboard"):
+            training_args(_cfg(report_to="tensorboard"), tmp_path, True, True, False)

@@ -82,7 +82,7 @@ def _settings(args):
             cfg.in_context_k = _ints(args.in_context_k, "--in-context-k")
         if args.quant_bits:
             cfg.quant_bits = _ints(args.quant_bits, "--quant-bits")
-        cfg.__post_init__()  # the checks again, on the values given here
+        cfg.validate()  # the checks again, on the values given here
     except RecipeError as exc:
         raise EvalError(str(exc)) from exc
     if args.languages:

@@ -28,8 +28,9 @@ def _common(p) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run every stage of a recipe (resumable; skips finished stages)")
     _common(p)
-    p.add_argument("--until", default="eval", help="last stage to run (corpus, anchors, reinforce, labels, "
-                                                   "finetune, export, eval)")
+    p.add_argument("--until", default="eval", help="last stage to run (whp: corpus, anchors, reinforce, labels, "
+                                                   "finetune, export, eval; other methods: corpus, unlearn, "
+                                                   "export, eval)")
     p.add_argument("--dry-run", action="store_true", help="print what would run, then stop")
     p.set_defaults(func=run)
     for stage, text in STAGE_HELP.items():
@@ -151,6 +152,9 @@ def print_summary(manifest: dict, out: str) -> None:
             key = f"target ppl {_fmt(m.get('base_perplexity'), '.2f')} -> {_fmt(m.get('reinforced_perplexity'), '.2f')}"
         elif name == "labels":
             key = f"{_fmt(m.get('changed_fraction'), '.1%')} labels changed"
+        elif name == "unlearn":
+            last = (m.get("history") or [{}])[-1]
+            key = f"{m.get('method')}: {m.get('total_steps')} steps, final val loss {_fmt(last.get('val_loss'), '.3f')}"
         elif name == "finetune":
             best = m.get("best") or {}
             key = f"best val loss {_fmt(best.get('val_loss'), '.3f')} at step {best.get('step')}"

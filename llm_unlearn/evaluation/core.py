@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,10 @@ SCHEMA = "llm-unlearn-eval/1"
 
 
 def shared_data_dir() -> Path | None:
-    """The shared data folder: ``$LLM_UNLEARN_SHARED/data``, else ``../shared/data`` next to the repository
-    (or the current folder). None when absent."""
-    candidates = []
-    if os.environ.get("LLM_UNLEARN_SHARED"):
-        candidates.append(Path(os.environ["LLM_UNLEARN_SHARED"]) / "data")
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
+    """The data folder (:func:`llm_unlearn.datadir.data_dir`); None when absent."""
+    from ..datadir import data_dir
+
+    return data_dir()
 
 
 def default_benchmark_dir() -> Path:

@@ -1,0 +1,71 @@
+"""SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
+Unlearning"): NPO without a reference model, on the length-normalised log-probability, with a margin.
+
+    L_SimNPO = -(2 / beta) * log sigmoid(-(beta / |y|) * log p_model(y) - gamma)
+
+With ``delta`` (open-unlearning's extra offset) the mean token NLL is shifted first: ``beta * (nll / |y| - delta)
+- gamma``. Defaults beta 4.5, gamma 0.125, delta 0: the values published for TOFU. Optional retain term
+(``retain_weight`` x NLL or KL on generic text, 1.0 by default as published).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import ForgetObjective, Method, RetainTerm, baseline_stages, check_retain, need_number
+
+
+def simnpo_loss(nll: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: float, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO from per-sequence summed NLLs and their token counts."""
+    mean_nll = nll / n_tokens.clamp(min=1)
+    return -(2.0 / beta) * torch.nn.functional.logsigmoid(beta * (mean_nll - delta) - gamma).mean()
+
+
+class SimNPOObjective(ForgetObjective):
+    def __init__(self, beta: float, gamma: float, delta: float, retain=None):
+        super().__init__(retain, None)
+        self.beta, self.gamma, self.delta = beta, gamma, delta
+
+    def forget_loss(self, model, batch: dict) -> torch.Tensor:
+        nll, count = self.sequence_nll(model, batch)
+        return simnpo_loss(nll, count, self.beta, self.gamma, self.delta)
+
+
+@dataclass
+class SimNPOConfig:
+    """``simnpo`` section.
+
+    Attributes:
+        beta: inverse temperature on the mean token log-probability (4.5).
+        gamma: reward margin (0.125).
+        delta: offset subtracted from the mean token NLL (0).
+        retain_weight: weight of the retain term on generic text (1.0; 0 = off).
+        retain_loss: ``nll`` or ``kl`` (KL to the base on the generic text).
+    """
+
+    beta: float = 4.5
+    gamma: float = 0.125
+    delta: float = 0.0
+    retain_weight: float = 1.0
+    retain_loss: str = "nll"
+
+    def __post_init__(self):
+        need_number("simnpo", "beta", self.beta, 0, low_open=True)
+        need_number("simnpo", "gamma", self.gamma, 0)
+        need_number("simnpo", "delta", self.delta)
+        check_retain("simnpo", self.retain_loss, self.retain_weight)
+
+    def needs_reference(self) -> bool:
+        return self.retain_loss == "kl" and self.retain_weight > 0
+
+    def objective(self, retain_batches=None, reference_model=None) -> SimNPOObjective:
+        retain = RetainTerm(retain_batches, self.retain_weight, self.retain_loss, reference_model) \
+            if retain_batches is not None else None
+        return SimNPOObjective(self.beta, self.gamma, self.delta, retain)
+
+
+METHOD = Method("simnpo", SimNPOConfig, baseline_stages("simnpo"), "unlearn",
+                "SimNPO: reference-free, length-normalised negative preference optimization (plus a retain term)",
+                "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning")

@@ -1,0 +1,51 @@
+"""Retain text: generic text that a method's retain term keeps the model good at (WHP's retain guard, GradDiff,
+NPO, SimNPO, RMU). WikiText-2 valid from the data folder by default (:mod:`llm_unlearn.datadir`), or the files a
+recipe lists in ``finetune.retain_corpus``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .datadir import default_retain_text
+from .errors import RecipeError
+from .losses import pad_batch
+
+
+def retain_paths(recipe) -> list[str]:
+    """The retain text files of a recipe (``finetune.retain_corpus``: a path or a list of paths)."""
+    paths = recipe.finetune.retain_corpus or str(default_retain_text())
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def retain_rows(recipe, tokenizer, limit_blocks: int = 256) -> list[dict]:
+    """Blocks of generic text; with several files their blocks alternate, so every few steps see each kind of text
+    (e.g. encyclopedia text and other fiction)."""
+    from .corpus import load_blocks
+
+    paths = retain_paths(recipe)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise RecipeError(f"the retain term needs generic text: {', '.join(missing)} not found; "
+                          "set finetune.retain_corpus to a text file (or a list of them)")
+    per_file = [load_blocks(p, tokenizer, block_size=min(recipe.corpus.block_size, 256),
+                            max_blocks=max(1, limit_blocks // len(paths))) for p in paths]
+    rows = []
+    for k in range(max(len(b) for b in per_file)):
+        rows += [{"input_ids": b[k].input_ids} for b in per_file if k < len(b)]
+    return rows
+
+
+class RetainBatches:
+    """Retain blocks cycled deterministically by micro-step (so a resumed run sees the same ones)."""
+
+    def __init__(self, rows: list[dict], batch_size: int, pad_id: int):
+        if not rows:
+            raise RecipeError("the retain term needs generic text, and none was found")
+        self.rows, self.batch_size, self.pad_id = rows, batch_size, pad_id
+
+    def __call__(self, micro_step: int, device) -> dict[str, torch.Tensor]:
+        n = len(self.rows)
+        rows = [self.rows[(micro_step * self.batch_size + k) % n] for k in range(self.batch_size)]
+        return {k: v.to(device) for k, v in pad_batch(rows, self.pad_id, None).items()}

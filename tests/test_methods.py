@@ -1,0 +1,330 @@
+"""The unlearning methods: each loss on hand-built tensors (its formula, its sign, its reference handling), the
+registry and configs, and a few training steps of each method on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import build_tiny_llama
+
+from llm_unlearn.errors import RecipeError
+from llm_unlearn.losses import sequence_nll, token_nll
+from llm_unlearn.methods import METHODS, get_method, method_names
+from llm_unlearn.methods.base import RetainTerm, reference_forward, retain_kl
+from llm_unlearn.methods.grad_ascent import grad_ascent_loss
+from llm_unlearn.methods.npo import NPOConfig, npo_loss
+from llm_unlearn.methods.rmu import (
+    RMUConfig,
+    default_layer,
+    default_steering_coeff,
+    random_direction,
+    rmu_forget_loss,
+    rmu_retain_loss,
+)
+from llm_unlearn.methods.simnpo import SimNPOConfig, simnpo_loss
+
+
+def _logits_labels(seed=0, B=2, L=5, V=7):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, L, V, generator=g)
+    labels = torch.randint(0, V, (B, L), generator=g)
+    labels[1, 3:] = -100  # padding in the second row
+    return logits, labels
+
+
+def _by_hand_nll(logits, labels):
+    """Per-sequence sum of -log p(label[t+1] | position t), and the token counts, by loops."""
+    sums, counts = [], []
+    for b in range(logits.size(0)):
+        s, n = 0.0, 0
+        for t in range(logits.size(1) - 1):
+            y = int(labels[b, t + 1])
+            if y == -100:
+                continue
+            s -= float(torch.log_softmax(logits[b, t], -1)[y])
+            n += 1
+        sums.append(s)
+        counts.append(n)
+    return torch.tensor(sums), torch.tensor(counts)
+
+
+def test_sequence_and_token_nll_follow_the_causal_shift():
+    logits, labels = _logits_labels()
+    nll, count = sequence_nll(logits, labels)
+    want, n = _by_hand_nll(logits, labels)
+    torch.testing.assert_close(nll, want, rtol=1e-5, atol=1e-6)
+    assert count.tolist() == n.tolist() == [4, 2]
+    assert float(token_nll(logits, labels)) == pytest.approx(float(want.sum() / n.sum()), rel=1e-5)
+
+
+def test_grad_ascent_is_minus_the_nll_and_raises_it():
+    logits, labels = _logits_labels()
+    assert float(grad_ascent_loss(logits, labels)) == pytest.approx(-float(token_nll(logits, labels)), rel=1e-6)
+    # a gradient step on the loss makes the labels less likely (the NLL rises)
+    x = logits.clone().requires_grad_(True)
+    grad_ascent_loss(x, labels).backward()
+    stepped = (x - 0.5 * x.grad).detach()
+    assert float(token_nll(stepped, labels)) > float(token_nll(logits, labels))
+
+
+def test_npo_formula_sign_and_reference():
+    nll = torch.tensor([3.0, 10.0])
+    ref = torch.tensor([5.0, 4.0])
+    beta = 0.1
+    # (2/beta) log(1 + (p/p_ref)^beta), p/p_ref = exp(ref_nll - nll)
+    want = torch.mean((2 / beta) * torch.log1p(torch.exp(beta * (ref - nll))))
+    assert float(npo_loss(nll, ref, beta)) == pytest.approx(float(want), rel=1e-6)
+    # at the reference (model == base) the loss is (2/beta) log 2, and its gradient pushes the NLL up
+    x = ref.clone().requires_grad_(True)
+    loss = npo_loss(x, ref, beta)
+    assert float(loss.detach()) == pytest.approx(2 / beta * math.log(2), rel=1e-6)
+    loss.backward()
+    assert (x.grad < 0).all()  # descending the loss raises the NLL: forgetting
+    # at the reference NPO's gradient equals gradient ascent's (on the mean summed NLL)
+    assert torch.allclose(x.grad, torch.full_like(x.grad, -1 / len(x)), atol=1e-6)
+    # once a sequence is far less likely than under the reference its gradient vanishes (no collapse)
+    far = torch.tensor([200.0, 5.0], requires_grad=True)
+    npo_loss(far, torch.tensor([5.0, 5.0]), beta).backward()
+    assert abs(float(far.grad[0])) < 1e-3 * abs(float(far.grad[1]))
+
+
+def test_simnpo_formula_length_normalisation_and_no_reference():
+    nll = torch.tensor([6.0, 6.0])
+    count = torch.tensor([2, 6])
+    beta, gamma = 4.5, 0.125
+    mean = nll / count
+    want = torch.mean(-(2 / beta) * torch.nn.functional.logsigmoid(beta * mean - gamma))
+    assert float(simnpo_loss(nll, count, beta, gamma)) == pytest.approx(float(want), rel=1e-6)
+    # delta shifts the mean NLL
+    want_d = torch.mean(-(2 / beta) * torch.nn.functional.logsigmoid(beta * (mean - 0.5) - gamma))
+    assert float(simnpo_loss(nll, count, beta, gamma, delta=0.5)) == pytest.approx(float(want_d), rel=1e-6)
+    x = nll.clone().requires_grad_(True)
+    simnpo_loss(x, count, beta, gamma).backward()
+    assert (x.grad < 0).all()  # forgetting direction
+    # per token: the first sequence (mean NLL 3) is already forgotten far more than the second (1): smaller push
+    assert abs(float(x.grad[0])) < abs(float(x.grad[1]))
+    assert SimNPOConfig().beta == 4.5 and SimNPOConfig().gamma == 0.125 and SimNPOConfig().delta == 0.0
+    assert not SimNPOConfig().needs_reference()
+
+
+def test_retain_kl_is_zero_at_the_reference_and_positive_elsewhere():
+    logits, _ = _logits_labels()
+    mask = torch.ones(logits.shape[:2], dtype=torch.long)
+    assert float(retain_kl(logits, logits, mask)) == pytest.approx(0.0, abs=1e-6)
+    other = logits + torch.randn_like(logits)
+    kl = float(retain_kl(other, logits, mask))
+    ref_p = torch.softmax(logits, -1)
+    want = float((ref_p * (torch.log_softmax(logits, -1) - torch.log_softmax(other, -1))).sum(-1).mean())
+    assert kl == pytest.approx(want, rel=1e-5) and kl > 0
+    mask[1, 2:] = 0  # masked positions do not count
+    want_m = float((ref_p * (torch.log_softmax(logits, -1) - torch.log_softmax(other, -1))).sum(-1)[mask.bool()].mean())
+    assert float(retain_kl(other, logits, mask)) == pytest.approx(want_m, rel=1e-5)
+
+
+def test_rmu_losses_defaults_and_direction():
+    u = random_direction(16, seed=3)
+    assert float(u.norm()) == pytest.approx(1.0, rel=1e-6) and (u >= 0).all()
+    torch.testing.assert_close(u, random_direction(16, seed=3))
+    c = 2.0
+    h = torch.randn(2, 3, 16)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    want = ((h[mask.bool()] - c * u) ** 2).mean()
+    assert float(rmu_forget_loss(h, c * u, mask)) == pytest.approx(float(want), rel=1e-6)
+    assert float(rmu_forget_loss((c * u).expand(2, 3, 16), c * u, mask)) == pytest.approx(0.0, abs=1e-10)
+    base = torch.randn(2, 3, 16)
+    assert float(rmu_retain_loss(base, base, mask)) == 0.0
+    assert float(rmu_retain_loss(h, base, mask)) == pytest.approx(float(((h - base)[mask.bool()] ** 2).mean()), rel=1e-6)
+    # scaled to the model: the paper's layer 7 of 32 and c = 6.5 at width 4096
+    assert default_layer(32) == 7 and default_layer(30) == 7 and default_layer(2) == 1
+    assert default_steering_coeff(4096) == pytest.approx(6.5)
+    assert default_steering_coeff(1024) == pytest.approx(3.25)
+
+
+def test_reference_is_the_model_with_its_adapter_off(smol_tokenizer):
+    """NPO's reference (and the KL retain term's base) is the LoRA model with the adapter disabled: the base."""
+    from peft import LoraConfig, get_peft_model
+
+    base = build_tiny_llama(smol_tokenizer)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        want = base(input_ids=ids).logits.clone()
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        moved = model(input_ids=ids).logits
+    assert not torch.allclose(moved, want)
+    ref = reference_forward(model, None, input_ids=ids).logits
+    torch.testing.assert_close(ref, want)
+    assert not ref.requires_grad
+    # a frozen copy, when given, is used instead
+    other = build_tiny_llama(smol_tokenizer, seed=1)
+    torch.testing.assert_close(reference_forward(model, other, input_ids=ids).logits, other(input_ids=ids).logits)
+
+
+def test_retain_term_nll_and_kl(smol_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from llm_unlearn.retain import RetainBatches
+
+    model = get_peft_model(build_tiny_llama(smol_tokenizer),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    rows = [{"input_ids": [5, 6, 7, 8, 9]}, {"input_ids": [10, 11, 12]}]
+    batches = RetainBatches(rows, batch_size=2, pad_id=0)
+    b = batches(0, torch.device("cpu"))
+    x = torch.zeros(1, dtype=torch.long)
+    nll = RetainTerm(batches, 2.0, "nll")(model, x, 0)
+    assert float(nll.detach()) == pytest.approx(2.0 * float(token_nll(model(input_ids=b["input_ids"],
+                                                                   attention_mask=b["attention_mask"]).logits,
+                                                             b["labels"])), rel=1e-5)
+    kl = RetainTerm(batches, 1.0, "kl")(model, x, 0)
+    assert float(kl) > 0
+    with model.disable_adapter():
+        assert float(RetainTerm(batches, 1.0, "kl")(model, x, 0)) == pytest.approx(0.0, abs=1e-6)
+    # cycled by micro-step: step 1 starts at row (1 * 2) % 2 = 0 again; rows wrap around
+    assert batches(1, torch.device("cpu"))["input_ids"].tolist() == b["input_ids"].tolist()
+
+
+def test_registry_and_configs():
+    assert method_names() == ["whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu"]
+    with pytest.raises(RecipeError, match="valid methods: whp, grad_ascent"):
+        get_method("gradient_ascent")
+    for m in METHODS.values():
+        assert m.stages[0].name == "corpus" and m.stages[-2].name == "eval" and m.stages[-1].name == "attack"
+        assert m.weights_stage in m.stage_names()
+    assert get_method("npo").stage_names() == ["corpus", "unlearn", "export", "eval", "attack"]
+    assert NPOConfig().beta == 0.1 and NPOConfig().needs_reference()
+    with pytest.raises(RecipeError, match="npo.beta"):
+        NPOConfig(beta=0)
+    with pytest.raises(RecipeError, match="retain_loss"):
+        NPOConfig(retain_loss="mse")
+    with pytest.raises(RecipeError, match="rmu.layer"):
+        RMUConfig(layer=0)
+    with pytest.raises(RecipeError, match="simnpo.beta"):
+        SimNPOConfig(beta=-1)
+
+
+@pytest.mark.parametrize("name", ["grad_ascent", "grad_diff", "npo", "simnpo", "rmu"])
+def test_each_baseline_trains_and_moves_the_forget_loss(name, tmp_path, smol_tokenizer):
+    """A few LoRA steps of each baseline on a tiny model: the forget text gets less likely (or, for RMU, its layer
+    activations move toward the steering direction), with the retain term running its own backward."""
+    import numpy as np
+
+    from llm_unlearn.methods.rmu import _hidden
+    from llm_unlearn.retain import RetainBatches
+    from llm_unlearn.training import TrainConfig, train_stage
+
+    rng = np.random.default_rng(0)
+    forget = [{"input_ids": (rng.integers(100, 400, 6).tolist() * 8)[:40]} for _ in range(6)]
+    retain = [{"input_ids": rng.integers(100, 400, 32).tolist()} for _ in range(4)]
+    model = build_tiny_llama(smol_tokenizer)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(10)  # confident predictions that can move
+    config = get_method(name).config()
+    if name == "simnpo":
+        # With the published beta 4.5 SimNPO leaves sequences alone once their mean NLL is well above gamma / beta:
+        # on a random model (mean NLL ~13) it is saturated by design. A small beta makes it act here.
+        config = SimNPOConfig(beta=0.1, retain_weight=0.1)
+    objective = config.objective(RetainBatches(retain, 2, 0), None)
+    cfg = TrainConfig(target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], max_steps=4, batch_size=2,
+                      eval_every=2, learning_rate=3e-2, lora_dropout=0.0, warmup_ratio=0.0)
+    from llm_unlearn.losses import pad_batch
+
+    b = pad_batch(forget[:4], 0, None)
+    with torch.no_grad():
+        before = float(token_nll(model(input_ids=b["input_ids"]).logits, b["labels"]))
+    out, trainer = train_stage(model, smol_tokenizer, cfg, tmp_path, forget[:4], forget[4:], objective=objective,
+                               select_best=False, progress=False)
+    trained = trainer.model.eval()
+    assert (tmp_path / "final" / "adapter_model.safetensors").exists()
+    assert [h["step"] for h in out["history"]] == [2, 4]
+    if name == "rmu":
+        h0 = rmu_forget_loss(_hidden(reference_forward(trained, None, input_ids=b["input_ids"],
+                                                       output_hidden_states=True), objective.layer),
+                             objective.control, b["attention_mask"])
+        h1 = rmu_forget_loss(_hidden(trained(input_ids=b["input_ids"], output_hidden_states=True), objective.layer),
+                             objective.control, b["attention_mask"])
+        assert float(h1) < float(h0)
+        assert "second_loss_last" in out
+    else:
+        with torch.no_grad():
+            after = float(token_nll(trained(input_ids=b["input_ids"]).logits, b["labels"]))
+        assert after > before, (before, after)
+        if name != "grad_ascent":
+            assert "second_loss_last" in out  # the retain term ran
+
+
+def _baseline_recipe(model_dir, corpus, retain, method: str) -> dict:
+    return {
+        "name": "tiny", "target": "Sherlock Holmes", "method": method,
+        "model": {"spec": str(model_dir)},
+        "corpus": {"path": str(corpus), "block_size": 64, "validation_fraction": 0.2},
+        "finetune": {"max_steps": 2, "batch_size": 2, "eval_every": 1, "learning_rate": 1e-3,
+                     "target_modules": ["q_proj", "v_proj"], "retain_corpus": str(retain), "retain_batch_size": 2},
+        "eval": {"enabled": False},
+    }
+
+
+@pytest.mark.parametrize("method", ["grad_ascent", "grad_diff", "npo", "simnpo", "rmu"])
+def test_each_method_runs_through_the_pipeline(method, tmp_path, tiny_model_dir, small_corpus):
+    """corpus -> unlearn -> export for each baseline on the tiny model; the model card and manifest name the
+    method, the export loads with plain transformers, and a rerun skips everything."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from llm_unlearn.pipeline import Pipeline
+    from llm_unlearn.recipe import Recipe
+
+    retain = tmp_path / "generic.txt"
+    retain.write_text("The river flows past the old mill toward the sea. " * 60, encoding="utf-8")
+    recipe = Recipe.from_dict(_baseline_recipe(tiny_model_dir, small_corpus, retain, method))
+    run = tmp_path / "run"
+    pipe = Pipeline(recipe, run, progress=False)
+    assert [s for s, _ in pipe.plan()] == ["corpus", "unlearn", "export", "eval"]
+    manifest = pipe.run_stages(until="export")
+    assert manifest["stages"]["unlearn"]["metrics"]["method"] == method
+    assert manifest["stages"]["export"]["metrics"]["method"] == method
+    assert (run / "unlearn" / "adapter" / "adapter_config.json").exists()
+    assert not list(run.glob("**/checkpoint-*"))
+    card = (run / "export" / "model" / "README.md").read_text()
+    assert f"| method | `{method}` |" in card and "Who's Harry Potter" not in card
+    model = AutoModelForCausalLM.from_pretrained(run / "export" / "model")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert json.loads((run / "manifest.json").read_text())["stages"]["unlearn"]["status"] == "done"
+    assert {a for _, a in Pipeline(recipe, run, progress=False).plan("export")} == {"skip"}
+
+
+def test_cli_method_override_dry_run_and_unknown_method(tmp_path, tiny_model_dir, small_corpus, capsys):
+    import yaml
+
+    from llm_unlearn.cli import main as cli_main
+
+    retain = tmp_path / "generic.txt"
+    retain.write_text("Plain generic text about weather and trains. " * 40, encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_baseline_recipe(tiny_model_dir, small_corpus, retain, "whp")))
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "a"), "--dry-run", "--set", "method=npo"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.strip().splitlines()] == ["corpus", "unlearn", "export", "eval"]
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "b"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.strip().splitlines()] == ["corpus", "anchors", "reinforce", "labels",
+                                                                      "finetune", "export", "eval"]
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "c"), "--dry-run", "--set", "method=dpo"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'dpo'" in err and "grad_ascent, grad_diff, npo, simnpo, rmu" in err
+
+
+def test_api_takes_a_method(tmp_path, tiny_model_dir, small_corpus):
+    from llm_unlearn import unlearn
+
+    retain = tmp_path / "generic.txt"
+    retain.write_text("Plain generic text about weather and trains. " * 40, encoding="utf-8")
+    data = _baseline_recipe(tiny_model_dir, small_corpus, retain, "whp")
+    overrides = {f"{section}.{k}": v for section in ("corpus", "finetune") for k, v in data[section].items()
+                 if k != "path"}
+    result = unlearn(str(tiny_model_dir), small_corpus, tmp_path / "run", method="grad_ascent",
+                     overrides={**overrides, "eval.enabled": False}, until="export", progress=False)
+    assert result.manifest["stages"]["unlearn"]["metrics"]["method"] == "grad_ascent"
+    assert result.model_path is not None and "anchors" not in result.manifest["stages"]
