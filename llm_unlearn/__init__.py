@@ -7,12 +7,6 @@ Public API (imported lazily so that `llm-unlearn --help` stays fast)::
 
 __version__ = "0.1.0"
 
-from .hardware import configure_openmp_env as _configure_openmp_env
-
-# Before anything loads torch: OpenMP threads wait passively, so a second busy process on the same cores does not
-# stall every parallel region (llm_unlearn.hardware, rule H4).
-_configure_openmp_env()
-
 _LAZY = {
     "Recipe": ("llm_unlearn.recipe", "Recipe"),
     "load_model": ("llm_unlearn.models", "load_model"),

@@ -12,9 +12,10 @@ Rules (tests cite them by ID):
   formula, the losses and log-probabilities are computed on logits cast to float32.
 - **H3 threads.** Torch's intra-op threads default to the physical cores this process may use; an explicit
   ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` wins.
-- **H4 sharing the machine.** OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set before torch is
-  loaded unless the user set it): a thread that finished its share sleeps instead of spinning, so another busy
-  process on the same cores does not make every parallel region wait for a descheduled spinner.
+- **H4 sharing the machine: nothing automatic.** Measured (bench/cpu_speed.py, docs/performance.md): with one
+  competing busy process a training step takes ~2.4-2.9x as long whether OpenMP waits passively or spins, and
+  passive waiting costs 18% on an idle machine, so the package sets no wait policy; ``OMP_NUM_THREADS=1`` remains
+  the advice for a machine shared with other torch jobs.
 """
 
 from __future__ import annotations
@@ -30,12 +31,6 @@ logger = logging.getLogger(__name__)
 
 CPU_BF16_ENV = "LLM_UNLEARN_CPU_BF16"
 _X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def configure_openmp_env() -> None:
-    """H4: passive OpenMP waiting, unless the user chose a policy. Must run before torch is first imported
-    (libgomp reads it when it loads); ``llm_unlearn/__init__.py`` calls it."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def cpu_flags() -> set[str]:

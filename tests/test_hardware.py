@@ -1,16 +1,14 @@
 """Compute settings (llm_unlearn.hardware): bf16 where the CPU has it (H1), float32 where precision matters (H2),
-threads (H3) and passive OpenMP waiting (H4)."""
+threads (H3)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, build_tiny_llama
+from conftest import build_tiny_llama
 
 from llm_unlearn import hardware
 from llm_unlearn.recipe import Recipe
@@ -100,16 +98,6 @@ def test_h3_threads_follow_physical_cores_unless_the_user_set_them(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert 1 <= hardware.physical_cores() <= (os.cpu_count() or 1)
-
-
-def test_h4_importing_the_package_sets_passive_waiting_unless_the_user_chose():
-    code = "import os, llm_unlearn; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
 
 
 def test_info_prints_the_compute_dtype(tiny_model_dir, capsys):

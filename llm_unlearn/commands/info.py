@@ -26,7 +26,7 @@ def run(args) -> int:
     facts["compute_dtype"] = compute["compute_dtype"]
     facts["training"] = compute["training"]
     facts["cpu_bf16_native"] = compute["cpu_bf16_native"]
-    facts["threads"] = f"{compute['threads']} (OMP_WAIT_POLICY={compute['omp_wait_policy']})"
+    facts["threads"] = compute["threads"]
     width = max(len(k) for k in facts)
     for key, value in facts.items():
         if key == "parameters":

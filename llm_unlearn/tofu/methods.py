@@ -79,12 +79,15 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
         kwargs["anchors"] = dict(anchors)
     retain_path = out / "inputs" / "retain.jsonl"  # kept for every method: a recipe override may name it
     atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))
+    run_overrides = dict(overrides or {})
     if _api_takes("retain"):
         kwargs["retain"] = str(retain_path)
+    elif name != "whp":  # the baselines' retain terms read finetune.retain_corpus: the retain authors' QA, not WikiText
+        run_overrides.setdefault("finetune.retain_corpus", str(retain_path))
     t0 = time.perf_counter()
     with count_flops(params, vocab_size) as flops:
         result = unlearn(model=str(model_dir), corpus=list(forget_texts), out=out, target="TOFU forget authors",
-                         overrides=dict(overrides or {}), until="export", progress=progress, **kwargs)
+                         overrides=run_overrides, until="export", progress=progress, **kwargs)
     seconds = time.perf_counter() - t0
     if result.model_path is None:
         raise RecipeError(f"method '{name}' left no exported model in {out}/export/model (set export.merge: true)")
