@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .corpus import Block
+from .hardware import training_weights_dtype as label_weights_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
 
     from .anchors import AnchorDictionary
     from .corpus import read_blocks
-    from .models import load_model
+    from .models import default_device, load_model
     from .training import process_state
     from .translation import Translator
 
@@ -402,7 +403,11 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
         raise RecipeError(f"labels.position_weight must be one of {', '.join(POSITION_WEIGHTS)} "
                           f"(got {recipe.labels.position_weight!r})")
     state = process_state()
-    model, tokenizer = load_model(recipe.model.spec, dtype=recipe.model.dtype, device=recipe.model.device,
+    # Float32 weights on CPU even where bf16 is native (hardware rule H2): alpha multiplies the rounding error of
+    # v_r - v_b, and bf16 forward passes changed 8-21% of the labels in bench/cpu_speed.py.
+    model, tokenizer = load_model(recipe.model.spec, dtype=label_weights_dtype(recipe.model.dtype,
+                                                                          recipe.model.device or default_device()),
+                                  device=recipe.model.device,
                                   trust_remote_code=recipe.model.trust_remote_code)
     if recipe.reinforce.full_finetune:
         from transformers import AutoModelForCausalLM
