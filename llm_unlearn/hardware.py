@@ -168,5 +168,4 @@ def describe_compute(device: str | None = None, dtype_setting="auto") -> dict:
                     f"{resolve_mixed_precision('auto', device, dtype_setting)}",
         "cpu_bf16_native": cpu_bf16_native(),
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(OpenMP default)"),
     }

@@ -213,7 +213,6 @@ def _drop_partial_checkpoints(folder: Path) -> None:
 def training_args(cfg: TrainConfig, stage_dir: Path, has_validation: bool, select_best: bool,
                   progress: bool, weights_dtype=None) -> TrainingArguments:
     precision = resolve_precision(cfg.mixed_precision, weights_dtype=weights_dtype)
-    allow_mixed_precision(precision)
     report_to = cfg.report_to
     if report_to == "tensorboard":
         try:
@@ -304,6 +303,7 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
 
     weights_dtype = next(model.parameters()).dtype
     args = training_args(cfg, stage_dir, bool(val_rows), select_best, progress, weights_dtype)
+    allow_mixed_precision("bf16" if args.bf16 else "fp16" if args.fp16 else "no")  # before the Trainer's Accelerator
     logger.info("%s: %s weights, mixed precision %s, %d threads", desc, str(weights_dtype).replace("torch.", ""),
                 "bf16" if args.bf16 else "fp16" if args.fp16 else "no", torch.get_num_threads())
     trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),

@@ -17,6 +17,7 @@ project's own Trainer subclass without touching the attack.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch
 
 from ..corpus import Document, make_blocks
 from ..errors import EvalError
+from ..losses import pad_batch
 from .base import AttackContext, MissingInput, Row
 
 logger = logging.getLogger(__name__)
@@ -47,17 +49,8 @@ def text_rows(texts: list[str], tokenizer, block_size: int) -> list[dict]:
 
 
 def _collate(pad_id: int):
-    def collate(rows: list[dict]) -> dict:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            mask[i, :len(r["input_ids"])] = 1
-        labels = ids.masked_fill(mask == 0, -100)  # padding is never trained on
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    return collate
+    """Right-padded next-token batches (padding never trained on), as every training stage pads them."""
+    return functools.partial(pad_batch, pad_id=pad_id, label_key=None)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ the project's Trainer subclass can take its place without touching the rest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -104,21 +105,10 @@ def cache_key(base_spec: str, items: list[QAItem], cfg: QATrainConfig) -> str:
 
 
 def _collate(pad_id: int):
-    import torch
+    """Right-padded batches of QA rows (labels: the answer tokens only), as every training stage pads them."""
+    from ..losses import pad_batch
 
-    def collate(rows: list[dict]) -> dict:
-        length = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-        att = torch.zeros((len(rows), length), dtype=torch.long)
-        lab = torch.full((len(rows), length), -100, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.as_tensor(r["input_ids"])
-            att[i, :n] = 1
-            lab[i, :n] = torch.as_tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": att, "labels": lab}
-
-    return collate
+    return functools.partial(pad_batch, pad_id=pad_id, label_key="labels")
 
 
 def train_qa_model(base_spec: str, items: list[QAItem], cfg: QATrainConfig, out_dir: str | Path,
