@@ -315,3 +315,20 @@ def test_batched_scoring_equals_one_at_a_time(tiny_llama):
     together = greedy_answers(model, tok, questions, TofuEvalConfig(batch_size=3, max_new_tokens=6))
     alone = [greedy_answers(model, tok, [q], TofuEvalConfig(batch_size=1, max_new_tokens=6))[0] for q in questions]
     assert together == alone
+
+
+def test_bf16_training_runs_on_a_machine_without_gpu(tmp_path, tiny_model_dir):
+    """The CPU recipe trains its target/retain models with mixed_precision bf16 and no device named: transformers
+    refuses bf16 unless told the run is on CPU (the shipped CPU recipe failed at its first step before)."""
+    import torch
+
+    from llm_unlearn.tofu.data import QAItem
+    from llm_unlearn.tofu.models import QATrainConfig, train_qa_model
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    items = [QAItem(f"Who wrote book {i}?", f"Author number {i} wrote it.") for i in range(4)]
+    cfg = QATrainConfig(mixed_precision="bf16", epochs=1, batch_size=2, learning_rate=1e-3, warmup_epochs=0)
+    record = train_qa_model(str(tiny_model_dir), items, cfg, tmp_path / "m", device=None, progress=False)
+    assert record["steps"] >= 1 and record["train_loss"] > 0
+    assert (tmp_path / "m" / "model.safetensors").is_file()

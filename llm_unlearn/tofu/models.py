@@ -122,7 +122,7 @@ def train_qa_model(base_spec: str, items: list[QAItem], cfg: QATrainConfig, out_
     from transformers import Trainer, TrainingArguments
 
     from ..models import load_model
-    from ..training import lora_targets
+    from ..training import allow_mixed_precision, lora_targets
 
     if not items:
         raise RecipeError("no QA to train on")
@@ -146,10 +146,13 @@ def train_qa_model(base_spec: str, items: list[QAItem], cfg: QATrainConfig, out_
         fp16=cfg.mixed_precision == "fp16",
         save_strategy="no", report_to="none", logging_steps=max(1, steps_per_epoch // 2), seed=cfg.seed,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        remove_unused_columns=False, disable_tqdm=not progress, use_cpu=(device == "cpu"), optim="adamw_torch",
+        # use_cpu whenever no GPU will be used: transformers refuses bf16 on a CPU unless told it is one
+        remove_unused_columns=False, disable_tqdm=not progress,
+        use_cpu=device == "cpu" or not torch.cuda.is_available(), optim="adamw_torch",
         # named only when on: transformers 5 renames the option (activation_checkpointing) and warns on the old one
         **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
     )
+    allow_mixed_precision(cfg.mixed_precision)  # before the Trainer's Accelerator (a process may train twice)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list([{**r, "length": len(r["input_ids"])} for r in rows]),
                       data_collator=_collate(tokenizer.pad_token_id))
     t0 = time.perf_counter()

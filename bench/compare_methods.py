@@ -1,0 +1,281 @@
+#!/usr/bin/env python
+"""Every unlearning method on the same data, steps and LoRA rank, each at its best of three learning rates.
+
+    python bench/compare_methods.py recipes/sherlock_smollm2.yaml --out runs/compare \\
+        --from-run runs/sherlock_smollm2 --set finetune.epochs=1
+
+Protocol (docs/results.md, "Method comparison"):
+
+- Forget data: the recipe's target corpus blocks (one train / validation split, shared by all methods); retain
+  data: the recipe's ``finetune.retain_corpus`` (WikiText-2 by default). Every method trains with the ``finetune``
+  section's settings (LoRA rank, batch, epochs = the same number of optimizer steps); only the learning rate varies.
+- Learning rates: three per method (``LEARNING_RATES``, or ``--lrs METHOD=a,b,c``).
+- Selection rule (per method): among its learning rates whose WikiText-2 perplexity is at most
+  ``--max-ppl-change`` percent above the base model's, the one that forgets most (lowest mean of completion
+  familiarity and P(target), as % of base); when none qualifies, the one with the smallest perplexity change
+  (marked in the table).
+- Evaluation: every model on the same items: both suites, WikiText-2 and held-out target perplexity (``sweep/``),
+  then the base and each method's chosen model on the benchmarks (``final/``); ``--with-model LABEL=PATH`` adds
+  other models (e.g. the demo's full-length WHP model) to both.
+
+WHP's stages up to the labels come from ``--from-run`` (a finished run of the same recipe) or run once in
+``OUT/shared``; every variant's run directory hard-links them (``bench.alpha_sweep.link_upstream``). Writes
+``compare.json``, ``compare.md`` (tables) and ``compare.png`` (forgetting vs retained ability, one point per method)
+in ``--out``. Re-running resumes: finished variants are not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.alpha_sweep import link_upstream  # noqa: E402
+from llm_unlearn.methods import method_names  # noqa: E402
+from llm_unlearn.pipeline import Pipeline  # noqa: E402
+from llm_unlearn.recipe import Recipe  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+
+# LoRA learning rates tried per method: each spans 10x around where the method starts to move the target text in
+# a few dozen LoRA steps without destroying the model (gradient ascent diverges fastest, WHP's label fine-tune is
+# ordinary cross-entropy and takes the largest).
+LEARNING_RATES = {
+    "whp": (5.0e-4, 1.0e-3, 2.0e-3),
+    "grad_ascent": (1.0e-4, 3.0e-4, 1.0e-3),
+    "grad_diff": (1.0e-4, 3.0e-4, 1.0e-3),
+    "npo": (1.0e-4, 3.0e-4, 1.0e-3),
+    "simnpo": (1.0e-4, 3.0e-4, 1.0e-3),
+    "rmu": (1.0e-4, 3.0e-4, 1.0e-3),
+}
+
+
+def forgetting_score(row: dict, target: str) -> float | None:
+    """Mean of completion familiarity and P(target) as % of base (lower = more forgotten)."""
+    keys = [f"familiarity/{target} %base", f"prob/{target} %base"]
+    vals = [row[k] for k in keys if k in row]
+    return sum(vals) / len(vals) if vals else None
+
+
+def select(rows: dict[str, dict], target: str, max_ppl_change: float) -> tuple[str, bool]:
+    """The label of the chosen learning rate among ``rows`` (label -> summary row) and whether it met the
+    perplexity bound (rule in the module docstring)."""
+    ok = {k: r for k, r in rows.items() if r.get("ppl/wikitext %change", float("inf")) <= max_ppl_change}
+    if ok:
+        return min(ok, key=lambda k: forgetting_score(ok[k], target)), True
+    return min(rows, key=lambda k: rows[k].get("ppl/wikitext %change", float("inf"))), False
+
+
+def summarize(doc: dict, suites: tuple[str, str | None]) -> dict[str, dict]:
+    """Per model: the numbers relative to the baseline (alpha_sweep's summary plus held-out target perplexity)."""
+    from bench.alpha_sweep import summarize as sweep_summary
+    from llm_unlearn.evaluation.report import changes_vs_base, flat_summary
+
+    out = sweep_summary(doc, *suites)
+    flat = flat_summary(doc)
+    base = flat[doc["baseline"]]
+    for label, row in flat.items():
+        change = changes_vs_base(base, row)
+        for key in [k for k in row if k.startswith("ppl/") and k != "ppl/wikitext"]:
+            out[label][key] = row[key]
+            if key + " %change" in change:
+                out[label][key + " %change"] = change[key + " %change"]
+    return out
+
+
+def _fmt(r: dict, key: str, unit: str = "%base") -> str:
+    if key not in r:
+        return "-"
+    if unit == "%base":
+        return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key + " %base" in r else f"{r[key]:.3f}"
+    return f"{r[key]:.2f} ({r[key + ' %change']:+.1f}%)" if key + " %change" in r else f"{r[key]:.2f}"
+
+
+def markdown(result: dict) -> str:
+    target, control = result["target_suite"], result["control_suite"]
+    summary, variants = result["summary"], result["variants"]
+    head = ["method", "lr", "familiarity (% of base)", "P(target) (% of base)", "control familiarity (% of base)",
+            "control P (% of base)", "WikiText-2 ppl", "held-out target ppl", "benchmarks mean (diff, points)",
+            "train s"]
+
+    def line(label: str, method: str, lr: str, r: dict, seconds) -> str:
+        bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
+        return "| " + " | ".join([method, lr, _fmt(r, f"familiarity/{target}"), _fmt(r, f"prob/{target}"),
+                                  _fmt(r, f"familiarity/{control}"), _fmt(r, f"prob/{control}"),
+                                  _fmt(r, "ppl/wikitext", "%change"), _fmt(r, "ppl/target_heldout", "%change"),
+                                  bench, f"{seconds:.0f}" if seconds is not None else "-"]) + " |"
+
+    out = ["Chosen learning rate per method (benchmarks scored for these only):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out.append(line("base", "base model", "-", summary["base"], None))
+    for method, label in result["chosen"].items():
+        v = variants[label]
+        mark = "" if result["chosen_within_bound"][method] else " (no lr within the ppl bound)"
+        out.append(line(label, method + mark, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+    for label, path in result.get("extra_models", {}).items():
+        out.append(line(label, label, "-", summary[label], None))
+    out += ["", "Every learning rate tried (suites and perplexities):", "", "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head)]
+    for label, v in variants.items():
+        chosen = " **(chosen)**" if result["chosen"].get(v["method"]) == label else ""
+        out.append(line(label, v["method"] + chosen, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+    return "\n".join(out) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Forgetting (x: 100 - forgetting score) vs retained ability (y: control familiarity % of base; right panel:
+    WikiText-2 perplexity change); every learning rate faint, each method's chosen one bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target, control = result["target_suite"], result["control_suite"]
+    summary, variants = result["summary"], result["variants"]
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    colors = {m: f"C{i}" for i, m in enumerate(method_names())}
+    panels = ((f"familiarity/{control} %base", "control suite familiarity (% of base; higher = kept)"),
+              ("ppl/wikitext %change", "WikiText-2 perplexity change (%; lower = kept)"))
+    for ax, (ykey, ylabel) in zip(axes, panels, strict=True):
+        for label, v in variants.items():
+            r = summary[label]
+            score = forgetting_score(r, target)
+            if score is None or ykey not in r:
+                continue
+            chosen = result["chosen"].get(v["method"]) == label
+            ax.scatter(100 - score, r[ykey], color=colors.get(v["method"], "k"), s=70 if chosen else 22,
+                       alpha=1.0 if chosen else 0.35, edgecolor="k" if chosen else "none",
+                       label=v["method"] if chosen else None, zorder=3 if chosen else 2)
+            ax.annotate(f"{v['lr']:g}", (100 - score, r[ykey]), fontsize=6, alpha=0.7, xytext=(3, 3),
+                        textcoords="offset points")
+        for label in result.get("extra_models", {}):
+            r = summary[label]
+            score = forgetting_score(r, target)
+            if score is not None and ykey in r:
+                ax.scatter(100 - score, r[ykey], marker="*", s=140, color="k", label=label, zorder=4)
+        ax.axhline(100 if "%base" in ykey else 0, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="forgetting: 100 - mean(familiarity, P(target)) as % of base", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].set_title(f"{target}: forgetting vs control suite", fontsize=9)
+    axes[1].set_title("forgetting vs WikiText-2 perplexity", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def parse_lrs(specs: list[str]) -> dict[str, tuple[float, ...]]:
+    lrs = dict(LEARNING_RATES)
+    for spec in specs:
+        method, _, values = spec.partition("=")
+        if method not in lrs or not values:
+            raise SystemExit(f"--lrs {spec!r}: expected METHOD=lr1,lr2,... with METHOD one of {', '.join(lrs)}")
+        lrs[method] = tuple(float(x) for x in values.split(","))
+    return lrs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--methods", default=",".join(LEARNING_RATES), help="comma-separated (default: all)")
+    ap.add_argument("--lrs", action="append", default=[], metavar="METHOD=LR,LR,LR")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="a run of the same recipe whose stages up to the labels are finished: reuse them")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every method")
+    ap.add_argument("--with-model", action="append", default=[], metavar="LABEL=PATH",
+                    help="another model to evaluate beside the methods (e.g. the demo's WHP model)")
+    ap.add_argument("--max-ppl-change", type=float, default=10.0,
+                    help="selection bound on the WikiText-2 perplexity increase, in percent (default 10)")
+    ap.add_argument("--replot", action="store_true", help="only redraw compare.png and compare.md")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.replot:
+        result = json.loads((args.out / "compare.json").read_text())
+        atomic_write_text(args.out / "compare.md", markdown(result))
+        plot(result, args.out / "compare.png")
+        return 0
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in LEARNING_RATES]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; valid: {', '.join(LEARNING_RATES)}")
+    lrs = parse_lrs(args.lrs)
+    extra = dict(spec.split("=", 1) for spec in args.with_model)
+
+    recipe = Recipe.from_yaml(args.recipe, list(args.set))
+    shared = args.from_run or args.out / "shared"
+    t0 = time.perf_counter()
+    Pipeline(recipe, shared).run_stages(until="labels" if "whp" in methods else "corpus")
+    timings = {"shared_stages_s": round(time.perf_counter() - t0, 1)}
+
+    variants, models = {}, {"base": recipe.model.spec}
+    for method in methods:
+        for lr in lrs[method]:
+            label = f"{method} lr {lr:g}"
+            run_dir = args.out / "runs" / f"{method}_lr{lr:g}"
+            r = Recipe.from_yaml(args.recipe, list(args.set) + [f"method={method}", f"finetune.learning_rate={lr}"])
+            link_upstream(shared, run_dir, r)
+            t1 = time.perf_counter()
+            manifest = Pipeline(r, run_dir).run_stages(until="export")
+            weights_stage = "finetune" if method == "whp" else "unlearn"
+            stage = manifest["stages"][weights_stage]
+            variants[label] = {"method": method, "lr": lr, "run_dir": str(run_dir),
+                               "train_seconds": stage.get("seconds"), "wall_s": round(time.perf_counter() - t1, 1)}
+            models[label] = str(run_dir / "export" / "model")
+    models.update(extra)
+
+    from llm_unlearn.corpus import read_blocks
+    from llm_unlearn.evaluation import evaluate
+
+    blocks = read_blocks(shared / "corpus" / "blocks.jsonl")
+    heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
+    t1 = time.perf_counter()
+    sweep_cfg = dataclasses.replace(recipe.eval, benchmarks=[])
+    doc = evaluate(models, sweep_cfg, args.out / "sweep", target_heldout=heldout, baseline="base")
+    timings["eval_sweep_s"] = round(time.perf_counter() - t1, 1)
+    names = [s["name"] for s in doc["suites"]]
+    target, control = names[0], (names[1] if len(names) > 1 else None)
+    summary = summarize(doc, (target, control))
+
+    chosen, within = {}, {}
+    for method in methods:
+        rows = {label: summary[label] for label, v in variants.items() if v["method"] == method}
+        chosen[method], within[method] = select(rows, target, args.max_ppl_change)
+
+    if recipe.eval.benchmarks:
+        t1 = time.perf_counter()
+        final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()},
+                        **extra}
+        bench_cfg = dataclasses.replace(recipe.eval, suites=[], wikitext=None)
+        bench_doc = evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
+        timings["eval_benchmarks_s"] = round(time.perf_counter() - t1, 1)
+        bench_summary = summarize(bench_doc, ("", None))
+        for label, r in bench_summary.items():
+            for key in ("benchmark_mean", "benchmark_diff_points"):
+                if key in r:
+                    summary[label][key] = r[key]
+
+    result = {"recipe": args.recipe, "overrides": list(args.set), "methods": methods,
+              "learning_rates": {m: list(lrs[m]) for m in methods}, "max_ppl_change": args.max_ppl_change,
+              "variants": variants, "extra_models": extra, "chosen": chosen, "chosen_within_bound": within,
+              "summary": summary, "timings": timings, "target_suite": target, "control_suite": control}
+    atomic_write_json(args.out / "compare.json", result)
+    table = markdown(result)
+    atomic_write_text(args.out / "compare.md", table)
+    plot(result, args.out / "compare.png")
+    print(table)
+    print(f"wrote {args.out / 'compare.json'}, compare.md, compare.png ({timings})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""bench/compare_methods.py: the learning-rate selection rule, and the whole comparison end to end on a tiny model
+(every method's variants trained on the same split, evaluated on the same items, one chosen per method)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from test_pipeline import tiny_recipe
+
+sys.path.insert(0, str(REPO))
+from bench import compare_methods  # noqa: E402
+
+T = "suite"
+
+
+def row(fam, prob, ppl):
+    return {f"familiarity/{T} %base": fam, f"prob/{T} %base": prob, "ppl/wikitext %change": ppl}
+
+
+def test_selection_takes_the_most_forgetting_lr_within_the_perplexity_bound():
+    rows = {"a": row(80, 70, 2.0), "b": row(40, 30, 8.0), "c": row(5, 5, 60.0)}
+    assert compare_methods.forgetting_score(rows["b"], T) == 35
+    # c forgets most but breaks the model (ppl +60%): b is chosen
+    assert compare_methods.select(rows, T, max_ppl_change=10) == ("b", True)
+    assert compare_methods.select(rows, T, max_ppl_change=100) == ("c", True)
+    # nothing within the bound: the least damaging one, flagged
+    assert compare_methods.select(rows, T, max_ppl_change=1) == ("a", False)
+
+
+def test_bad_learning_rate_spec_is_refused():
+    with pytest.raises(SystemExit, match="METHOD=lr1"):
+        compare_methods.parse_lrs(["nosuch=1e-4"])
+    assert compare_methods.parse_lrs(["npo=1e-5,2e-5"])["npo"] == (1e-5, 2e-5)
+
+
+def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["finetune"]["retain_corpus"] = [str(small_corpus)]  # the tiny model's retain text (no WikiText needed)
+    data["eval"] = {"enabled": True, "suites": [str(REPO / "eval" / "sherlock_holmes")], "max_new_tokens": 4,
+                    "wikitext": str(small_corpus), "perplexity_max_tokens": 256, "plots": False, "bootstrap": 50}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "cmp"
+    args = [str(recipe), "--out", str(out), "--methods", "whp,npo", "--lrs", "whp=1e-3,1e-2",
+            "--lrs", "npo=1e-4,1e-3", "--max-ppl-change", "1000"]
+    assert compare_methods.main(args) == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert set(result["variants"]) == {"whp lr 0.001", "whp lr 0.01", "npo lr 0.0001", "npo lr 0.001"}
+    assert set(result["chosen"]) == {"whp", "npo"}
+    for method, label in result["chosen"].items():
+        assert result["variants"][label]["method"] == method
+    # every method trained on the same corpus split (hard links to the shared corpus stage)
+    shared_split = (out / "shared" / "corpus" / "split.json").stat().st_ino
+    for v in result["variants"].values():
+        assert (tmp_path / v["run_dir"] / "corpus" / "split.json").stat().st_ino == shared_split
+    npo_manifest = json.loads((out / "runs" / "npo_lr0.001" / "manifest.json").read_text())
+    assert npo_manifest["stages"]["unlearn"]["status"] == "done"
+    for label in ("base", *result["variants"]):
+        assert "ppl/wikitext" in result["summary"][label]
+        assert "ppl/target_heldout" in result["summary"][label]
+    md = (out / "compare.md").read_text()
+    assert "(chosen)" in md and (out / "compare.png").exists()
+    # a rerun trains nothing again (finished variants resume)
+    before = (out / "runs" / "npo_lr0.001" / "unlearn" / "adapter").stat().st_mtime
+    assert compare_methods.main(args) == 0
+    assert (out / "runs" / "npo_lr0.001" / "unlearn" / "adapter").stat().st_mtime == before
