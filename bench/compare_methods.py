@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -118,7 +118,7 @@ def markdown(result: dict) -> str:
         v = variants[label]
         mark = "" if result["chosen_within_bound"][method] else " (no lr within the ppl bound)"
         out.append(line(label, method + mark, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
-    for label, path in result.get("extra_models", {}).items():
+    for label in result.get("extra_models", {}):
         out.append(line(label, label, "-", summary[label], None))
     out += ["", "Every learning rate tried (suites and perplexities):", "", "| " + " | ".join(head) + " |",
             "|" + "---|" * len(head)]

@@ -198,7 +198,7 @@ def bench_finetune(ctx: dict, args) -> dict:
     from transformers import TrainerCallback
 
     from llm_unlearn.labels import alpha_key
-    from llm_unlearn.training import TrainConfig, pad_batch, train_stage, wrap_lora
+    from llm_unlearn.training import TrainConfig, pad_batch, resolve_precision, train_stage, wrap_lora
 
     tok = ctx["tok"]
     key = alpha_key(5.0)
@@ -221,10 +221,13 @@ def bench_finetune(ctx: dict, args) -> dict:
     opt = torch.optim.AdamW([p for p in bare.parameters() if p.requires_grad], lr=cfg.learning_rate,
                             betas=(cfg.adam_beta1, cfg.adam_beta2))
     batch = pad_batch(rows, tok.pad_token_id, key)
+    # the bare loop computes in the precision the engine resolves (bf16 autocast on a CPU with native bf16)
+    precision = resolve_precision(cfg.mixed_precision, weights_dtype=next(bare.parameters()).dtype)
 
     def bare_steps():
         for _ in range(k):
-            loss = bare(**batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = bare(**batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -263,7 +266,7 @@ def bench_finetune(ctx: dict, args) -> dict:
     per_step = {name: [t / k for t in ts] for name, ts in wall.items()}
     cpu = {name: [t / k for t in ts] for name, ts in cpu_s.items()}
     out = {"batch_size": len(rows), "tokens_per_step": tokens, "steps_per_timing": k, "repeats": args.repeats,
-           "seconds_per_step": per_step, "label_key": key,
+           "mixed_precision": precision, "seconds_per_step": per_step, "label_key": key,
            "trainer_tokens_per_s": tokens / median(per_step["trainer"]),
            "bare_tokens_per_s": tokens / median(per_step["bare"]),
            "ratio_trainer_vs_bare": median(per_step["trainer"]) / median(per_step["bare"]),

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import AnchorError
+from ..openai_chat import ask_chat, chat_completions_url
 from .proposals import _not_target, _shape_ok, find_contexts
 
 logger = logging.getLogger(__name__)
@@ -69,32 +67,15 @@ class _OpenAIChat:
         if not model:
             raise AnchorError("an OpenAI-compatible substitute writer needs a model name "
                               "(anchors.substitute_chat_model)")
-        base = base_url.rstrip("/")
-        self.url = base + ("" if base.endswith("/chat/completions") else "/chat/completions")
+        self.url = chat_completions_url(base_url)
         self.model, self.timeout = model, timeout
-        self.key = os.environ.get("OPENAI_API_KEY")
 
     def ask_many(self, prompts: Sequence[str]) -> list[str]:
         return [self._ask(p) for p in prompts]
 
     def _ask(self, text: str) -> str:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 200,
-                           "messages": [{"role": "user", "content": text}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read().decode())
-            return data["choices"][0]["message"]["content"]
-        except urllib.error.HTTPError as exc:
-            raise AnchorError(f"substitute writer {self.url} answered HTTP {exc.code}: {exc.read()[:200]!r}") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise AnchorError(f"substitute writer {self.url} is unreachable ({exc}); it is optional: set "
-                              "anchors.substitutes to model or faker") from exc
-        except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
-            raise AnchorError(f"substitute writer {self.url}: unexpected answer") from exc
+        return ask_chat(self.url, self.model, text, 200, self.timeout, AnchorError, "substitute writer",
+                        "it is optional: set anchors.substitutes to model or faker")
 
 
 class _HFChat:

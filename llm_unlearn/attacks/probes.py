@@ -41,40 +41,43 @@ def _text(obj: dict, key: str, where: str) -> str:
     return value.strip()
 
 
-def load_chat(suite_dir: str | Path) -> list[ChatQuestion]:
-    """The suite's chat questions ([] when it has none)."""
-    path = Path(suite_dir) / "chat.jsonl"
+def _load_items(suite_dir: str | Path, filename: str, id_prefix: str, make) -> list:
+    """Rows of a suite's JSONL probe file through ``make(qid, obj, where)`` ([] when the suite has no such file);
+    ids default to ``<id_prefix><line>`` and must be unique."""
+    path = Path(suite_dir) / filename
     if not path.is_file():
         return []
     out, seen = [], set()
     for no, obj in _read_jsonl(path):
         where = f"{path}:{no}"
-        qid = str(obj.get("id") or f"q{no:04d}")
+        qid = str(obj.get("id") or f"{id_prefix}{no:04d}")
         if qid in seen:
             raise EvalError(f"{where}: duplicate id {qid!r}")
         seen.add(qid)
-        out.append(ChatQuestion(qid, _text(obj, "question", where), _str_list(obj.get("answers"), where, "answers"),
-                                str(obj.get("category") or "general")))
+        out.append(make(qid, obj, where))
     return out
+
+
+def _chat_question(qid: str, obj: dict, where: str) -> ChatQuestion:
+    return ChatQuestion(qid, _text(obj, "question", where), _str_list(obj.get("answers"), where, "answers"),
+                        str(obj.get("category") or "general"))
+
+
+def _two_choice_item(qid: str, obj: dict, where: str) -> TwoChoiceItem:
+    true, false = _text(obj, "true", where), _text(obj, "false", where)
+    if true.casefold() == false.casefold():
+        raise EvalError(f"{where}: the true and false answers are the same")
+    return TwoChoiceItem(qid, _text(obj, "question", where), true, false, str(obj.get("category") or "general"))
+
+
+def load_chat(suite_dir: str | Path) -> list[ChatQuestion]:
+    """The suite's chat questions ([] when it has none)."""
+    return _load_items(suite_dir, "chat.jsonl", "q", _chat_question)
 
 
 def load_two_choice(suite_dir: str | Path) -> list[TwoChoiceItem]:
     """The suite's two-choice items ([] when it has none)."""
-    path = Path(suite_dir) / "two_choice.jsonl"
-    if not path.is_file():
-        return []
-    out, seen = [], set()
-    for no, obj in _read_jsonl(path):
-        where = f"{path}:{no}"
-        qid = str(obj.get("id") or f"t{no:04d}")
-        if qid in seen:
-            raise EvalError(f"{where}: duplicate id {qid!r}")
-        seen.add(qid)
-        true, false = _text(obj, "true", where), _text(obj, "false", where)
-        if true.casefold() == false.casefold():
-            raise EvalError(f"{where}: the true and false answers are the same")
-        out.append(TwoChoiceItem(qid, _text(obj, "question", where), true, false, str(obj.get("category") or "general")))
-    return out
+    return _load_items(suite_dir, "two_choice.jsonl", "t", _two_choice_item)
 
 
 def load_passage(suite_dir: str | Path) -> str | None:

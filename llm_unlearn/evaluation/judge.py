@@ -13,15 +13,12 @@ digit. Unparseable answers are recorded as ``None`` and counted, not guessed.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 
 from ..errors import EvalError
+from ..openai_chat import ask_chat, chat_completions_url
 
 logger = logging.getLogger(__name__)
 
@@ -75,29 +72,12 @@ class OpenAIJudge:
         if not model:
             raise EvalError("an OpenAI-compatible judge needs a model name (--judge-model / eval.judge_model)")
         self.name = f"openai:{model}@{base_url}"
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+        self.url = chat_completions_url(base_url)
         self.model, self.timeout = model, timeout
-        self.key = os.environ.get("OPENAI_API_KEY")
 
     def _ask(self, text: str) -> str:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 4,
-                           "messages": [{"role": "user", "content": text}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read().decode())
-        except urllib.error.HTTPError as exc:
-            raise EvalError(f"judge endpoint {self.url} answered HTTP {exc.code}: {exc.read()[:200]!r}") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise EvalError(f"judge endpoint {self.url} is unreachable ({exc}); the judge is optional: drop --judge "
-                            "to grade offline only") from exc
-        try:
-            return data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise EvalError(f"judge endpoint {self.url}: unexpected answer {str(data)[:200]}") from exc
+        return ask_chat(self.url, self.model, text, 4, self.timeout, EvalError, "judge endpoint",
+                        "the judge is optional: drop --judge to grade offline only")
 
     def grade_many(self, prompts, completions, references, concept: str) -> list[int | None]:
         from tqdm.auto import tqdm
