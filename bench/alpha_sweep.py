@@ -38,14 +38,15 @@ from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
 UPSTREAM = ("corpus", "anchors", "reinforce", "labels")
 
 
-def link_upstream(shared: Path, dest: Path, recipe: Recipe) -> None:
-    """A variant's run directory: upstream stages hard-linked from the shared run, manifest copied. The shared
-    run's fine-tune and export are linked too when they are exactly the variant's (same fingerprints)."""
+def link_upstream(shared: Path, dest: Path, recipe: Recipe, upstream: tuple[str, ...] = UPSTREAM) -> None:
+    """A variant's run directory: the ``upstream`` stages hard-linked from the shared run, manifest copied. The
+    shared run's fine-tune and export are linked too when they are exactly the variant's (same fingerprints; a
+    method without a fine-tune stage never takes them)."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((shared / "manifest.json").read_text())
     fps = Pipeline(recipe, dest, progress=False).fingerprints()
-    stages = list(UPSTREAM) + [s for s in ("finetune", "export")
-                               if manifest["stages"].get(s, {}).get("status") == "done"
+    stages = list(upstream) + [s for s in ("finetune", "export")
+                               if s in fps and manifest["stages"].get(s, {}).get("status") == "done"
                                and manifest["stages"][s]["fingerprint"] == fps[s]]
     for stage in stages:
         if not (dest / stage).exists():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alpha_sweep import link_upstream  # noqa: E402
+from bench.alpha_sweep import UPSTREAM, link_upstream  # noqa: E402
 from llm_unlearn.methods import method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
             label = f"{method} lr {lr:g}"
             run_dir = args.out / "runs" / f"{method}_lr{lr:g}"
             r = Recipe.from_yaml(args.recipe, list(args.set) + [f"method={method}", f"finetune.learning_rate={lr}"])
-            link_upstream(shared, run_dir, r)
+            link_upstream(shared, run_dir, r, UPSTREAM if method == "whp" else ("corpus",))
             t1 = time.perf_counter()
             manifest = Pipeline(r, run_dir).run_stages(until="export")
             weights_stage = "finetune" if method == "whp" else "unlearn"

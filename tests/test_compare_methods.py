@@ -45,9 +45,16 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
                     "wikitext": str(small_corpus), "perplexity_max_tokens": 256, "plots": False, "bootstrap": 50}
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(data))
+    # a finished WHP run of the recipe gives the shared stages (its fine-tune/export must not leak into the
+    # baselines' run directories, whose stage tables have no fine-tune)
+    from llm_unlearn.pipeline import Pipeline
+    from llm_unlearn.recipe import Recipe
+
+    run = tmp_path / "run"
+    Pipeline(Recipe.from_yaml(recipe), run, progress=False).run_stages(until="export")
     out = tmp_path / "cmp"
-    args = [str(recipe), "--out", str(out), "--methods", "whp,npo", "--lrs", "whp=1e-3,1e-2",
-            "--lrs", "npo=1e-4,1e-3", "--max-ppl-change", "1000"]
+    args = [str(recipe), "--out", str(out), "--from-run", str(run), "--methods", "whp,npo",
+            "--lrs", "whp=1e-3,1e-2", "--lrs", "npo=1e-4,1e-3", "--max-ppl-change", "1000"]
     assert compare_methods.main(args) == 0
     result = json.loads((out / "compare.json").read_text())
     assert set(result["variants"]) == {"whp lr 0.001", "whp lr 0.01", "npo lr 0.0001", "npo lr 0.001"}
@@ -55,11 +62,13 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
     for method, label in result["chosen"].items():
         assert result["variants"][label]["method"] == method
     # every method trained on the same corpus split (hard links to the shared corpus stage)
-    shared_split = (out / "shared" / "corpus" / "split.json").stat().st_ino
+    shared_split = (run / "corpus" / "split.json").stat().st_ino
     for v in result["variants"].values():
         assert (tmp_path / v["run_dir"] / "corpus" / "split.json").stat().st_ino == shared_split
     npo_manifest = json.loads((out / "runs" / "npo_lr0.001" / "manifest.json").read_text())
     assert npo_manifest["stages"]["unlearn"]["status"] == "done"
+    assert set(npo_manifest["stages"]) == {"corpus", "unlearn", "export"}
+    assert not (out / "runs" / "npo_lr0.001" / "labels").exists()
     for label in ("base", *result["variants"]):
         assert "ppl/wikitext" in result["summary"][label]
         assert "ppl/target_heldout" in result["summary"][label]
