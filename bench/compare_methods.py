@@ -80,13 +80,30 @@ def summarize(doc: dict, suites: tuple[str, str | None]) -> dict[str, dict]:
     out = sweep_summary(doc, *suites)
     flat = flat_summary(doc)
     base = flat[doc["baseline"]]
+    control = suites[1]
     for label, row in flat.items():
         change = changes_vs_base(base, row)
-        for key in [k for k in row if k.startswith("ppl/") and k != "ppl/wikitext"]:
+        extra = [k for k in row if k.startswith("ppl/") and k != "ppl/wikitext"]
+        extra += [f"prob/{control}"] if control and f"prob/{control}" in row else []
+        for key in extra:
             out[label][key] = row[key]
-            if key + " %change" in change:
-                out[label][key + " %change"] = change[key + " %change"]
+            for suffix in (" %change", " %base"):
+                if key + suffix in change:
+                    out[label][key + suffix] = change[key + suffix]
     return out
+
+
+def full_summary(out_dir: Path, target: str, control: str | None) -> dict[str, dict]:
+    """The summary of every model from the saved evaluations: ``sweep/`` (suites, perplexities) and, when present,
+    ``final/`` (benchmarks of the chosen models)."""
+    summary = summarize(json.loads((out_dir / "sweep" / "eval.json").read_text()), (target, control))
+    final = out_dir / "final" / "eval.json"
+    if final.is_file():
+        for label, r in summarize(json.loads(final.read_text()), ("", None)).items():
+            for key in ("benchmark_mean", "benchmark_diff_points"):
+                if key in r:
+                    summary.setdefault(label, {})[key] = r[key]
+    return summary
 
 
 def _fmt(r: dict, key: str, unit: str = "%base") -> str:
@@ -160,6 +177,9 @@ def plot(result: dict, path: Path) -> None:
             if score is not None and ykey in r:
                 ax.scatter(100 - score, r[ykey], marker="*", s=140, color="k", label=label, zorder=4)
         ax.axhline(100 if "%base" in ykey else 0, color="grey", lw=0.8, ls=":")
+        if "%change" in ykey:  # a collapsed model (perplexity x1000) must not flatten the others
+            ax.set_yscale("symlog", linthresh=20)
+            ax.set_ylim(bottom=-20)
         ax.set(xlabel="forgetting: 100 - mean(familiarity, P(target)) as % of base", ylabel=ylabel)
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:
@@ -201,6 +221,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.replot:
         result = json.loads((args.out / "compare.json").read_text())
+        result["summary"] = full_summary(args.out, result["target_suite"], result["control_suite"])
+        atomic_write_json(args.out / "compare.json", result)
         atomic_write_text(args.out / "compare.md", markdown(result))
         plot(result, args.out / "compare.png")
         return 0
@@ -256,13 +278,9 @@ def main(argv=None) -> int:
         final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()},
                         **extra}
         bench_cfg = dataclasses.replace(recipe.eval, suites=[], wikitext=None)
-        bench_doc = evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
+        evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
         timings["eval_benchmarks_s"] = round(time.perf_counter() - t1, 1)
-        bench_summary = summarize(bench_doc, ("", None))
-        for label, r in bench_summary.items():
-            for key in ("benchmark_mean", "benchmark_diff_points"):
-                if key in r:
-                    summary[label][key] = r[key]
+        summary = full_summary(args.out, target, control)
 
     result = {"recipe": args.recipe, "overrides": list(args.set), "methods": methods,
               "learning_rates": {m: list(lrs[m]) for m in methods}, "max_ppl_change": args.max_ppl_change,

@@ -74,6 +74,10 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
         assert "ppl/target_heldout" in result["summary"][label]
     md = (out / "compare.md").read_text()
     assert "(chosen)" in md and (out / "compare.png").exists()
+    (out / "compare.png").unlink()
+    assert compare_methods.main([str(recipe), "--out", str(out), "--replot"]) == 0
+    assert (out / "compare.png").exists()
+    assert json.loads((out / "compare.json").read_text())["summary"] == result["summary"]
     # a rerun trains nothing again (finished variants resume)
     before = (out / "runs" / "npo_lr0.001" / "unlearn" / "adapter").stat().st_mtime
     assert compare_methods.main(args) == 0
