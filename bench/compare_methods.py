@@ -38,7 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.alpha_sweep import UPSTREAM, link_upstream  # noqa: E402
-from llm_unlearn.methods import method_names  # noqa: E402
+from bench.alpha_sweep import summarize as sweep_summary  # noqa: E402
+from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
+from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
@@ -74,9 +76,6 @@ def select(rows: dict[str, dict], target: str, max_ppl_change: float) -> tuple[s
 
 def summarize(doc: dict, suites: tuple[str, str | None]) -> dict[str, dict]:
     """Per model: the numbers relative to the baseline (alpha_sweep's summary plus held-out target perplexity)."""
-    from bench.alpha_sweep import summarize as sweep_summary
-    from llm_unlearn.evaluation.report import changes_vs_base, flat_summary
-
     out = sweep_summary(doc, *suites)
     flat = flat_summary(doc)
     base = flat[doc["baseline"]]
@@ -93,16 +92,21 @@ def summarize(doc: dict, suites: tuple[str, str | None]) -> dict[str, dict]:
     return out
 
 
+def add_benchmarks(summary: dict[str, dict], bench_doc: dict) -> None:
+    """Merge the benchmark numbers of ``bench_doc`` (the chosen models' evaluation) into ``summary``."""
+    for label, r in summarize(bench_doc, ("", None)).items():
+        for key in ("benchmark_mean", "benchmark_diff_points"):
+            if key in r:
+                summary.setdefault(label, {})[key] = r[key]
+
+
 def full_summary(out_dir: Path, target: str, control: str | None) -> dict[str, dict]:
     """The summary of every model from the saved evaluations: ``sweep/`` (suites, perplexities) and, when present,
     ``final/`` (benchmarks of the chosen models)."""
     summary = summarize(json.loads((out_dir / "sweep" / "eval.json").read_text()), (target, control))
     final = out_dir / "final" / "eval.json"
     if final.is_file():
-        for label, r in summarize(json.loads(final.read_text()), ("", None)).items():
-            for key in ("benchmark_mean", "benchmark_diff_points"):
-                if key in r:
-                    summary.setdefault(label, {})[key] = r[key]
+        add_benchmarks(summary, json.loads(final.read_text()))
     return summary
 
 
@@ -121,7 +125,7 @@ def markdown(result: dict) -> str:
             "control P (% of base)", "WikiText-2 ppl", "held-out target ppl", "benchmarks mean (diff, points)",
             "train s"]
 
-    def line(label: str, method: str, lr: str, r: dict, seconds) -> str:
+    def line(method: str, lr: str, r: dict, seconds) -> str:
         bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
         return "| " + " | ".join([method, lr, _fmt(r, f"familiarity/{target}"), _fmt(r, f"prob/{target}"),
                                   _fmt(r, f"familiarity/{control}"), _fmt(r, f"prob/{control}"),
@@ -130,18 +134,18 @@ def markdown(result: dict) -> str:
 
     out = ["Chosen learning rate per method (benchmarks scored for these only):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out.append(line("base", "base model", "-", summary["base"], None))
+    out.append(line("base model", "-", summary["base"], None))
     for method, label in result["chosen"].items():
         v = variants[label]
         mark = "" if result["chosen_within_bound"][method] else " (no lr within the ppl bound)"
-        out.append(line(label, method + mark, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+        out.append(line(method + mark, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
     for label in result.get("extra_models", {}):
-        out.append(line(label, label, "-", summary[label], None))
+        out.append(line(label, "-", summary[label], None))
     out += ["", "Every learning rate tried (suites and perplexities):", "", "| " + " | ".join(head) + " |",
             "|" + "---|" * len(head)]
     for label, v in variants.items():
         chosen = " **(chosen)**" if result["chosen"].get(v["method"]) == label else ""
-        out.append(line(label, v["method"] + chosen, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+        out.append(line(v["method"] + chosen, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
     return "\n".join(out) + "\n"
 
 
@@ -248,8 +252,7 @@ def main(argv=None) -> int:
             link_upstream(shared, run_dir, r, UPSTREAM if method == "whp" else ("corpus",))
             t1 = time.perf_counter()
             manifest = Pipeline(r, run_dir).run_stages(until="export")
-            weights_stage = "finetune" if method == "whp" else "unlearn"
-            stage = manifest["stages"][weights_stage]
+            stage = manifest["stages"][get_method(method).weights_stage]
             variants[label] = {"method": method, "lr": lr, "run_dir": str(run_dir),
                                "train_seconds": stage.get("seconds"), "wall_s": round(time.perf_counter() - t1, 1)}
             models[label] = str(run_dir / "export" / "model")
@@ -278,9 +281,9 @@ def main(argv=None) -> int:
         final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()},
                         **extra}
         bench_cfg = dataclasses.replace(recipe.eval, suites=[], wikitext=None)
-        evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
+        bench_doc = evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
         timings["eval_benchmarks_s"] = round(time.perf_counter() - t1, 1)
-        summary = full_summary(args.out, target, control)
+        add_benchmarks(summary, bench_doc)
 
     result = {"recipe": args.recipe, "overrides": list(args.set), "methods": methods,
               "learning_rates": {m: list(lrs[m]) for m in methods}, "max_ppl_change": args.max_ppl_change,
