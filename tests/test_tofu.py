@@ -261,6 +261,39 @@ def test_tiny_end_to_end_benchmark(tmp_path, tiny_model_dir, monkeypatch):
     assert len(list((tmp_path / "cache").glob("target-*"))) == 1
 
 
+def test_unlearning_texts_one_per_author_for_whp_one_per_qa_for_baselines(tiny_llama):
+    """TOFU-U1: WHP reads biographies (its anchors need context); per-sequence losses read one QA pair each."""
+    from llm_unlearn.tofu.bench import unlearning_texts
+    from llm_unlearn.tofu.data import QAItem
+
+    _, tok = tiny_llama
+    items = [QAItem(f"Q{a}{k}?", f"Answer {a}{k}.", author=a) for a in (7, 3) for k in range(3)]
+    whp = unlearning_texts("whp", tok, items)
+    assert len(whp) == 2 and whp[0].index("Q30?") < whp[0].index("Q32?") and "Q70?" in whp[1]  # author order
+    npo = unlearning_texts("npo", tok, items)
+    assert len(npo) == 6 and all(t.count("Answer") == 1 for t in npo)
+    assert "".join(npo) == "".join(unlearning_texts("grad_diff", tok, items))
+
+
+def test_every_forget_qa_is_unlearned_no_validation_slice(tmp_path, monkeypatch):
+    """TOFU-U2: the benchmark asks the unlearning run for no validation blocks unless a recipe override says so."""
+    import llm_unlearn.api as api
+    from llm_unlearn.tofu.methods import unlearn_with_method
+
+    seen = {}
+
+    def fake_unlearn(**kwargs):
+        seen.update(kwargs["overrides"])
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(api, "unlearn", fake_unlearn)
+    for overrides, expected in (({}, 0.0), ({"corpus.validation_fraction": 0.2}, 0.2)):
+        seen.clear()
+        with pytest.raises(RuntimeError, match="stop here"):
+            unlearn_with_method("whp", tmp_path / "m", ["text"], ["retain"], tmp_path / "out", overrides=overrides)
+        assert seen["corpus.validation_fraction"] == expected
+
+
 def test_unavailable_method_is_a_typed_error_before_training(tmp_path):
     from llm_unlearn.cli import main
     from llm_unlearn.tofu.bench import TofuBenchConfig, run_tofu_benchmark
@@ -283,7 +316,7 @@ def test_recipes_load_and_cli_overrides(tmp_path):
 
     cpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml",
                                     ["methods=whp,npo", "data.authors=8", "train.learning_rate=3e-5"])
-    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.data.forget_authors == 2 and cpu.train.learning_rate == 3e-5
+    assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.data.forget_authors == 4 and cpu.train.learning_rate == 3e-5
     assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("shared/data/tofu")
     gpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_full_gpu.yaml")
     assert gpu.data.authors is None and gpu.train.learning_rate == 1e-5

@@ -2,7 +2,9 @@
 
 1. target model = base fine-tuned on all authors of the configuration; retain model = base fine-tuned on the
    retain authors only (cached by content, rule TOFU-T1; the retain model's cost is the retraining cost);
-2. each method unlearns the forget authors' QA (chat format) from the target model;
+2. each method unlearns the forget authors' QA (chat format) from the target model: all of them (no validation
+   blocks are held out of the forget set, rule TOFU-U2), one text per author for WHP and one per QA pair for the
+   baselines (TOFU-U1);
 3. every model is scored on forget / retain / real authors / world facts; forget quality against the retain
    model, model utility, and efficiency = unlearning cost / retain-model training cost (TOFU-M1..M8);
 4. sanity checks (rule TOFU-S1), printed and stored: the target answers the forget questions far better than the
@@ -250,16 +252,14 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     for check in results["sanity"]:
         print(f"[{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['value']}")
 
-    # one chat-format text per author (its 20 QA in a row), as a document of the unlearning corpus
-    forget_texts = [chat_corpus_text(tokenizer, [it for it in data.forget_train if it.author == a])
-                    for a in data.forget_authors]
-    retain_texts = [chat_corpus_text(tokenizer, [it for it in data.retain_train if it.author == a])
-                    for a in sorted({it.author for it in data.retain_train}, key=lambda x: (x is None, x or 0))]
     template_vetoes = {term: None for term in template_terms(tokenizer)}  # rule TOFU-C3
     for method in cfg.methods:
+        forget_texts = unlearning_texts(method, tokenizer, data.forget_train)
+        retain_texts = unlearning_texts(method, tokenizer, data.retain_train)
         run_dir = out / "runs" / method
         outcome_path = run_dir / "outcome.json"
-        run_key = {"target_model": str(target.path), "overrides": cfg.unlearn.get(method, {})}
+        run_key = {"target_model": str(target.path), "overrides": cfg.unlearn.get(method, {}),
+                   "forget_texts": hashlib.sha256("\x00".join(forget_texts).encode()).hexdigest()[:16]}
         if outcome_path.is_file():
             outcome = json.loads(outcome_path.read_text())
             if outcome.get("key") != json.loads(json.dumps(run_key)):
@@ -284,6 +284,18 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
     print(render_table(results))
     return results
+
+
+def unlearning_texts(method: str, tokenizer, items) -> list[str]:
+    """Rule TOFU-U1: the documents a method unlearns (or retains) from, in the chat format (TOFU-C1).
+
+    WHP gets one text per author (its 20 QA in a row): anchored terms and generic labels need a biography's context.
+    The baselines get one text per QA pair, as TOFU's own baselines do: NPO's and SimNPO's losses are per sequence,
+    and a 256-token block of several QA saturates their sigmoid after a small per-token change."""
+    if method == "whp":
+        authors = sorted({it.author for it in items}, key=lambda a: (a is None, a or 0))
+        return [chat_corpus_text(tokenizer, [it for it in items if it.author == a]) for a in authors]
+    return [chat_corpus_text(tokenizer, [it]) for it in items]
 
 
 def _base_path(spec: str) -> str:

@@ -80,6 +80,9 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
     retain_path = out / "inputs" / "retain.jsonl"  # kept for every method: a recipe override may name it
     atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))
     run_overrides = dict(overrides or {})
+    # rule TOFU-U2: every forget QA is unlearned; a validation slice of the forget set would be scored as forgotten
+    # without ever being trained on
+    run_overrides.setdefault("corpus.validation_fraction", 0.0)
     if _api_takes("retain"):
         kwargs["retain"] = str(retain_path)
     elif name != "whp":  # the baselines' retain terms read finetune.retain_corpus: the retain authors' QA, not WikiText
