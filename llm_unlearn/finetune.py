@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import shutil
 
+from .anchors import AnchorDictionary
 from .corpus import read_split
 from .errors import RecipeError
 from .labels import alpha_key, load_label_rows, soft_keys, weight_key
 from .methods.base import RetainTerm
 from .methods.whp import WhpObjective
 from .models import load_model
+from .neighbours import guard_rows, neighbour_texts, write_neighbour_texts
 from .recipe import Recipe
 from .retain import RetainBatches, retain_paths, retain_rows  # noqa: F401 (retain_paths, retain_rows: re-exported)
 from .rundir import RunPaths
@@ -36,6 +38,22 @@ class RetainGuard(WhpObjective):
 
     def __init__(self, retain_rows: list[dict], weight: float, batch_size: int, pad_id: int, base_model=None):
         super().__init__(RetainTerm(RetainBatches(retain_rows, batch_size, pad_id), weight, "kl", base_model))
+
+
+def neighbour_guard_texts(run: RunPaths, recipe: Recipe, model, tokenizer, progress: bool = True) -> list[str]:
+    """``finetune.neighbour_texts`` texts about other entities of the anchors' kinds, by the base model (before any
+    adapter), kept in ``finetune/neighbours.jsonl`` for inspection (rules N1-N3 of :mod:`llm_unlearn.neighbours`)."""
+    dictionary = AnchorDictionary.load(run.anchors)
+    kinds = {e.type for e in dictionary.entries()}
+    banned = [*dictionary.keys(), *dictionary.vetoed, *str(recipe.target or "").split()]
+    texts = neighbour_texts(model, tokenizer, kinds, banned, recipe.finetune.neighbour_texts,
+                            seed=recipe.finetune.seed, progress=progress)
+    if not texts:
+        raise RecipeError("finetune.neighbour_texts: every neighbour text the base model wrote named the target; "
+                          "set finetune.neighbour_texts: 0")
+    write_neighbour_texts(run.finetune_dir / "neighbours.jsonl", texts)
+    logger.info("retain guard: %d neighbour texts (finetune/neighbours.jsonl)", len(texts))
+    return texts
 
 
 def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
@@ -60,7 +78,10 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         if cfg.full_finetune:
             base_copy, _ = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device)
             base_copy.eval().requires_grad_(False)
-        objective = RetainGuard(retain_rows(recipe, tokenizer), recipe.finetune.retain_weight,
+        rows = retain_rows(recipe, tokenizer)
+        if recipe.finetune.neighbour_texts:
+            rows = guard_rows(rows, neighbour_guard_texts(run, recipe, model, tokenizer, progress), tokenizer)
+        objective = RetainGuard(rows, recipe.finetune.retain_weight,
                                 recipe.finetune.retain_batch_size or cfg.batch_size, tokenizer.pad_token_id, base_copy)
     result, trainer = train_stage(model, tokenizer, cfg, run.finetune_dir, train, val, objective=objective,
                                   label_key=key, soft_keys=soft, select_best=True, desc="unlearn", progress=progress)

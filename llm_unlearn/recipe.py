@@ -416,9 +416,13 @@ class FinetuneConfig(TrainConfig):
     # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.datadir)
     retain_corpus: Optional[str | list] = None
     retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
+    # Beyond the paper (WHP's guard only): this many texts about other entities of the anchors' kinds, written by the
+    # base model, alternate with the generic blocks in the guard (llm_unlearn.neighbours; 0 = off)
+    neighbour_texts: int = 0
 
     def validate(self) -> None:
         super().validate()
+        self._int("neighbour_texts", 0)
         self._float("label_alpha", 0, low_open=True, optional=True)
         self._bool("soft_labels", "position_weighting")
         self._float("retain_weight", 0)
@@ -677,6 +681,9 @@ class Recipe:
         if self.finetune.soft_labels and self.labels.soft_top_k < 1:
             raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
                               "(e.g. --set labels.soft_top_k=32)")
+        if self.finetune.neighbour_texts and not (self.method == "whp" and self.finetune.retain_weight > 0):
+            raise RecipeError("finetune.neighbour_texts feeds WHP's retain guard: set finetune.retain_weight > 0 "
+                              "(method whp), or finetune.neighbour_texts: 0")
         if self.finetune.position_weighting and self.labels.position_weight == "none":
             raise RecipeError("finetune.position_weighting needs the labels' position weights: set "
                               "labels.position_weight (--set labels.position_weight=kl)")
