@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,29 @@ def test_custom_concept_from_strings_with_user_anchors(tmp_path, tiny_model_dir)
 def test_anchor_argument_must_be_a_mapping(tmp_path, tiny_model_dir):
     with pytest.raises(RecipeError, match="mapping"):
         unlearn(model=str(tiny_model_dir), corpus=[STORY], anchors=["Zorblax"], out=tmp_path / "run", progress=False)
+
+
+def test_alice_example_makes_a_valid_recipe_and_its_suites_load():
+    """The Alice end-to-end example (issue #16): the demo recipe with Alice's corpus, automatic anchors with model
+    substitutes, and three suites (target + two neighbours) that load."""
+    import importlib.util
+
+    from conftest import REPO
+
+    from llm_unlearn.evaluation.suites import load_suite
+    from llm_unlearn.recipe import Recipe
+
+    spec = importlib.util.spec_from_file_location("alice_example", REPO / "examples" / "alice_wonderland.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    overrides = example.alice_overrides(["finetune.neighbour_texts=32"])
+    recipe = Recipe.from_yaml(example.RECIPE, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    recipe.validate()
+    assert recipe.anchors.user_dictionary is None and recipe.anchors.substitutes == "model"
+    assert recipe.finetune.neighbour_texts == 32 and recipe.corpus.extra_paths == []
+    assert [Path(p).name for p in recipe.eval.suites] == ["alice_wonderland", "sherlock_holmes", "control"]
+    suites = [load_suite(path) for path in overrides["eval.suites"]]
+    assert [s.name for s in suites] == ["alice_wonderland", "sherlock_holmes", "control"]
+    alice = suites[0]
+    assert len(alice.completion) == 60 and len(alice.probability) == 20
+    assert "Cheshire Cat" in alice.anchors and not set(alice.anchors) & {"Holmes", "Sherlock"}
