@@ -308,6 +308,21 @@ def test_unavailable_method_is_a_typed_error_before_training(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_several_processes_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    """`accelerate launch` with N > 1 processes would train, score and cache the same models N times: a clear error
+    (exit 2) that names the one-process launch, before anything is written."""
+    from conftest import REPO
+
+    from llm_unlearn.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    recipe = str(REPO / "recipes" / "tofu_full_gpu.yaml")
+    assert main(["benchmark", "tofu", "--recipe", recipe, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "one process (this launch started 4)" in err and "--num_processes 1" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_recipes_load_and_cli_overrides(tmp_path):
     from conftest import REPO
 
