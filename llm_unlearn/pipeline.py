@@ -328,7 +328,9 @@ class Pipeline:
         plan = self.plan(until)
         self._check_run_dir(plan)
         self.state.wait_for_everyone()
-        if self.state.is_main_process:
+        # recipe.yaml describes the run's finished stages: a call that only skips (e.g. a sweep reading a shared
+        # run's early stages with other later settings) must not rewrite it
+        if self.state.is_main_process and any(action != "skip" for _, action in plan):
             try:
                 atomic_write_text(self.run.recipe, self.recipe.to_yaml())
             except OSError as exc:

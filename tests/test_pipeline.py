@@ -258,6 +258,25 @@ def test_edited_user_dictionary_or_retain_text_redoes_the_stage_that_reads_it(tm
     assert plan()["finetune"] == "redo" and plan()["labels"] == "skip"
 
 
+def test_a_run_that_only_skips_leaves_recipe_yaml_alone(tmp_path, tiny_model_dir, small_corpus):
+    """recipe.yaml describes the finished stages: a sweep that reads a shared run's early stages (until=labels) with
+    other fine-tune settings skips them all and must not rewrite the shared run's recipe (it did: a comparison left
+    the demo run's recipe.yaml saying 1 epoch for a fine-tune made with 3)."""
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    run = tmp_path / "run"
+    fps = Pipeline(Recipe.from_dict(data), run, progress=False).fingerprints()
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps(
+        {"stages": {name: {"status": "done", "fingerprint": fp} for name, fp in fps.items()}}))
+    (run / "recipe.yaml").write_text(Recipe.from_dict(data).to_yaml())
+    original = (run / "recipe.yaml").read_text()
+    data["finetune"]["learning_rate"] = 3e-3
+    sweep = Pipeline(Recipe.from_dict(data), run, progress=False)
+    assert {a for _, a in sweep.plan("labels")} == {"skip"} and dict(sweep.plan("finetune"))["finetune"] == "redo"
+    sweep.run_stages(until="labels")
+    assert (run / "recipe.yaml").read_text() == original
+
+
 def test_retain_text_from_several_files_alternates(tmp_path, tiny_model_dir, small_corpus):
     from llm_unlearn.errors import RecipeError
     from llm_unlearn.finetune import retain_rows
