@@ -100,13 +100,13 @@ class Unlearner:
     @staticmethod
     def _save_inline_corpus(corpus, run: RunPaths) -> Path:
         """Texts given in memory are written into the run directory, so every stage reads from disk."""
-        from .corpus import read_corpus
+        from .corpus import read_corpus, texts_jsonl
 
         docs = read_corpus(corpus)
         if not docs:
             raise CorpusError("the corpus contains no text")
         path = run.inputs / "corpus.jsonl"
-        payload = "".join(json.dumps({"text": d.text}) + "\n" for d in docs)
+        payload = texts_jsonl(d.text for d in docs)
         if not path.exists() or path.read_text(encoding="utf-8") != payload:  # unchanged text keeps its mtime
             atomic_write_text(path, payload)
         return path

@@ -102,6 +102,11 @@ def _read_jsonl(path: Path, text_field: str) -> list[Document]:
     return docs
 
 
+def texts_jsonl(texts: Iterable[str]) -> str:
+    """Texts as JSONL lines ``{"text": ...}``: the corpus format :func:`read_corpus` reads back."""
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts)
+
+
 def read_corpus(source, text_field: str = "text", split: str = "train") -> list[Document]:
     """Read a target corpus into documents (see module docstring for accepted sources)."""
     if source is None:

@@ -14,16 +14,17 @@ import logging
 import shutil
 
 from .anchors import AnchorDictionary
-from .corpus import read_split
+from .corpus import read_split, texts_jsonl
 from .errors import RecipeError
 from .labels import alpha_key, load_label_rows, soft_keys, weight_key
 from .methods.base import RetainTerm
 from .methods.whp import WhpObjective
 from .models import load_model
-from .neighbours import guard_rows, neighbour_texts, write_neighbour_texts
+from .neighbours import guard_rows, neighbour_texts
 from .recipe import Recipe
 from .retain import RetainBatches, retain_paths, retain_rows  # noqa: F401 (retain_paths, retain_rows: re-exported)
 from .rundir import RunPaths
+from .runio import atomic_write_text
 from .training import TrainConfig, cleanup_checkpoints, train_stage, training_dtype
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def neighbour_guard_texts(run: RunPaths, recipe: Recipe, model, tokenizer, progr
     if not texts:
         raise RecipeError("finetune.neighbour_texts: every neighbour text the base model wrote named the target; "
                           "set finetune.neighbour_texts: 0")
-    write_neighbour_texts(run.finetune_dir / "neighbours.jsonl", texts)
+    atomic_write_text(run.finetune_dir / "neighbours.jsonl", texts_jsonl(texts))
     logger.info("retain guard: %d neighbour texts (finetune/neighbours.jsonl)", len(texts))
     return texts
 

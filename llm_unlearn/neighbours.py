@@ -16,13 +16,11 @@ N3. A completion that names the target (any anchor key, any vetoed key, any word
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from .evaluation.familiarity import generate
-from .runio import atomic_write_text
+from .retain import interleave
 
 # N1: generic openings per anchor kind (the kinds of llm_unlearn.anchors); kinds without their own get "other".
 OPENINGS: dict[str, tuple[str, ...]] = {
@@ -74,15 +72,8 @@ def neighbour_texts(model, tokenizer, kinds: Iterable[str], banned: Iterable[str
     return kept[:count]
 
 
-def write_neighbour_texts(path: str | Path, texts: Sequence[str]) -> None:
-    atomic_write_text(path, "".join(json.dumps({"text": t}) + "\n" for t in texts))
-
-
 def guard_rows(generic_rows: list[dict], texts: Sequence[str], tokenizer, max_tokens: int = 256) -> list[dict]:
     """The guard's rows: generic blocks and neighbour texts alternating (each step of a one-block guard sees one
     kind), then whichever list is longer."""
     neighbour = [{"input_ids": tokenizer(t, add_special_tokens=True)["input_ids"][:max_tokens]} for t in texts]
-    rows: list[dict] = []
-    for k in range(max(len(generic_rows), len(neighbour))):
-        rows += [r[k] for r in (neighbour, generic_rows) if k < len(r)]
-    return rows
+    return interleave([neighbour, generic_rows])

@@ -4,6 +4,7 @@ recipe lists in ``finetune.retain_corpus``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -31,10 +32,15 @@ def retain_rows(recipe, tokenizer, limit_blocks: int = 256) -> list[dict]:
                           "set finetune.retain_corpus to a text file (or a list of them)")
     per_file = [load_blocks(p, tokenizer, block_size=min(recipe.corpus.block_size, 256),
                             max_blocks=max(1, limit_blocks // len(paths))) for p in paths]
-    rows = []
-    for k in range(max(len(b) for b in per_file)):
-        rows += [{"input_ids": b[k].input_ids} for b in per_file if k < len(b)]
-    return rows
+    return interleave([[{"input_ids": b.input_ids} for b in blocks] for blocks in per_file])
+
+
+def interleave(lists: Sequence[Sequence]) -> list:
+    """Items of several lists alternating (first of each, second of each, ...), then the rest of the longer ones."""
+    out: list = []
+    for k in range(max((len(x) for x in lists), default=0)):
+        out += [x[k] for x in lists if k < len(x)]
+    return out
 
 
 class RetainBatches:

@@ -10,13 +10,13 @@ until the API takes ``method=``, asking for one is a :class:`MethodUnavailableEr
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..corpus import texts_jsonl
 from ..errors import RecipeError
 from ..runio import atomic_write_text
 from .flops import count_flops
@@ -78,7 +78,7 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
     if anchors and name == "whp":
         kwargs["anchors"] = dict(anchors)
     retain_path = out / "inputs" / "retain.jsonl"  # kept for every method: a recipe override may name it
-    atomic_write_text(retain_path, "".join(json.dumps({"text": t}) + "\n" for t in retain_texts))
+    atomic_write_text(retain_path, texts_jsonl(retain_texts))
     run_overrides = dict(overrides or {})
     # rule TOFU-U2: every forget QA is unlearned; a validation slice of the forget set would be scored as forgotten
     # without ever being trained on
