@@ -6,10 +6,6 @@
 
 from __future__ import annotations
 
-import os
-
-from ..errors import RecipeError
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="run a standard unlearning benchmark (tofu)")
@@ -31,11 +27,6 @@ def register(subparsers) -> None:
 def run_tofu(args) -> int:
     from ..tofu.bench import TofuBenchConfig, apply_overrides, run_tofu_benchmark
 
-    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if processes > 1:  # before any training: each process would train, evaluate and cache the same models
-        raise RecipeError(f"benchmark tofu runs in one process (this launch started {processes}): its evaluation and "
-                          "model cache are not shared between processes. Use `accelerate launch --num_processes 1 -m "
-                          "llm_unlearn benchmark tofu ...` or plain `llm-unlearn benchmark tofu ...` (one GPU)")
     overrides = list(args.set)
     for key in ("model", "split", "methods"):
         if getattr(args, key):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,11 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     """Run the whole benchmark (see module docstring); returns the ``results.json`` document."""
     from ..models import cache_dir, load_model_config, load_tokenizer
 
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if processes > 1:  # before any training: each process would train, evaluate and cache the same models
+        raise RecipeError(f"benchmark tofu runs in one process (this launch started {processes}): its evaluation and "
+                          "model cache are not shared between processes. Use `accelerate launch --num_processes 1 -m "
+                          "llm_unlearn benchmark tofu ...` or plain `llm-unlearn benchmark tofu ...` (one GPU)")
     for m in cfg.methods:
         check_method(m)  # fail before hours of training
     out = Path(out)
