@@ -3,7 +3,8 @@
 The BASE model is fine-tuned on the original blocks with the generic labels (cross-entropy), LoRA by default.
 As in the authors' script, the checkpoint with the lowest validation loss (on held-out blocks' generic
 labels) is kept. Optional, beyond the paper: a retain guard, ``retain_weight * KL(base || model)`` on generic
-text (WikiText-2 by default), which protects related knowledge that the labels alone would also push down; and
+text (WikiText-2 by default), which protects related knowledge that the labels alone would also push down (with
+``retain_name_weight``, weighted toward the positions that complete names: rules G1-G2 in :mod:`llm_unlearn.retain`); and
 soft labels (``soft_labels``): cross-entropy against softmax of the stored top-k generic logits instead of their
 argmax (:func:`llm_unlearn.losses.soft_label_loss`). The loss is :class:`llm_unlearn.methods.whp.WhpObjective`.
 """
@@ -22,7 +23,7 @@ from .methods.whp import WhpObjective
 from .models import load_model
 from .neighbours import guard_rows, neighbour_texts
 from .recipe import Recipe
-from .retain import RetainBatches, retain_paths, retain_rows  # noqa: F401 (retain_paths, retain_rows: re-exported)
+from .retain import NamePositions, RetainBatches, retain_paths, retain_rows  # noqa: F401 (retain_paths, retain_rows: re-exported)
 from .rundir import RunPaths
 from .runio import atomic_write_text
 from .training import TrainConfig, cleanup_checkpoints, train_stage, training_dtype
@@ -37,8 +38,11 @@ class RetainGuard(WhpObjective):
     costs no extra memory (``base_model``: a frozen copy, for full fine-tuning). Retain blocks are cycled
     deterministically by micro-step (resume-safe)."""
 
-    def __init__(self, retain_rows: list[dict], weight: float, batch_size: int, pad_id: int, base_model=None):
-        super().__init__(RetainTerm(RetainBatches(retain_rows, batch_size, pad_id), weight, "kl", base_model))
+    def __init__(self, retain_rows: list[dict], weight: float, batch_size: int, pad_id: int, base_model=None,
+                 name_weight: float = 0.0, tokenizer=None):
+        names = NamePositions(tokenizer) if name_weight else None
+        super().__init__(RetainTerm(RetainBatches(retain_rows, batch_size, pad_id, names), weight, "kl", base_model,
+                                    name_weight))
 
 
 def neighbour_guard_texts(run: RunPaths, recipe: Recipe, model, tokenizer, progress: bool = True) -> list[str]:
@@ -83,7 +87,8 @@ def run_finetune(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
         if recipe.finetune.neighbour_texts:
             rows = guard_rows(rows, neighbour_guard_texts(run, recipe, model, tokenizer, progress), tokenizer)
         objective = RetainGuard(rows, recipe.finetune.retain_weight,
-                                recipe.finetune.retain_batch_size or cfg.batch_size, tokenizer.pad_token_id, base_copy)
+                                recipe.finetune.retain_batch_size or cfg.batch_size, tokenizer.pad_token_id, base_copy,
+                                recipe.finetune.retain_name_weight, tokenizer)
     result, trainer = train_stage(model, tokenizer, cfg, run.finetune_dir, train, val, objective=objective,
                                   label_key=key, soft_keys=soft, select_best=True, desc="unlearn", progress=progress)
     if trainer.accelerator.is_main_process:

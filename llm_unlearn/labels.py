@@ -13,6 +13,11 @@ Labels are stored shifted like ordinary causal-LM labels: ``labels[i + 1]`` is t
 also stores the top-k generic logits (and their token ids) of every labelled position, aligned the same way, for
 fine-tuning on soft labels (``finetune.soft_labels``).
 
+Beyond the paper, ``labels.rise_tokens: target`` lets the ReLU term act only on the target's own tokens
+(:func:`target_token_mask`, rules R1-R3): the reinforced model also learns the target text's style (quotation marks
+opening paragraphs, its punctuation and function words), and ``alpha`` times that rise teaches the model to avoid the
+style of every similar text, which damages neighbours (other fiction) rather than the target.
+
 Memory: full-vocabulary logits exist only for the current batch; labels for several alphas come from the
 same forward passes. With a LoRA reinforced model only ONE copy of the base weights is in memory: the adapter
 is switched off for the base pass. Work is sharded over processes (accelerate) by block index, and every
@@ -24,8 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,9 +107,65 @@ def weighted_label_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
     return total / mask.sum().clamp(min=1)
 
 
-def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor) -> torch.Tensor:
-    """ReLU(v_r - v_b): how much the reinforced model raised each logit."""
-    return (v_reinforced - v_base).relu_()
+def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor,
+                    token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ReLU(v_r - v_b): how much the reinforced model raised each logit; with ``token_mask`` (vocabulary, 0/1), only
+    the rise of the masked-in tokens (R3 of :func:`target_token_mask`)."""
+    rise = (v_reinforced - v_base).relu_()
+    if token_mask is not None:
+        rise.mul_(token_mask[: rise.size(-1)])
+    return rise
+
+
+RISE_TOKENS = ("all", "target")
+WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+
+
+def target_words(texts: Iterable[str], min_ratio: float, min_count: int = 3) -> dict[str, float]:
+    """R1. The target's own words: words (letters and apostrophes) that occur at least ``min_count`` times in the
+    target text and ``min_ratio`` times more often there than in general English (wordfreq; the same smoothed
+    frequency ratio per million words as the anchors' keyness). Case-folded for counting; returns every surface form
+    seen of a kept word -> its ratio. Punctuation and numbers are never words, so never target tokens."""
+    from .anchors import keyness_ratio
+
+    forms: Counter = Counter()
+    for text in texts:
+        forms.update(WORD.findall(text))
+    folded: Counter = Counter()
+    for form, n in forms.items():
+        folded[form.lower()] += n
+    total = sum(folded.values())
+    ratios = {w: keyness_ratio(n, total, w) for w, n in folded.items() if n >= min_count}
+    return {form: ratios[form.lower()] for form in forms
+            if form.lower() in ratios and ratios[form.lower()] >= min_ratio}
+
+
+def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenizer, vocab_size: int,
+                      common_zipf: float = 4.5) -> torch.Tensor:
+    """R2. The target's tokens: the first token of `` word`` (the word after a space, as inside a sentence), and a
+    capitalised ``word`` at a line start when it is one token, for the target's words (R1) and the anchors' keys: the
+    token the position before the word predicts, where the model's knowledge of what comes next lives. Later pieces of
+    a word ("ing", "ness") and other pieces without a space ("ar", "hat") are shared with every other word, so they
+    are left out.
+    R3. ``labels.rise_tokens: target``: the ReLU term acts only on these tokens (float 0/1 mask over the vocabulary,
+    ``vocab_size`` = the logits' width); every other token keeps the base model's logit.
+    A piece without letters ("-", "1"), the words " a" and " I", or a common English word that is not itself a
+    target word (wordfreq Zipf >= ``common_zipf``: " the", " as") is never a target token, whatever word it came
+    from; one capital or small letter is (" L" of " L|est|rade": many names start with one)."""
+    from wordfreq import zipf_frequency
+
+    own = {w.lower() for w in words} | {p.lower() for k in anchor_keys for p in WORD.findall(k)}
+    mask = torch.zeros(vocab_size)
+    for word in {*words, *anchor_keys}:
+        inside = tokenizer(" " + word, add_special_tokens=False)["input_ids"][:1]
+        start = tokenizer(word, add_special_tokens=False)["input_ids"]
+        for i in {*inside, *(start if len(start) == 1 and word[:1].isupper() else ())}:
+            piece = tokenizer.decode([i]).strip().lower()
+            if not 0 <= i < vocab_size or not any(c.isalpha() for c in piece) or piece in ("a", "i"):
+                continue
+            if len(piece) == 1 or piece in own or zipf_frequency(piece, "en") < common_zipf:
+                mask[i] = 1.0
+    return mask
 
 
 def suppression_index(translated_pos: np.ndarray, suppress_from: Sequence[tuple[int, list[int]]],
@@ -205,10 +267,12 @@ class LabelStats:
 
 def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Sequence[int], translator,
                 alphas: Sequence[float], seed: int, pad_id: int, stats: LabelStats,
-                suppress: bool = True, soft_top_k: int = 0, weight_kind: str = "none") -> list[dict]:
+                suppress: bool = True, soft_top_k: int = 0, weight_kind: str = "none",
+                rise_mask: torch.Tensor | None = None) -> list[dict]:
     """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha
     (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position; with
-    ``weight_kind`` "kl" or "tv", the position weights of :func:`position_weights`, aligned like the labels)."""
+    ``weight_kind`` "kl" or "tv", the position weights of :func:`position_weights`, aligned like the labels).
+    ``rise_mask``: the ReLU term acts only on these tokens (R3 of :func:`target_token_mask`)."""
     translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices, strict=True)]
     orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
     tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
@@ -241,7 +305,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
             c_pos, c_tpos = pos[c0:c0 + step], t_pos[c0:c0 + step]
             v_b = logits_b[row, torch.from_numpy(c_tpos).to(dev)].float()
             v_r = logits_r[row, torch.from_numpy(c_pos).to(dev)].float()
-            rise = reinforced_rise(v_b, v_r)
+            rise = reinforced_rise(v_b, v_r, rise_mask)
             sup = suppression_index(c_tpos, tb.suppress_from, dev) if suppress else None
             buf = torch.empty_like(v_b)
             for alpha in alphas:
@@ -289,7 +353,7 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
 def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence[int], translator,
                  alphas: Sequence[float], batch_size: int, seed: int, pad_id: int, suppress: bool = True,
                  progress: bool = True, desc: str = "labels", soft_top_k: int = 0,
-                 weight_kind: str = "none") -> tuple[list[dict], LabelStats]:
+                 weight_kind: str = "none", rise_mask: torch.Tensor | None = None) -> tuple[list[dict], LabelStats]:
     """Label the blocks ``indices`` (of ``blocks``), batching blocks of similar length together."""
     from tqdm.auto import tqdm
 
@@ -300,7 +364,7 @@ def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = order[start:start + batch_size]
         rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress,
-                            soft_top_k, weight_kind)
+                            soft_top_k, weight_kind, rise_mask)
     rows.sort(key=lambda r: r["block_index"])
     return rows, stats
 
@@ -426,12 +490,26 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     if len(dictionary) == 0:
         logger.warning("labels: the anchor dictionary is empty; labels come from the logit offset alone")
     translator = Translator(dictionary, tokenizer)
+    rise_mask, rise_info = None, {}
+    if recipe.labels.rise_tokens == "target":
+        from .corpus import read_corpus
+
+        texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
+                 for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
+        words = target_words(texts, recipe.labels.rise_keyness)
+        rise_mask = target_token_mask(words, dictionary.keys(), tokenizer,
+                                      model.get_output_embeddings().weight.size(0)).to(model.device)
+        top = sorted(words, key=lambda w: -words[w])
+        rise_info = {"rise_tokens": "target", "rise_words": len(words), "rise_token_count": int(rise_mask.sum()),
+                     "rise_words_sample": top[:20] + top[len(top) // 2:len(top) // 2 + 10]}
+        logger.info("labels: the ReLU term acts on %d tokens of %d target words and %d anchor keys (R1-R3)",
+                    int(rise_mask.sum()), len(words), len(dictionary))
     alphas = recipe.label_alphas()
     mine = list(range(len(blocks)))[state.process_index::state.num_processes]
     rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,
                                tokenizer.pad_token_id, recipe.labels.suppress_used_translations,
                                progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k,
-                               weight_kind=recipe.labels.position_weight)
+                               weight_kind=recipe.labels.position_weight, rise_mask=rise_mask)
     shard_dir = run.labels_dir / "shards"
     summary = {}
     if state.num_processes == 1:
@@ -458,7 +536,7 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
                                    for r in range(state.num_processes)], tokenizer)
     if state.is_main_process:
         summary.update({"alphas": alphas, "blocks": n_rows, "anchor_keys": len(dictionary),
-                        "processes": state.num_processes})
+                        "processes": state.num_processes, **rise_info})
         from .runio import atomic_write_json
 
         atomic_write_json(run.labels_stats, summary)

@@ -149,6 +149,11 @@ def _stage_fn(stage: StageSpec) -> Callable:
 
 
 Stage = StageSpec  # the stage record (kept under its old name)
+# Settings added after runs existed, with the value that means "off": left out of the stage hashes while off, so
+# those runs keep their fingerprints (and are not recomputed) after an upgrade
+ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
+                  ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0}
+
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}
 ORDER = list(STAGES)
@@ -253,8 +258,10 @@ class Pipeline:
         """Hash of what a stage reads. Where the model is pushed is not part of what it computes."""
         data = self.recipe.to_dict()
         data["export"] = {k: v for k, v in data["export"].items() if k not in ("push_to_hub", "private")}
-        if not data["corpus"].get("relearn_fraction"):
-            data["corpus"].pop("relearn_fraction", None)  # runs made before the relearn slice keep their fingerprints
+        # runs made before these settings existed keep their fingerprints while the settings are off
+        for (section, key), off in ADDED_SETTINGS.items():
+            if data[section].get(key) in (off, None):
+                data[section].pop(key, None)
         payload = {s: data[s] for s in stage.sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

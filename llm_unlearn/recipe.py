@@ -379,6 +379,11 @@ class LabelsConfig(_SectionChecks):
     # model's ("none" | "kl": 1 - exp(-KL(generic || base)) | "tv": the probability mass the ReLU term removed),
     # as the column position_weights, for finetune.position_weighting.
     position_weight: str = "none"
+    # Beyond the paper: which tokens the ReLU term may push down: "all" (the paper) or "target" (only tokens of the
+    # target's own words, rise_keyness times more frequent in the corpus than in general English, and of the anchor
+    # keys; llm_unlearn.labels, rules R1-R3), so the target's style is not unlearned from every similar text
+    rise_tokens: str = "all"
+    rise_keyness: float = 5.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -390,6 +395,8 @@ class LabelsConfig(_SectionChecks):
         self._bool("suppress_used_translations")
         self._int("soft_top_k", 0)
         self._choice("position_weight", ("none", "kl", "tv"))
+        self._choice("rise_tokens", ("all", "target"))
+        self._float("rise_keyness", 1)
         self._int("seed", 0)
 
 
@@ -416,6 +423,9 @@ class FinetuneConfig(TrainConfig):
     # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.datadir)
     retain_corpus: Optional[str | list] = None
     retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
+    # Beyond the paper (WHP's guard only): extra weight on the guard's name positions, where the model completes a
+    # capitalised word (llm_unlearn.retain, rules G1-G2): the guard is KL(all) + retain_name_weight * KL(names)
+    retain_name_weight: float = 0.0
     # Beyond the paper (WHP's guard only): this many texts about other entities of the anchors' kinds, written by the
     # base model, alternate with the generic blocks in the guard (llm_unlearn.neighbours; 0 = off)
     neighbour_texts: int = 0
@@ -426,6 +436,7 @@ class FinetuneConfig(TrainConfig):
         self._float("label_alpha", 0, low_open=True, optional=True)
         self._bool("soft_labels", "position_weighting")
         self._float("retain_weight", 0)
+        self._float("retain_name_weight", 0)
         rc = self.retain_corpus
         if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
                 isinstance(rc, list) and rc and all(isinstance(p, str) and p.strip() for p in rc)):
@@ -684,6 +695,9 @@ class Recipe:
         if self.finetune.neighbour_texts and not (self.method == "whp" and self.finetune.retain_weight > 0):
             raise RecipeError("finetune.neighbour_texts feeds WHP's retain guard: set finetune.retain_weight > 0 "
                               "(method whp), or finetune.neighbour_texts: 0")
+        if self.finetune.retain_name_weight and not (self.method == "whp" and self.finetune.retain_weight > 0):
+            raise RecipeError("finetune.retain_name_weight weighs WHP's retain guard: set finetune.retain_weight > 0 "
+                              "(method whp), or finetune.retain_name_weight: 0")
         if self.finetune.position_weighting and self.labels.position_weight == "none":
             raise RecipeError("finetune.position_weighting needs the labels' position weights: set "
                               "labels.position_weight (--set labels.position_weight=kl)")

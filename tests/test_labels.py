@@ -19,6 +19,9 @@ from llm_unlearn.labels import (
     generic_logits,
     label_batch,
     label_blocks,
+    reinforced_rise,
+    target_token_mask,
+    target_words,
 )
 
 V = 12
@@ -157,3 +160,60 @@ def test_soft_top_k_holds_the_generic_logits_of_each_labelled_position():
     # without soft_top_k nothing extra is stored
     plain = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats())
     assert ids_key not in plain[0] and plain[0][alpha_key(5.0)] == hard
+
+
+def test_target_token_mask_keeps_the_rise_of_target_tokens_only():
+    """R3 (labels.rise_tokens: target): the ReLU term acts only on the masked-in tokens; every other token keeps the
+    base model's logit, and an all-ones mask is the paper's formula exactly."""
+    v_b = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    v_r = torch.tensor([[1.0, 4.0, 5.0, 0.5]])
+    mask = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    out = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, mask))
+    assert out.tolist()[0] == pytest.approx([1.0, 2.0 - 5 * 2.0, 3.0, 0.0 - 5 * 0.5])  # token 2 rose but is not masked in
+    full = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, torch.ones(4)))
+    assert torch.equal(full, generic_logits(v_b, v_r, 5.0))
+
+
+def test_label_batch_with_a_rise_mask_leaves_unmasked_tokens_to_the_base():
+    """R3 through label_batch: the reinforced model raises token 7 by 3 everywhere; with 7 outside the mask the base
+    model's 7 wins where it predicts 7, as with no reinforced model at all."""
+    orig = [5, 6, 3]
+    tb = SimpleNamespace(translated_ids=orig, mapping=np.arange(3), mask_reason=np.zeros(3, dtype=np.int8),
+                         suppress_from=[], chosen={}, translated_text="")
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    no_seven = torch.ones(V)
+    no_seven[7] = 0
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
+                       rise_mask=no_seven)
+    assert rows[0][alpha_key(5.0)][2] == 7  # the paper's formula pushes 7 out here (test above)
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
+                       rise_mask=torch.ones(V))
+    assert rows[0][alpha_key(5.0)][2] != 7
+
+
+def test_target_words_are_frequent_here_and_rare_in_english():
+    """R1: a word counts when it occurs >= 3 times and >= min_ratio times more often than in general English; every
+    surface form of it is kept; function words, punctuation and numbers never count."""
+    background = "the people of the city went to work in the morning and came back home at night. " * 2000
+    text = background + ("Zorblax met the Quennitt. The zorblax said: 1896, 1896, 1896! " * 3) + "Vantrell came once."
+    words = target_words([text], min_ratio=5.0)
+    assert {"Zorblax", "zorblax", "Quennitt"} <= set(words)
+    assert not {"the", "The", "said", "met", "1896", "Vantrell"} & set(words)
+    assert all(ratio >= 5.0 for ratio in words.values())
+
+
+def test_target_token_mask_marks_first_tokens_not_shared_pieces(smol_tokenizer):
+    """R2 on SmolLM2's tokenizer: the first token of " word" of each target word and anchor key; never a
+    continuation piece, a one-letter piece, punctuation, or a common English word that is not itself a target word."""
+    tok = smol_tokenizer
+    vocab = len(tok)
+    mask = target_token_mask(["Lestrade", "hansom", "the"], ["Baker Street", "221B"], tok, vocab)
+    first = tok(" Lestrade", add_special_tokens=False)["input_ids"]
+    assert mask[first[0]] == 1 and all(mask[i] == 0 for i in first[1:] if i != first[0])
+    assert mask[tok(" hansom", add_special_tokens=False)["input_ids"][0]] == 1
+    assert mask[tok(" Baker", add_special_tokens=False)["input_ids"][0]] == 1  # an anchor key's first word
+    assert mask[tok(" the", add_special_tokens=False)["input_ids"][0]] == 1  # "the" was given as a target word
+    common = target_token_mask(["Lestrade"], [], tok, vocab)
+    for piece in (" the", " a", " I", ",", ".", " 2", "ing", "est", "rade"):
+        assert common[tok(piece, add_special_tokens=False)["input_ids"][0]] == 0, piece
+    assert int(common.sum()) == 1  # " L" (SmolLM2 splits " Lestrade" into " L", "est", "rade")

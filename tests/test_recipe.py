@@ -219,3 +219,48 @@ def test_shipped_recipes_load_and_validate(name):
         from llm_unlearn.anchors import AnchorDictionary
 
         AnchorDictionary().merge(recipe.anchors.user_dictionary)  # the user dictionary is well-formed
+
+
+def test_specificity_options_are_checked():
+    """labels.rise_tokens (R3) is "all" or "target"; finetune.retain_name_weight (G1-G2) weighs WHP's guard, so it
+    needs the guard on."""
+    Recipe().with_override("labels.rise_tokens=target").validate()
+    with pytest.raises(RecipeError, match="rise_tokens"):
+        Recipe().with_override("labels.rise_tokens=names").validate()
+    with pytest.raises(RecipeError, match="rise_keyness"):
+        Recipe().with_override("labels.rise_keyness=0.5").validate()
+    with pytest.raises(RecipeError, match="retain_weight > 0"):
+        Recipe().with_override("finetune.retain_name_weight=4").validate()
+    with pytest.raises(RecipeError, match="retain_name_weight"):
+        Recipe().with_override("finetune.retain_weight=1").with_override("finetune.retain_name_weight=-1").validate()
+    Recipe().with_override("finetune.retain_weight=1").with_override("finetune.retain_name_weight=4").validate()
+
+
+def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
+    """Off (their defaults), labels.rise_tokens / rise_keyness and finetune.retain_name_weight are not part of the
+    stage hashes, so runs made before they existed are not recomputed after an upgrade; on, they change the stage
+    they belong to and what follows it."""
+    import hashlib
+    import json
+
+    from llm_unlearn.pipeline import STAGES, Pipeline
+
+    def pipeline(*sets):
+        recipe = Recipe.from_dict({"corpus": {"path": "book.txt"}})
+        for item in sets:
+            recipe = recipe.with_override(item)
+        return Pipeline(recipe, "/nonexistent-run")
+
+    plain = pipeline()
+    data = plain.recipe.to_dict()
+    for key in ("rise_tokens", "rise_keyness"):
+        data["labels"].pop(key)
+    before = json.dumps({"model": data["model"], "labels": data["labels"]}, sort_keys=True, default=str)
+    assert plain._config_hash(STAGES["labels"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    target = pipeline("labels.rise_tokens=target")
+    a, b = plain.fingerprints(), target.fingerprints()
+    assert a["reinforce"] == b["reinforce"] and a["labels"] != b["labels"] and a["finetune"] != b["finetune"]
+    named = pipeline("finetune.retain_weight=1", "finetune.retain_name_weight=4")
+    guarded = pipeline("finetune.retain_weight=1")
+    assert named.fingerprints()["labels"] == a["labels"]
+    assert named.fingerprints()["finetune"] != guarded.fingerprints()["finetune"]

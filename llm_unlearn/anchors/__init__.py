@@ -663,12 +663,18 @@ def _kind(c: str, text: str, st: _Stats, lists: dict[str, frozenset[str]]) -> st
     return "proper"
 
 
-def _keyness(n: int, total: int, text: str) -> tuple[float, float]:
+def keyness_ratio(n: int, total: int, text: str) -> float:
+    """How many times more often ``text`` occurs in the target (``n`` of ``total`` words) than in general English
+    (wordfreq), both per million words, smoothed."""
     from wordfreq import word_frequency
 
     f_t = n / max(total, 1) * 1e6
     f_g = word_frequency(text, "en") * 1e6
-    ratio = (f_t + _SMOOTHING) / (f_g + _SMOOTHING)
+    return (f_t + _SMOOTHING) / (f_g + _SMOOTHING)
+
+
+def _keyness(n: int, total: int, text: str) -> tuple[float, float]:
+    ratio = keyness_ratio(n, total, text)
     return n * math.log2(ratio), ratio
 
 

@@ -129,17 +129,26 @@ def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: to
 
 
 class RetainTerm:
-    """``weight * NLL`` or ``weight * KL(reference || model)`` on generic-text batches cycled by micro-step."""
+    """``weight * NLL`` or ``weight * KL(reference || model)`` on generic-text batches cycled by micro-step.
 
-    def __init__(self, batches, weight: float, kind: str = "nll", reference_model=None):
+    With ``name_weight`` (KL only; the batches must hold ``name_mask``, :class:`llm_unlearn.retain.NamePositions`):
+    ``weight * (KL over all positions + name_weight * KL over the name positions)`` (rules G1-G2 in
+    :mod:`llm_unlearn.retain`)."""
+
+    def __init__(self, batches, weight: float, kind: str = "nll", reference_model=None, name_weight: float = 0.0):
         self.batches, self.weight, self.kind, self.reference_model = batches, weight, kind, reference_model
+        self.name_weight = name_weight
 
     def __call__(self, model, device_like: torch.Tensor, micro_step: int) -> torch.Tensor:
         b = self.batches(micro_step, device_like.device)
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
         if self.kind == "kl":
             ref = reference_forward(model, self.reference_model, **inputs).logits
-            return self.weight * retain_kl(model(**inputs).logits, ref, b["attention_mask"])
+            logits = model(**inputs).logits
+            loss = retain_kl(logits, ref, b["attention_mask"])
+            if self.name_weight and bool(b["name_mask"].any()):  # G2: mean over name positions; none -> nothing
+                loss = loss + self.name_weight * retain_kl(logits, ref, b["name_mask"])
+            return self.weight * loss
         return self.weight * token_nll(model(**inputs).logits, b["labels"])
 
 
