@@ -4,6 +4,10 @@ Holmes and control suites (the neighbours that must be kept).
 
     python examples/alice_wonderland.py --out runs/alice            # about 20 minutes on 2 CPU cores
     python examples/alice_wonderland.py --out runs/alice --set finetune.neighbour_texts=64
+    python examples/alice_wonderland.py --out runs/alice_lr1e3 --set finetune.learning_rate=0.001
+
+(the last one forgets more: Alice P(target) 32% of base with the Sherlock and control suites at 96-105%;
+docs/results.md, session 7)
 
 Nothing here is Alice-specific beyond the corpus, the target's name and the suite: the anchored terms and their
 substitutes are found automatically (the base model proposes the substitutes, which fit Alice's animals and objects
