@@ -107,6 +107,13 @@ def texts_jsonl(texts: Iterable[str]) -> str:
     return "".join(json.dumps({"text": t}) + "\n" for t in texts)
 
 
+def whole_corpus_texts(corpus_cfg) -> list[str]:
+    """Every text of a recipe's target corpus (``corpus.path`` and ``corpus.extra_paths``), whatever slice of it is
+    unlearned: what term statistics (anchors' keyness, the labels' target words) are counted on."""
+    return [d.text for src in [corpus_cfg.path, *corpus_cfg.extra_paths]
+            for d in read_corpus(src, corpus_cfg.text_field, corpus_cfg.split)]
+
+
 def read_corpus(source, text_field: str = "text", split: str = "train") -> list[Document]:
     """Read a target corpus into documents (see module docstring for accepted sources)."""
     if source is None:

@@ -117,7 +117,6 @@ def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor,
     return rise
 
 
-RISE_TOKENS = ("all", "target")
 WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
 
@@ -154,6 +153,7 @@ def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenize
     from; one capital or small letter is (" L" of " L|est|rade": many names start with one)."""
     from wordfreq import zipf_frequency
 
+    words, anchor_keys = list(words), list(anchor_keys)  # each is read twice
     own = {w.lower() for w in words} | {p.lower() for k in anchor_keys for p in WORD.findall(k)}
     mask = torch.zeros(vocab_size)
     for word in {*words, *anchor_keys}:
@@ -492,11 +492,9 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     translator = Translator(dictionary, tokenizer)
     rise_mask, rise_info = None, {}
     if recipe.labels.rise_tokens == "target":
-        from .corpus import read_corpus
+        from .corpus import whole_corpus_texts
 
-        texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
-                 for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
-        words = target_words(texts, recipe.labels.rise_keyness)
+        words = target_words(whole_corpus_texts(recipe.corpus), recipe.labels.rise_keyness)
         rise_mask = target_token_mask(words, dictionary.keys(), tokenizer,
                                       model.get_output_embeddings().weight.size(0)).to(model.device)
         top = sorted(words, key=lambda w: -words[w])

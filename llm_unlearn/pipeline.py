@@ -82,12 +82,11 @@ def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
 def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> anchors/anchors.yaml (spaCy extraction + substitutes + user dictionary)."""
     from .anchors import run_anchor_stage
-    from .corpus import read_corpus
+    from .corpus import whole_corpus_texts
 
     # Anchors are scored on the WHOLE corpus, even when only a slice is unlearned (corpus.max_blocks): term
     # counts over more text separate target-specific names from ordinary words far better.
-    texts = [d.text for src in [recipe.corpus.path, *recipe.corpus.extra_paths]
-             for d in read_corpus(src, recipe.corpus.text_field, recipe.corpus.split)]
+    texts = whole_corpus_texts(recipe.corpus)
     m = recipe.model
     dictionary, metrics = run_anchor_stage(texts, recipe.anchors, m.spec, progress=progress, target=recipe.target,
                                            load_kwargs={"dtype": m.dtype, "device": m.device,
