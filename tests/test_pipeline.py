@@ -321,3 +321,18 @@ def test_soft_labels_option_end_to_end(tmp_path, tiny_model_dir, small_corpus):
     data["labels"]["soft_top_k"] = 0
     with pytest.raises(RecipeError, match="labels.soft_top_k"):
         Pipeline(Recipe.from_dict(data), tmp_path / "run2", progress=False)
+
+
+def test_labels_stage_with_the_rise_on_target_tokens(tmp_path, tiny_model_dir, small_corpus):
+    """labels.rise_tokens: target (R1-R3) through the labels stage: the target's words are counted on the whole
+    corpus, the stats say how many tokens the ReLU term acts on, and going back to the paper's formula redoes the
+    labels but not the reinforced model."""
+    pytest.importorskip("llm_unlearn.anchors")
+    run = tmp_path / "run"
+    recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus, labels={"rise_tokens": "target"}))
+    Pipeline(recipe, run, progress=False).run_stages(until="labels")
+    stats = json.loads((run / "labels" / "stats.json").read_text())
+    assert stats["rise_tokens"] == "target" and stats["rise_words"] > 0 and 0 < stats["rise_token_count"] < 2000
+    assert "Holmes" in stats["rise_words_sample"]
+    plan = dict(Pipeline(recipe.with_override("labels.rise_tokens=all"), run, progress=False).plan(until="labels"))
+    assert plan["reinforce"] == "skip" and plan["labels"] in ("redo", "rerun")
