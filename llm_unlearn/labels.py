@@ -16,7 +16,8 @@ fine-tuning on soft labels (``finetune.soft_labels``).
 Beyond the paper, ``labels.rise_tokens: target`` lets the ReLU term act only on the target's own tokens
 (:func:`target_token_mask`, rules R1-R3): the reinforced model also learns the target text's style (quotation marks
 opening paragraphs, its punctuation and function words), and ``alpha`` times that rise teaches the model to avoid the
-style of every similar text, which damages neighbours (other fiction) rather than the target.
+style of every similar text, which damages neighbours (other fiction) rather than the target. ``labels.rise_other``
+keeps a share of the other tokens' rise (R4), a dial between the two.
 
 Memory: full-vocabulary logits exist only for the current batch; labels for several alphas come from the
 same forward passes. With a LoRA reinforced model only ONE copy of the base weights is in memory: the adapter
@@ -120,6 +121,13 @@ def reinforced_rise(v_base: torch.Tensor, v_reinforced: torch.Tensor,
 WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 
 
+def blend_rise_mask(target_mask: torch.Tensor, other: float) -> torch.Tensor:
+    """R4: the rise mask with weight 1 on the target's tokens and ``other`` on every other token."""
+    if not 0.0 <= other <= 1.0:
+        raise ValueError(f"the share of the rise kept for other tokens must be in [0, 1], got {other!r}")
+    return target_mask + other * (1.0 - target_mask)
+
+
 def target_words(texts: Iterable[str], min_ratio: float, min_count: int = 3) -> dict[str, float]:
     """R1. The target's own words: words (letters and apostrophes) that occur at least ``min_count`` times in the
     target text and ``min_ratio`` times more often there than in general English (wordfreq; the same smoothed
@@ -148,6 +156,8 @@ def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenize
     are left out.
     R3. ``labels.rise_tokens: target``: the ReLU term acts only on these tokens (float 0/1 mask over the vocabulary,
     ``vocab_size`` = the logits' width); every other token keeps the base model's logit.
+    R4. ``labels.rise_other = w`` (0 <= w <= 1): every other token keeps the share ``w`` of its rise instead
+    (:func:`blend_rise_mask`); w = 0 is R3, w = 1 the paper's formula.
     A piece without letters ("-", "1"), the words " a" and " I", or a common English word that is not itself a
     target word (wordfreq Zipf >= ``common_zipf``: " the", " as") is never a target token, whatever word it came
     from; one capital or small letter is (" L" of " L|est|rade": many names start with one)."""
@@ -495,13 +505,16 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
         from .corpus import whole_corpus_texts
 
         words = target_words(whole_corpus_texts(recipe.corpus), recipe.labels.rise_keyness)
-        rise_mask = target_token_mask(words, dictionary.keys(), tokenizer,
-                                      model.get_output_embeddings().weight.size(0)).to(model.device)
+        target_mask = target_token_mask(words, dictionary.keys(), tokenizer,
+                                        model.get_output_embeddings().weight.size(0))
+        rise_mask = blend_rise_mask(target_mask, recipe.labels.rise_other).to(model.device)
         top = sorted(words, key=lambda w: -words[w])
-        rise_info = {"rise_tokens": "target", "rise_words": len(words), "rise_token_count": int(rise_mask.sum()),
+        rise_info = {"rise_tokens": "target", "rise_other": recipe.labels.rise_other, "rise_words": len(words),
+                     "rise_token_count": int(target_mask.sum()),
                      "rise_words_sample": top[:20] + top[len(top) // 2:len(top) // 2 + 10]}
-        logger.info("labels: the ReLU term acts on %d tokens of %d target words and %d anchor keys (R1-R3)",
-                    int(rise_mask.sum()), len(words), len(dictionary))
+        logger.info("labels: the ReLU term acts on %d tokens of %d target words and %d anchor keys (R1-R3), on "
+                    "others at weight %g (R4)", int(target_mask.sum()), len(words), len(dictionary),
+                    recipe.labels.rise_other)
     alphas = recipe.label_alphas()
     mine = list(range(len(blocks)))[state.process_index::state.num_processes]
     rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,

@@ -384,6 +384,9 @@ class LabelsConfig(_SectionChecks):
     # keys; llm_unlearn.labels, rules R1-R3), so the target's style is not unlearned from every similar text
     rise_tokens: str = "all"
     rise_keyness: float = 5.0
+    # With rise_tokens "target": the share of the rise that still counts for every other token (R4; 0 = only the
+    # target's tokens, 1 = the paper's formula), to trade forgetting of the target's genre against its neighbours
+    rise_other: float = 0.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -397,6 +400,10 @@ class LabelsConfig(_SectionChecks):
         self._choice("position_weight", ("none", "kl", "tv"))
         self._choice("rise_tokens", ("all", "target"))
         self._float("rise_keyness", 1)
+        self._float("rise_other", 0, 1)
+        if self.rise_other and self.rise_tokens != "target":
+            self._fail("rise_other", "0 unless labels.rise_tokens is target (with 'all' every token's rise already "
+                                     "counts fully); set labels.rise_tokens=target or leave rise_other at 0")
         self._int("seed", 0)
 
 

@@ -14,6 +14,7 @@ from llm_unlearn.labels import (
     LabelStats,
     LogitSource,
     alpha_key,
+    blend_rise_mask,
     apply_suppression,
     block_rng,
     generic_logits,
@@ -172,6 +173,23 @@ def test_target_token_mask_keeps_the_rise_of_target_tokens_only():
     assert out.tolist()[0] == pytest.approx([1.0, 2.0 - 5 * 2.0, 3.0, 0.0 - 5 * 0.5])  # token 2 rose but is not masked in
     full = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, torch.ones(4)))
     assert torch.equal(full, generic_logits(v_b, v_r, 5.0))
+
+
+def test_blended_rise_mask_keeps_a_share_of_the_other_tokens_rise():
+    """R4 (labels.rise_other = w): tokens outside the target mask are pushed down by w times their rise; w = 0 is R3
+    and w = 1 the paper's formula, bit for bit."""
+    v_b = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    v_r = torch.tensor([[1.0, 4.0, 5.0, 0.5]])
+    target = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    out = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 0.25)))
+    assert out.tolist()[0] == pytest.approx([1.0, 2.0 - 5 * 2.0, 3.0 - 0.25 * 5 * 2.0, 0.0 - 5 * 0.5])
+    r3 = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, target))
+    assert torch.equal(generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 0.0))), r3)
+    paper = generic_logits(v_b, v_r, 5.0)
+    assert torch.equal(generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 1.0))),
+                       paper)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        blend_rise_mask(target, 1.5)
 
 
 def test_label_batch_with_a_rise_mask_leaves_unmasked_tokens_to_the_base():

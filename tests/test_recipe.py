@@ -229,6 +229,12 @@ def test_specificity_options_are_checked():
         Recipe().with_override("labels.rise_tokens=names").validate()
     with pytest.raises(RecipeError, match="rise_keyness"):
         Recipe().with_override("labels.rise_keyness=0.5").validate()
+    # R4: a share of the rise in [0, 1], and only beside rise_tokens: target (with "all" it would mean nothing)
+    Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_other=0.25").validate()
+    with pytest.raises(RecipeError, match=r"rise_other must be 0 unless labels.rise_tokens is target"):
+        Recipe().with_override("labels.rise_other=0.25").validate()
+    with pytest.raises(RecipeError, match="rise_other"):
+        Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_other=1.5").validate()
     with pytest.raises(RecipeError, match="retain_weight > 0"):
         Recipe().with_override("finetune.retain_name_weight=4").validate()
     with pytest.raises(RecipeError, match="retain_name_weight"):
@@ -237,7 +243,7 @@ def test_specificity_options_are_checked():
 
 
 def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
-    """Off (their defaults), labels.rise_tokens / rise_keyness and finetune.retain_name_weight are not part of the
+    """Off (their defaults), labels.rise_tokens / rise_keyness / rise_other and finetune.retain_name_weight are not part of the
     stage hashes, so runs made before they existed are not recomputed after an upgrade; on, they change the stage
     they belong to and what follows it."""
     import hashlib
@@ -253,13 +259,15 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
 
     plain = pipeline()
     data = plain.recipe.to_dict()
-    for key in ("rise_tokens", "rise_keyness"):
+    for key in ("rise_tokens", "rise_keyness", "rise_other"):
         data["labels"].pop(key)
     before = json.dumps({"model": data["model"], "labels": data["labels"]}, sort_keys=True, default=str)
     assert plain._config_hash(STAGES["labels"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
     target = pipeline("labels.rise_tokens=target")
     a, b = plain.fingerprints(), target.fingerprints()
     assert a["reinforce"] == b["reinforce"] and a["labels"] != b["labels"] and a["finetune"] != b["finetune"]
+    blended = pipeline("labels.rise_tokens=target", "labels.rise_other=0.1")
+    assert blended.fingerprints()["labels"] != b["labels"]
     named = pipeline("finetune.retain_weight=1", "finetune.retain_name_weight=4")
     guarded = pipeline("finetune.retain_weight=1")
     assert named.fingerprints()["labels"] == a["labels"]
