@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Forgetting against collateral damage across finished runs (issue #16): one point per run.
+
+    python bench/specificity_tradeoff.py paper=runs/sherlock_smollm2 "target tokens=runs/spec_rise_a20" \\
+        --out docs/img/specificity_tradeoff.png
+
+Each RUN is ``label=run_dir`` (a finished run with ``eval/eval.json``, its base and unlearned models evaluated on the
+same items). For every run: the target suite's completion familiarity, its grade >= 2 share and P(target), and the
+control suite's completion familiarity and probability, each as % of the same run's base model; plus WikiText-2
+perplexity change. Writes the plot (x: control completion familiarity kept, y: target completion familiarity left;
+the issue's goal region shaded), and beside it ``<out>.json`` and ``<out>.md`` with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm_unlearn.evaluation.report import _save, changes_vs_base, flat_summary  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+
+COLUMNS = [("target familiarity", "familiarity/{t} %base"), ("target grade >= 2", "frac_ge2/{t} %base"),
+           ("target P", "prob/{t} %base"), ("control familiarity", "familiarity/{c} %base"),
+           ("control P", "prob/{c} %base"), ("WikiText-2 ppl", "ppl/wikitext %change")]
+
+
+def run_point(run_dir: Path, target: str, control: str) -> dict[str, float]:
+    """The run's unlearned model against its base, in % of base (perplexity: % change)."""
+    path = run_dir / "eval" / "eval.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist: finish the run's eval stage first "
+                         f"(llm-unlearn run --out {run_dir})")
+    flat = flat_summary(json.loads(path.read_text()))
+    if "base" not in flat or "unlearned" not in flat:
+        raise SystemExit(f"error: {path} has no 'base' and 'unlearned' models (has: {', '.join(flat)})")
+    base, unlearned = flat["base"], flat["unlearned"]
+    change = changes_vs_base(base, unlearned)
+    ge2 = f"frac_ge2/{target}"
+    if base.get(ge2) and ge2 in unlearned:  # changes_vs_base covers familiarity and probability only
+        change[f"{ge2} %base"] = 100 * unlearned[ge2] / base[ge2]
+    out = {}
+    for name, key in COLUMNS:
+        key = key.format(t=target, c=control)
+        if key not in change:
+            raise SystemExit(f"error: {path} lacks {key.split(' ')[0]}: evaluate the suites {target} and {control}")
+        out[name] = round(change[key], 1)
+    return out
+
+
+def plot(points: dict[str, dict[str, float]], goal: tuple[float, float], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    max_y, min_x = goal
+    ax.fill_between([min_x, 105], 0, max_y, color="tab:green", alpha=0.12, label="issue #16 goal")
+    for label, p in points.items():
+        ax.scatter(p["control familiarity"], p["target familiarity"], s=40)
+        ax.annotate(label, (p["control familiarity"], p["target familiarity"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    xs = [p["control familiarity"] for p in points.values()]
+    ys = [p["target familiarity"] for p in points.values()]
+    ax.set_xlim(min(min(xs), min_x) - 3, 102)
+    ax.set_ylim(min(min(ys), max_y) - 5, max(ys) + 8)
+    ax.set_xlabel("control suite completion familiarity, % of base (higher = neighbours kept)")
+    ax.set_ylabel("target completion familiarity, % of base (lower = forgotten)")
+    ax.set_title("Forgetting vs collateral damage (one point per run)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, out)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    ap.add_argument("--target", default="sherlock_holmes", help="the target's familiarity suite (name in eval.json)")
+    ap.add_argument("--control", default="control", help="the neighbours' suite")
+    ap.add_argument("--goal", nargs=2, type=float, default=(45.0, 90.0), metavar=("MAX_TARGET", "MIN_CONTROL"),
+                    help="the goal region: target familiarity <= MAX_TARGET %% and control >= MIN_CONTROL %% of base")
+    ap.add_argument("--out", type=Path, required=True, help="the plot (.png); .json and .md are written beside it")
+    args = ap.parse_args(argv)
+    points, dirs = {}, {}
+    for item in args.runs:
+        label, sep, run_dir = item.partition("=")
+        if not sep or not label or not run_dir:
+            ap.error(f"each run is LABEL=RUN_DIR, got {item!r}")
+        points[label], dirs[label] = run_point(Path(run_dir), args.target, args.control), run_dir
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot(points, tuple(args.goal), args.out)
+    header = "| run | " + " | ".join(name for name, _ in COLUMNS) + " |"
+    rows = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    rows += [f"| {label} | " + " | ".join(f"{p[name]:g}" for name, _ in COLUMNS) + " |" for label, p in points.items()]
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(rows) + "\n")
+    atomic_write_json(args.out.with_suffix(".json"),
+                      {"runs": {label: {"dir": dirs[label], **p} for label, p in points.items()},
+                       "goal": {"max_target": args.goal[0], "min_control": args.goal[1]}})
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
