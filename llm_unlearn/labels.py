@@ -128,6 +128,22 @@ def blend_rise_mask(target_mask: torch.Tensor, other: float) -> torch.Tensor:
     return target_mask + other * (1.0 - target_mask)
 
 
+def near_anchor_positions(n: int, anchor_spans: Sequence[tuple[int, int]], window: int) -> np.ndarray:
+    """R5. Where the target lives in a block, for ``labels.rise_near_anchor = W`` (with ``rise_tokens: target``):
+    from the position that predicts an anchor's first token to the W positions after its last token (the
+    predictions of the W tokens that follow the anchor). There the rise of EVERY token counts, as in the paper's
+    formula: how the book goes on after "Holmes" (his habits, his genre) is the target's own. Elsewhere only the
+    target's tokens' rise counts (R3, R4), so the book's style is not unlearned from similar text. ``anchor_spans``:
+    (first, last) original token positions of the translated anchors (``TranslatedBlock.anchor_spans``); W = 0:
+    no position (the option is off). Returns a bool array over the block's ``n`` positions."""
+    near = np.zeros(n, dtype=bool)
+    if window <= 0:
+        return near
+    for first, last in anchor_spans:
+        near[max(first - 1, 0):min(last + window + 1, n)] = True
+    return near
+
+
 def target_words(texts: Iterable[str], min_ratio: float, min_count: int = 3) -> dict[str, float]:
     """R1. The target's own words: words (letters and apostrophes) that occur at least ``min_count`` times in the
     target text and ``min_ratio`` times more often there than in general English (wordfreq; the same smoothed
@@ -158,6 +174,7 @@ def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenize
     ``vocab_size`` = the logits' width); every other token keeps the base model's logit.
     R4. ``labels.rise_other = w`` (0 <= w <= 1): every other token keeps the share ``w`` of its rise instead
     (:func:`blend_rise_mask`); w = 0 is R3, w = 1 the paper's formula.
+    R5. ``labels.rise_near_anchor = W``: near an anchor every token's rise counts again (:func:`near_anchor_positions`).
     A piece without letters ("-", "1"), the words " a" and " I", or a common English word that is not itself a
     target word (wordfreq Zipf >= ``common_zipf``: " the", " as") is never a target token, whatever word it came
     from; one capital or small letter is (" L" of " L|est|rade": many names start with one)."""
@@ -268,6 +285,7 @@ class LabelStats:
     replacements: Counter = None
     anchors_used: Counter = None
     weight_sum: float = 0.0  # sum of position weights at the main alpha (labels.position_weight)
+    near_anchor: int = 0  # supervised positions where every token's rise counts (R5)
 
     def __post_init__(self):
         self.masked = self.masked or Counter()
@@ -278,11 +296,12 @@ class LabelStats:
 def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Sequence[int], translator,
                 alphas: Sequence[float], seed: int, pad_id: int, stats: LabelStats,
                 suppress: bool = True, soft_top_k: int = 0, weight_kind: str = "none",
-                rise_mask: torch.Tensor | None = None) -> list[dict]:
+                rise_mask: torch.Tensor | None = None, near_anchor: int = 0) -> list[dict]:
     """Labels for one batch of blocks. Returns rows: block_index, input_ids, and one label list per alpha
     (with ``soft_top_k``, also the top-k generic logits and their token ids at every labelled position; with
     ``weight_kind`` "kl" or "tv", the position weights of :func:`position_weights`, aligned like the labels).
-    ``rise_mask``: the ReLU term acts only on these tokens (R3 of :func:`target_token_mask`)."""
+    ``rise_mask``: the ReLU term acts only on these tokens (R3 of :func:`target_token_mask`), except within
+    ``near_anchor`` positions of an anchor, where it acts on every token (R5 of :func:`near_anchor_positions`)."""
     translated = [translator.translate(b, block_rng(seed, bi)) for b, bi in zip(blocks, block_indices, strict=True)]
     orig_ids, orig_att = _pad([b.input_ids for b in blocks], pad_id)
     tr_ids, tr_att = _pad([t.translated_ids for t in translated], pad_id)
@@ -302,6 +321,10 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
         stats.masked["last_position"] += 1
         pos = np.nonzero(keep)[0]
         t_pos = mapping[pos]
+        near = (near_anchor_positions(n, tb.anchor_spans, near_anchor)
+                if rise_mask is not None and near_anchor > 0 else None)
+        if near is not None:
+            stats.near_anchor += int(near[pos].sum())
         preds = {alpha: torch.empty(pos.size, dtype=torch.long, device=dev) for alpha in alphas}
         weights = ({alpha: torch.empty(pos.size, device=dev) for alpha in alphas} if weight_kind != "none" else None)
         k = min(soft_top_k, logits_b.size(-1))
@@ -315,7 +338,12 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
             c_pos, c_tpos = pos[c0:c0 + step], t_pos[c0:c0 + step]
             v_b = logits_b[row, torch.from_numpy(c_tpos).to(dev)].float()
             v_r = logits_r[row, torch.from_numpy(c_pos).to(dev)].float()
-            rise = reinforced_rise(v_b, v_r, rise_mask)
+            if near is None:
+                rise = reinforced_rise(v_b, v_r, rise_mask)
+            else:  # R5: the whole rise near anchors, the masked rise elsewhere
+                rise = reinforced_rise(v_b, v_r)
+                far = torch.from_numpy(~near[c_pos]).to(dev)
+                rise[far] = rise[far] * rise_mask[: rise.size(-1)]
             sup = suppression_index(c_tpos, tb.suppress_from, dev) if suppress else None
             buf = torch.empty_like(v_b)
             for alpha in alphas:
@@ -363,7 +391,8 @@ def label_batch(source: LogitSource, blocks: Sequence[Block], block_indices: Seq
 def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence[int], translator,
                  alphas: Sequence[float], batch_size: int, seed: int, pad_id: int, suppress: bool = True,
                  progress: bool = True, desc: str = "labels", soft_top_k: int = 0,
-                 weight_kind: str = "none", rise_mask: torch.Tensor | None = None) -> tuple[list[dict], LabelStats]:
+                 weight_kind: str = "none", rise_mask: torch.Tensor | None = None,
+                 near_anchor: int = 0) -> tuple[list[dict], LabelStats]:
     """Label the blocks ``indices`` (of ``blocks``), batching blocks of similar length together."""
     from tqdm.auto import tqdm
 
@@ -374,7 +403,7 @@ def label_blocks(source: LogitSource, blocks: Sequence[Block], indices: Sequence
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = order[start:start + batch_size]
         rows += label_batch(source, [blocks[i] for i in chunk], chunk, translator, alphas, seed, pad_id, stats, suppress,
-                            soft_top_k, weight_kind, rise_mask)
+                            soft_top_k, weight_kind, rise_mask, near_anchor)
     rows.sort(key=lambda r: r["block_index"])
     return rows, stats
 
@@ -390,6 +419,7 @@ def stats_summary(stats: LabelStats, tokenizer, top: int = 30) -> dict:
         "top_replacements": repl,
         "anchors_used_in_blocks": dict(stats.anchors_used.most_common(50)),
         "mean_position_weight": stats.weight_sum / max(stats.supervised, 1),
+        "near_anchor_fraction": stats.near_anchor / max(stats.supervised, 1),
     }
 
 
@@ -404,12 +434,14 @@ def merge_stats(parts: list[dict], tokenizer) -> dict:
         total.replacements.update({tuple(map(int, k.split(","))): v for k, v in p["replacements"].items()})
         total.anchors_used.update(p["anchors_used"])
         total.weight_sum += p.get("weight_sum", 0.0)
+        total.near_anchor += p.get("near_anchor", 0)
     return stats_summary(total, tokenizer)
 
 
 def raw_stats(stats: LabelStats) -> dict:
     return {"positions": stats.positions, "supervised": stats.supervised, "changed": stats.changed,
             "masked": dict(stats.masked), "anchors_used": dict(stats.anchors_used), "weight_sum": stats.weight_sum,
+            "near_anchor": stats.near_anchor,
             "replacements": {f"{a},{b}": c for (a, b), c in stats.replacements.items()}}
 
 
@@ -509,7 +541,8 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
                                         model.get_output_embeddings().weight.size(0))
         rise_mask = blend_rise_mask(target_mask, recipe.labels.rise_other).to(model.device)
         top = sorted(words, key=lambda w: -words[w])
-        rise_info = {"rise_tokens": "target", "rise_other": recipe.labels.rise_other, "rise_words": len(words),
+        rise_info = {"rise_tokens": "target", "rise_other": recipe.labels.rise_other,
+                     "rise_near_anchor": recipe.labels.rise_near_anchor, "rise_words": len(words),
                      "rise_token_count": int(target_mask.sum()),
                      "rise_words_sample": top[:20] + top[len(top) // 2:len(top) // 2 + 10]}
         logger.info("labels: the ReLU term acts on %d tokens of %d target words and %d anchor keys (R1-R3), on "
@@ -520,7 +553,8 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
     rows, stats = label_blocks(source, blocks, mine, translator, alphas, recipe.labels.batch_size, recipe.labels.seed,
                                tokenizer.pad_token_id, recipe.labels.suppress_used_translations,
                                progress=progress and state.is_main_process, soft_top_k=recipe.labels.soft_top_k,
-                               weight_kind=recipe.labels.position_weight, rise_mask=rise_mask)
+                               weight_kind=recipe.labels.position_weight, rise_mask=rise_mask,
+                               near_anchor=recipe.labels.rise_near_anchor)
     shard_dir = run.labels_dir / "shards"
     summary = {}
     if state.num_processes == 1:

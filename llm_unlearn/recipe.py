@@ -387,6 +387,9 @@ class LabelsConfig(_SectionChecks):
     # With rise_tokens "target": the share of the rise that still counts for every other token (R4; 0 = only the
     # target's tokens, 1 = the paper's formula), to trade forgetting of the target's genre against its neighbours
     rise_other: float = 0.0
+    # With rise_tokens "target": from the position before an anchor to this many positions after it, every token's
+    # rise counts (R5; 0 = off): the book's continuation of its own names is the target's, its style elsewhere is not
+    rise_near_anchor: int = 0
     seed: int = 0
 
     def validate(self) -> None:
@@ -404,6 +407,10 @@ class LabelsConfig(_SectionChecks):
         if self.rise_other and self.rise_tokens != "target":
             self._fail("rise_other", "0 unless labels.rise_tokens is target (with 'all' every token's rise already "
                                      "counts fully); set labels.rise_tokens=target or leave rise_other at 0")
+        self._int("rise_near_anchor", 0)
+        if self.rise_near_anchor and self.rise_tokens != "target":
+            self._fail("rise_near_anchor", "0 unless labels.rise_tokens is target (with 'all' every token's rise "
+                                           "counts everywhere); set labels.rise_tokens=target or leave it at 0")
         self._int("seed", 0)
 
 

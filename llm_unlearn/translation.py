@@ -126,6 +126,7 @@ class TranslatedBlock:
     n_anchors: int = 0  # anchor occurrences translated in this block
     fragments: list[tuple[int, int]] = field(default_factory=list)  # (first, last) original token of cut anchors
     uncalibrated_regions: int = 0  # regions whose re-tokenization could not be calibrated (T2); decoding is still exact
+    anchor_spans: list[tuple[int, int]] = field(default_factory=list)  # (first, last) original token of each anchor region
 
 
 @dataclass
@@ -534,7 +535,7 @@ class Translator:
         first_use: dict[str, tuple[int, str]] = {}  # key -> (region index, translation)
         last_pos: list[tuple[int, int]] = []  # per region: (original last position, translated last position)
         cursor = n_pre
-        fragments = []
+        fragments, anchor_spans = [], []
         n_anchors = 0
         for ri, r in enumerate(regions):
             f, last = n_pre + r.first, n_pre + r.last
@@ -550,6 +551,8 @@ class Translator:
                 mask[last] = MASK_INSIDE
             if r.kind != "anchor":
                 fragments.append((f, last))
+            else:
+                anchor_spans.append((f, last))
             lead_keys = [r.occurrences[0].key] if r.kind == "anchor" else list(r.occurrences[0].maybe_keys)
             if f - 1 >= 0 and mask[f - 1] != MASK_INSIDE and any(k in seen for k in lead_keys):
                 mask[f - 1] = MASK_REPEAT  # rule L2
@@ -573,4 +576,4 @@ class Translator:
             by_pos.setdefault(last_pos[ri][1], set()).update(self.first_token_ids(word))
         suppress = [(p, sorted(v)) for p, v in sorted(by_pos.items()) if v]
         return TranslatedBlock(out, mapping, mask, suppress, chosen, translated_text, n_anchors, fragments,
-                               uncalibrated)
+                               uncalibrated, anchor_spans)

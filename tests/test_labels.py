@@ -14,12 +14,13 @@ from llm_unlearn.labels import (
     LabelStats,
     LogitSource,
     alpha_key,
-    blend_rise_mask,
     apply_suppression,
+    blend_rise_mask,
     block_rng,
     generic_logits,
     label_batch,
     label_blocks,
+    near_anchor_positions,
     reinforced_rise,
     target_token_mask,
     target_words,
@@ -207,6 +208,36 @@ def test_label_batch_with_a_rise_mask_leaves_unmasked_tokens_to_the_base():
     rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
                        rise_mask=torch.ones(V))
     assert rows[0][alpha_key(5.0)][2] != 7
+
+
+def test_near_anchor_positions_span_the_anchor_and_the_window_after_it():
+    """R5: from the position predicting an anchor's first token to ``window`` positions after its last token;
+    clipped at the block's edges; window 0 = off."""
+    near = near_anchor_positions(12, [(3, 4), (10, 11)], 2)
+    assert np.nonzero(near)[0].tolist() == [2, 3, 4, 5, 6, 9, 10, 11]
+    assert near_anchor_positions(6, [(0, 0)], 1).tolist() == [True, True, False, False, False, False]
+    assert not near_anchor_positions(12, [(3, 4)], 0).any()
+
+
+def test_label_batch_counts_every_tokens_rise_near_anchors_only():
+    """R5 through label_batch: every position's base model predicts 7 and the reinforced model raises 7 by 3; 7 is
+    not a target token, so far from the anchor (at position 2) the label stays 7 (R3) and within one position of it
+    the whole rise pushes 7 out, as in the paper's formula."""
+    orig = [6] * 8
+    tb = SimpleNamespace(translated_ids=orig, mapping=np.arange(8), mask_reason=np.zeros(8, dtype=np.int8),
+                         suppress_from=[], chosen={}, translated_text="", anchor_spans=[(2, 2)])
+    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
+    no_seven = torch.ones(V)
+    no_seven[7] = 0
+    stats = LabelStats()
+    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, stats,
+                       rise_mask=no_seven, near_anchor=1)
+    predicted = rows[0][alpha_key(5.0)][1:]  # labels[i + 1] is the prediction at position i
+    assert [p == 7 for p in predicted] == [True, False, False, False, True, True, True]
+    assert stats.near_anchor == 3
+    plain = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
+                        rise_mask=no_seven)
+    assert all(p == 7 for p in plain[0][alpha_key(5.0)][1:])
 
 
 def test_target_words_are_frequent_here_and_rare_in_english():

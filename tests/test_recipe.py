@@ -235,6 +235,12 @@ def test_specificity_options_are_checked():
         Recipe().with_override("labels.rise_other=0.25").validate()
     with pytest.raises(RecipeError, match="rise_other"):
         Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_other=1.5").validate()
+    # R5: a window in tokens, also only beside rise_tokens: target
+    Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=8").validate()
+    with pytest.raises(RecipeError, match=r"rise_near_anchor must be 0 unless labels.rise_tokens is target"):
+        Recipe().with_override("labels.rise_near_anchor=8").validate()
+    with pytest.raises(RecipeError, match="rise_near_anchor must be an integer >= 0"):
+        Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=-1").validate()
     with pytest.raises(RecipeError, match="retain_weight > 0"):
         Recipe().with_override("finetune.retain_name_weight=4").validate()
     with pytest.raises(RecipeError, match="retain_name_weight"):
@@ -259,7 +265,7 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
 
     plain = pipeline()
     data = plain.recipe.to_dict()
-    for key in ("rise_tokens", "rise_keyness", "rise_other"):
+    for key in ("rise_tokens", "rise_keyness", "rise_other", "rise_near_anchor"):
         data["labels"].pop(key)
     before = json.dumps({"model": data["model"], "labels": data["labels"]}, sort_keys=True, default=str)
     assert plain._config_hash(STAGES["labels"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
@@ -268,6 +274,7 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
     assert a["reinforce"] == b["reinforce"] and a["labels"] != b["labels"] and a["finetune"] != b["finetune"]
     blended = pipeline("labels.rise_tokens=target", "labels.rise_other=0.1")
     assert blended.fingerprints()["labels"] != b["labels"]
+    assert pipeline("labels.rise_tokens=target", "labels.rise_near_anchor=8").fingerprints()["labels"] != b["labels"]
     named = pipeline("finetune.retain_weight=1", "finetune.retain_name_weight=4")
     guarded = pipeline("finetune.retain_weight=1")
     assert named.fingerprints()["labels"] == a["labels"]

@@ -141,6 +141,10 @@ def check_invariants(tokenizer, block: Block, tb, prefix_check: bool = True) -> 
                 assert after == before, f"text up to original position {i} and translated {tb.mapping[i]} differ"
     for p, sup in tb.suppress_from:
         assert 0 <= p < len(tb.translated_ids) and sup == sorted(set(sup))
+    # anchor_spans (labels rule R5): translated regions in order, each masked inside and mapped at its last token
+    assert len(tb.anchor_spans) <= tb.n_anchors and tb.anchor_spans == sorted(tb.anchor_spans)
+    for first, last in tb.anchor_spans:
+        assert all(tb.mapping[first:last] == -1) and tb.mapping[last] >= 0
 
 
 def anchor_tokens(block: Block, start: int, end: int) -> list[int]:
@@ -185,6 +189,7 @@ def test_repeated_anchor_and_suppression_positions(tok):
     expected[regions["h2"][0] - 1] = MASK_REPEAT
     expected[regions["w2"][0] - 1] = MASK_REPEAT
     assert tb.mask_reason.tolist() == expected.tolist()
+    assert tb.anchor_spans == sorted((t[0], t[-1]) for t in regions.values())
     # Suppression starts at the translated position of the last token of each translation's first use.
     starts = dict(tb.suppress_from)
     p_h = int(tb.mapping[regions["h1"][-1]])
