@@ -336,3 +336,9 @@ def test_labels_stage_with_the_rise_on_target_tokens(tmp_path, tiny_model_dir, s
     assert "Holmes" in stats["rise_words_sample"]
     plan = dict(Pipeline(recipe.with_override("labels.rise_tokens=all"), run, progress=False).plan(until="labels"))
     assert plan["reinforce"] == "skip" and plan["labels"] in ("redo", "rerun")
+    assert stats["near_anchor_fraction"] == 0.0
+    # R5: with a window after each anchor, the stats say on which share of the positions every token's rise counts
+    near = recipe.with_override("labels.rise_near_anchor=4").with_override("labels.rise_other=0.5")
+    Pipeline(near, run, overwrite=True, progress=False).run_stages(until="labels")
+    stats = json.loads((run / "labels" / "stats.json").read_text())
+    assert stats["rise_near_anchor"] == 4 and stats["rise_other"] == 0.5 and 0 < stats["near_anchor_fraction"] < 1
