@@ -7,8 +7,8 @@
 Each RUN is ``label=run_dir`` (a finished run with ``eval/eval.json``, its base and unlearned models evaluated on the
 same items). For every run: the target suite's completion familiarity, its grade >= 2 share and P(target), and the
 control suite's completion familiarity and probability, each as % of the same run's base model; plus WikiText-2
-perplexity change. Writes the plot (x: control completion familiarity kept, y: target completion familiarity left;
-the issue's goal region shaded), and beside it ``<out>.json`` and ``<out>.md`` with the numbers.
+perplexity change. Writes the plot (x: control completion familiarity kept; y: target completion familiarity left,
+and in a second panel the share of answers that name something of the target; the issue's goal region shaded), and beside it ``<out>.json`` and ``<out>.md`` with the numbers.
 """
 
 from __future__ import annotations
@@ -52,27 +52,31 @@ def run_point(run_dir: Path, target: str, control: str) -> dict[str, float]:
 
 
 def plot(points: dict[str, dict[str, float]], goal: tuple[float, float], out: Path) -> None:
+    """Two panels, x = control completion familiarity kept: y = the target's completion familiarity (genre words
+    count as grade 1), and y = its share of answers naming something of the target (grade >= 2)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
     max_y, min_x = goal
-    ax.fill_between([min_x, 105], 0, max_y, color="tab:green", alpha=0.12, label="issue #16 goal")
-    for label, p in points.items():
-        ax.scatter(p["control familiarity"], p["target familiarity"], s=40)
-        ax.annotate(label, (p["control familiarity"], p["target familiarity"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     xs = [p["control familiarity"] for p in points.values()]
-    ys = [p["target familiarity"] for p in points.values()]
-    ax.set_xlim(min(min(xs), min_x) - 3, 102)
-    ax.set_ylim(min(min(ys), max_y) - 5, max(ys) + 8)
-    ax.set_xlabel("control suite completion familiarity, % of base (higher = neighbours kept)")
-    ax.set_ylabel("target completion familiarity, % of base (lower = forgotten)")
-    ax.set_title("Forgetting vs collateral damage (one point per run)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
+    ys = [p[key] for p in points.values() for key in ("target familiarity", "target grade >= 2")]
+    markers = "osD^vP*X"
+    for ax, key, title in ((axes[0], "target familiarity", "target completion familiarity (genre words = grade 1)"),
+                           (axes[1], "target grade >= 2", "target answers naming the target (grade >= 2)")):
+        ax.fill_between([min_x, 105], 0, max_y, color="tab:green", alpha=0.12, label="issue #16 goal")
+        for i, (label, p) in enumerate(points.items()):
+            ax.scatter(p["control familiarity"], p[key], s=55, marker=markers[i % len(markers)], label=label)
+        ax.set_xlim(min(min(xs), min_x) - 3, 102)
+        ax.set_ylim(min(min(ys), max_y) - 5, max(ys) + 5)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of base (lower = forgotten)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.supxlabel("control suite completion familiarity, % of base (higher = neighbours kept)")
+    fig.suptitle("Forgetting vs collateral damage (one point per run)")
     _save(fig, out)
     plt.close(fig)
 
