@@ -164,7 +164,7 @@ def target_words(texts: Iterable[str], min_ratio: float, min_count: int = 3) -> 
 
 
 def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenizer, vocab_size: int,
-                      common_zipf: float = 4.5) -> torch.Tensor:
+                      common_zipf: float = 4.5, single_letters: bool = True) -> torch.Tensor:
     """R2. The target's tokens: the first token of `` word`` (the word after a space, as inside a sentence), and a
     capitalised ``word`` at a line start when it is one token, for the target's words (R1) and the anchors' keys: the
     token the position before the word predicts, where the model's knowledge of what comes next lives. Later pieces of
@@ -177,7 +177,9 @@ def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenize
     R5. ``labels.rise_near_anchor = W``: near an anchor every token's rise counts again (:func:`near_anchor_positions`).
     A piece without letters ("-", "1"), the words " a" and " I", or a common English word that is not itself a
     target word (wordfreq Zipf >= ``common_zipf``: " the", " as") is never a target token, whatever word it came
-    from; one capital or small letter is (" L" of " L|est|rade": many names start with one)."""
+    from; one capital or small letter is (" L" of " L|est|rade": many names start with one) unless
+    ``single_letters`` is false (``labels.rise_letters: false``): such a piece also starts every other name that
+    the tokenizer splits the same way (" L|incoln"), so pushing it down can reach famous names outside the target."""
     from wordfreq import zipf_frequency
 
     words, anchor_keys = list(words), list(anchor_keys)  # each is read twice
@@ -189,6 +191,8 @@ def target_token_mask(words: Iterable[str], anchor_keys: Iterable[str], tokenize
         for i in {*inside, *(start if len(start) == 1 and word[:1].isupper() else ())}:
             piece = tokenizer.decode([i]).strip().lower()
             if not 0 <= i < vocab_size or not any(c.isalpha() for c in piece) or piece in ("a", "i"):
+                continue
+            if len(piece) == 1 and not single_letters:
                 continue
             if len(piece) == 1 or piece in own or zipf_frequency(piece, "en") < common_zipf:
                 mask[i] = 1.0
@@ -538,11 +542,13 @@ def run_labels(run, recipe, progress: bool = True) -> dict:
 
         words = target_words(whole_corpus_texts(recipe.corpus), recipe.labels.rise_keyness)
         target_mask = target_token_mask(words, dictionary.keys(), tokenizer,
-                                        model.get_output_embeddings().weight.size(0))
+                                        model.get_output_embeddings().weight.size(0),
+                                        single_letters=recipe.labels.rise_letters)
         rise_mask = blend_rise_mask(target_mask, recipe.labels.rise_other).to(model.device)
         top = sorted(words, key=lambda w: -words[w])
         rise_info = {"rise_tokens": "target", "rise_other": recipe.labels.rise_other,
-                     "rise_near_anchor": recipe.labels.rise_near_anchor, "rise_words": len(words),
+                     "rise_near_anchor": recipe.labels.rise_near_anchor, "rise_letters": recipe.labels.rise_letters,
+                     "rise_words": len(words),
                      "rise_token_count": int(target_mask.sum()),
                      "rise_words_sample": top[:20] + top[len(top) // 2:len(top) // 2 + 10]}
         logger.info("labels: the ReLU term acts on %d tokens of %d target words and %d anchor keys (R1-R3), on "

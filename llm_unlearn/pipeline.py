@@ -152,7 +152,8 @@ Stage = StageSpec  # the stage record (kept under its old name)
 # those runs keep their fingerprints (and are not recomputed) after an upgrade
 ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
-                  ("labels", "rise_other"): 0.0, ("labels", "rise_near_anchor"): 0}
+                  ("labels", "rise_other"): 0.0, ("labels", "rise_near_anchor"): 0,
+                  ("labels", "rise_letters"): True}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}

@@ -390,6 +390,9 @@ class LabelsConfig(_SectionChecks):
     # With rise_tokens "target": from the position before an anchor to this many positions after it, every token's
     # rise counts (R5; 0 = off): the book's continuation of its own names is the target's, its style elsewhere is not
     rise_near_anchor: int = 0
+    # With rise_tokens "target": whether one-letter first pieces of target words (" L" of " L|est|rade") are target
+    # tokens (R2); they also start other names, famous ones included
+    rise_letters: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -408,6 +411,7 @@ class LabelsConfig(_SectionChecks):
             self._fail("rise_other", "0 unless labels.rise_tokens is target (with 'all' every token's rise already "
                                      "counts fully); set labels.rise_tokens=target or leave rise_other at 0")
         self._int("rise_near_anchor", 0)
+        self._bool("rise_letters")
         if self.rise_near_anchor and self.rise_tokens != "target":
             self._fail("rise_near_anchor", "0 unless labels.rise_tokens is target (with 'all' every token's rise "
                                            "counts everywhere); set labels.rise_tokens=target or leave it at 0")

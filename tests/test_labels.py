@@ -253,7 +253,8 @@ def test_target_words_are_frequent_here_and_rare_in_english():
 
 def test_target_token_mask_marks_first_tokens_not_shared_pieces(smol_tokenizer):
     """R2 on SmolLM2's tokenizer: the first token of " word" of each target word and anchor key; never a
-    continuation piece, a one-letter piece, punctuation, or a common English word that is not itself a target word."""
+    continuation piece, punctuation, or a common English word that is not itself a target word; a one-letter first
+    piece only while single_letters is on (labels.rise_letters)."""
     tok = smol_tokenizer
     vocab = len(tok)
     mask = target_token_mask(["Lestrade", "hansom", "the"], ["Baker Street", "221B"], tok, vocab)
@@ -266,3 +267,6 @@ def test_target_token_mask_marks_first_tokens_not_shared_pieces(smol_tokenizer):
     for piece in (" the", " a", " I", ",", ".", " 2", "ing", "est", "rade"):
         assert common[tok(piece, add_special_tokens=False)["input_ids"][0]] == 0, piece
     assert int(common.sum()) == 1  # " L" (SmolLM2 splits " Lestrade" into " L", "est", "rade")
+    # " h|ansom" starts with a one-letter piece too; " coron|et" does not
+    no_letters = target_token_mask(["Lestrade", "hansom", "coronet"], [], tok, vocab, single_letters=False)
+    assert int(no_letters.sum()) == 1 and no_letters[tok(" coronet", add_special_tokens=False)["input_ids"][0]] == 1

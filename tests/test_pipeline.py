@@ -338,7 +338,10 @@ def test_labels_stage_with_the_rise_on_target_tokens(tmp_path, tiny_model_dir, s
     assert plan["reinforce"] == "skip" and plan["labels"] in ("redo", "rerun")
     assert stats["near_anchor_fraction"] == 0.0
     # R5: with a window after each anchor, the stats say on which share of the positions every token's rise counts
+    all_letters = stats["rise_token_count"]
     near = recipe.with_override("labels.rise_near_anchor=4").with_override("labels.rise_other=0.5")
+    near = near.with_override("labels.rise_letters=false")
     Pipeline(near, run, overwrite=True, progress=False).run_stages(until="labels")
     stats = json.loads((run / "labels" / "stats.json").read_text())
     assert stats["rise_near_anchor"] == 4 and stats["rise_other"] == 0.5 and 0 < stats["near_anchor_fraction"] < 1
+    assert stats["rise_letters"] is False and 0 < stats["rise_token_count"] <= all_letters

@@ -239,6 +239,8 @@ def test_specificity_options_are_checked():
     Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=8").validate()
     with pytest.raises(RecipeError, match=r"rise_near_anchor must be 0 unless labels.rise_tokens is target"):
         Recipe().with_override("labels.rise_near_anchor=8").validate()
+    with pytest.raises(RecipeError, match="rise_letters.*must be bool"):
+        Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_letters=maybe").validate()
     with pytest.raises(RecipeError, match="rise_near_anchor must be an integer >= 0"):
         Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=-1").validate()
     with pytest.raises(RecipeError, match="retain_weight > 0"):
@@ -265,7 +267,7 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
 
     plain = pipeline()
     data = plain.recipe.to_dict()
-    for key in ("rise_tokens", "rise_keyness", "rise_other", "rise_near_anchor"):
+    for key in ("rise_tokens", "rise_keyness", "rise_other", "rise_near_anchor", "rise_letters"):
         data["labels"].pop(key)
     before = json.dumps({"model": data["model"], "labels": data["labels"]}, sort_keys=True, default=str)
     assert plain._config_hash(STAGES["labels"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
