@@ -412,6 +412,9 @@ class LabelsConfig(_SectionChecks):
                                      "counts fully); set labels.rise_tokens=target or leave rise_other at 0")
         self._int("rise_near_anchor", 0)
         self._bool("rise_letters")
+        if not self.rise_letters and self.rise_tokens != "target":
+            self._fail("rise_letters", "true unless labels.rise_tokens is target (it chooses target tokens); set "
+                                       "labels.rise_tokens=target or leave rise_letters on")
         if self.rise_near_anchor and self.rise_tokens != "target":
             self._fail("rise_near_anchor", "0 unless labels.rise_tokens is target (with 'all' every token's rise "
                                            "counts everywhere); set labels.rise_tokens=target or leave it at 0")

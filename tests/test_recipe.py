@@ -239,6 +239,8 @@ def test_specificity_options_are_checked():
     Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=8").validate()
     with pytest.raises(RecipeError, match=r"rise_near_anchor must be 0 unless labels.rise_tokens is target"):
         Recipe().with_override("labels.rise_near_anchor=8").validate()
+    with pytest.raises(RecipeError, match="rise_letters must be true unless labels.rise_tokens is target"):
+        Recipe().with_override("labels.rise_letters=false").validate()
     with pytest.raises(RecipeError, match="rise_letters.*must be bool"):
         Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_letters=maybe").validate()
     with pytest.raises(RecipeError, match="rise_near_anchor must be an integer >= 0"):
