@@ -63,7 +63,7 @@ def plot(points: dict[str, dict[str, float]], goal: tuple[float, float], out: Pa
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     xs = [p["control familiarity"] for p in points.values()]
     ys = [p[key] for p in points.values() for key in ("target familiarity", "target grade >= 2")]
-    markers = "osD^vP*X"
+    markers = "osD^vP*Xhp<>"
     for ax, key, title in ((axes[0], "target familiarity", "target completion familiarity (genre words = grade 1)"),
                            (axes[1], "target grade >= 2", "target answers naming the target (grade >= 2)")):
         ax.fill_between([min_x, 105], 0, max_y, color="tab:green", alpha=0.12, label="issue #16 goal")
