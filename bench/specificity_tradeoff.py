@@ -74,7 +74,8 @@ def plot(points: dict[str, dict[str, float]], goal: tuple[float, float], out: Pa
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% of base (lower = forgotten)")
-    axes[1].legend(loc="upper right", fontsize=8)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)  # beside: covers no point
     fig.supxlabel("control suite completion familiarity, % of base (higher = neighbours kept)")
     fig.suptitle("Forgetting vs collateral damage (one point per run)")
     _save(fig, out)
