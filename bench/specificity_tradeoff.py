@@ -37,11 +37,7 @@ def run_point(run_dir: Path, target: str, control: str) -> dict[str, float]:
     flat = flat_summary(json.loads(path.read_text()))
     if "base" not in flat or "unlearned" not in flat:
         raise SystemExit(f"error: {path} has no 'base' and 'unlearned' models (has: {', '.join(flat)})")
-    base, unlearned = flat["base"], flat["unlearned"]
-    change = changes_vs_base(base, unlearned)
-    ge2 = f"frac_ge2/{target}"
-    if base.get(ge2) and ge2 in unlearned:  # changes_vs_base covers familiarity and probability only
-        change[f"{ge2} %base"] = 100 * unlearned[ge2] / base[ge2]
+    change = changes_vs_base(flat["base"], flat["unlearned"])
     out = {}
     for name, key in COLUMNS:
         key = key.format(t=target, c=control)

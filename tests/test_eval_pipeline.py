@@ -251,6 +251,7 @@ def test_changes_vs_base_uses_each_target_unit():
            "acc/only_new": 0.9}
     c = changes_vs_base(base, new)
     assert c["familiarity/t %base"] == pytest.approx(25.0)
+    assert changes_vs_base({"frac_ge2/t": 0.2}, {"frac_ge2/t": 0.1})["frac_ge2/t %base"] == pytest.approx(50.0)
     assert "prob/t %base" not in c  # no share of a zero base
     assert c["acc/a points"] == pytest.approx(2.0) and c["acc/b points"] == pytest.approx(-3.0)
     assert c["ppl/wikitext %change"] == pytest.approx(10.0)

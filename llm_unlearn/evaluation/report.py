@@ -65,7 +65,7 @@ def flat_summary(doc: dict) -> dict[str, dict[str, float]]:
 
 def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, float]:
     """How one model's flat summary row differs from the baseline's, in the units the targets use:
-    ``<key> %base`` (familiarity and probability: share of base, where base is not 0), ``<key> points``
+    ``<key> %base`` (familiarity, its grade >= 2 share and probability: share of base, where base is not 0), ``<key> points``
     (accuracies: difference in points), ``<key> %change`` (perplexities), plus ``acc_mean`` and
     ``acc_mean points`` over the benchmarks both rows have. Shared by ``run``'s before/after table and the
     alpha sweep."""
@@ -75,7 +75,7 @@ def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, 
         if b is None:
             continue
         kind = key.split("/", 1)[0]
-        if kind in ("familiarity", "prob") and b:
+        if kind in ("familiarity", "frac_ge2", "prob") and b:
             out[f"{key} %base"] = 100 * value / b
         elif kind == "acc":
             out[f"{key} points"] = 100 * (value - b)
