@@ -407,17 +407,15 @@ class LabelsConfig(_SectionChecks):
         self._choice("rise_tokens", ("all", "target"))
         self._float("rise_keyness", 1)
         self._float("rise_other", 0, 1)
-        if self.rise_other and self.rise_tokens != "target":
-            self._fail("rise_other", "0 unless labels.rise_tokens is target (with 'all' every token's rise already "
-                                     "counts fully); set labels.rise_tokens=target or leave rise_other at 0")
         self._int("rise_near_anchor", 0)
         self._bool("rise_letters")
-        if not self.rise_letters and self.rise_tokens != "target":
-            self._fail("rise_letters", "true unless labels.rise_tokens is target (it chooses target tokens); set "
-                                       "labels.rise_tokens=target or leave rise_letters on")
-        if self.rise_near_anchor and self.rise_tokens != "target":
-            self._fail("rise_near_anchor", "0 unless labels.rise_tokens is target (with 'all' every token's rise "
-                                           "counts everywhere); set labels.rise_tokens=target or leave it at 0")
+        # R2, R4, R5 refine which tokens' rise counts under rise_tokens: target; with "all" every token's rise
+        # counts everywhere, so a setting away from its off value would silently do nothing
+        for name, off in (("rise_other", 0), ("rise_near_anchor", 0), ("rise_letters", True)):
+            if getattr(self, name) != off and self.rise_tokens != "target":
+                off_text = str(off).lower()
+                self._fail(name, f"{off_text} unless labels.rise_tokens is target (with 'all' every token's rise "
+                                 f"counts everywhere); set labels.rise_tokens=target or leave {name} at {off_text}")
         self._int("seed", 0)
 
 
