@@ -17,7 +17,8 @@ Beyond the paper, ``labels.rise_tokens: target`` lets the ReLU term act only on 
 (:func:`target_token_mask`, rules R1-R3): the reinforced model also learns the target text's style (quotation marks
 opening paragraphs, its punctuation and function words), and ``alpha`` times that rise teaches the model to avoid the
 style of every similar text, which damages neighbours (other fiction) rather than the target. ``labels.rise_other``
-keeps a share of the other tokens' rise (R4), a dial between the two.
+keeps a share of the other tokens' rise (R4), a dial between the two; ``labels.rise_near_anchor`` counts every token's
+rise again near the anchors (R5).
 
 Memory: full-vocabulary logits exist only for the current batch; labels for several alphas come from the
 same forward passes. With a LoRA reinforced model only ONE copy of the base weights is in memory: the adapter

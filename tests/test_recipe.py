@@ -253,7 +253,7 @@ def test_specificity_options_are_checked():
 
 
 def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
-    """Off (their defaults), labels.rise_tokens / rise_keyness / rise_other and finetune.retain_name_weight are not part of the
+    """Off (their defaults), the labels.rise_* settings and finetune.retain_name_weight are not part of the
     stage hashes, so runs made before they existed are not recomputed after an upgrade; on, they change the stage
     they belong to and what follows it."""
     import hashlib
