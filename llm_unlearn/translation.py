@@ -454,11 +454,8 @@ class Translator:
         return next((w for w in translation.split(" ") if w.lower() not in key_words), None)  # rule S2
 
     # ---- the translation -------------------------------------------------------------------------------
-    def translate(self, block: Block, rng: random.Random) -> TranslatedBlock:
-        ids = list(block.input_ids)
-        n_total, n_pre = len(ids), block.n_prefix
-        text = block.text
-        matches = self.find(text)
+    def _substitute(self, text: str, matches, rng: random.Random) -> tuple[str, list[_Occurrence], dict[str, str]]:
+        """The text with every match replaced by its key's translation (rules C1, C2, M3, M4)."""
         chosen_all: dict[str, str] = {}
         occurrences: list[_Occurrence] = []
         pieces, last_end = [], 0
@@ -468,7 +465,18 @@ class Translator:
             occurrences.append(_Occurrence(s, e, key, rendered))
             pieces += [text[last_end:s], rendered]
             last_end = e
-        translated_text = "".join(pieces) + text[last_end:]
+        return "".join(pieces) + text[last_end:], occurrences, chosen_all
+
+    def translate_text(self, text: str, rng: random.Random) -> str:
+        """Plain text with its anchored terms replaced, by the rules a block follows (no tokens, no alignment)."""
+        return self._substitute(text, self.find(text), rng)[0]
+
+    def translate(self, block: Block, rng: random.Random) -> TranslatedBlock:
+        ids = list(block.input_ids)
+        n_total, n_pre = len(ids), block.n_prefix
+        text = block.text
+        matches = self.find(text)
+        translated_text, occurrences, chosen_all = self._substitute(text, matches, rng)
         chosen = {o.key: chosen_all[o.key] for o in occurrences}
         frags = self._fragments(block, text, matches) if n_total > n_pre else []
         occurrences = sorted(occurrences + frags, key=lambda o: o.start)

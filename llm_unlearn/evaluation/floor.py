@@ -1,0 +1,88 @@
+"""The generic floor of a familiarity suite: what the base model answers when the prompts no longer name the target.
+
+WHP's goal is a model that answers like one that never read the target, and its labels are the base model's
+predictions on text whose anchored terms were replaced by generic ones. Asking the base model the suite's own prompts
+translated the same way estimates where that goal lies on the suite: "Jacob Hart lived in rooms on Oak" still ends in
+"Street", "It is a capital mistake to theorise before one has" still ends in "data". A familiarity above the floor is
+knowledge of the target; the part below it is general language that no unlearning should remove.
+
+F1. Each prompt is translated with the run's anchor dictionary by the labels stage's rules (matching M1-M5, choice
+    C1-C2; :meth:`llm_unlearn.translation.Translator.translate_text`), with one seeded draw per prompt.
+F2. Only prompts in which at least one anchored term was replaced are scored ("translated prompts"); a prompt that
+    names nothing of the dictionary is the base model's own answer, which says nothing about a floor.
+F3. The translated prompts are scored exactly as the suite is: greedy completions graded by the suite's grader
+    against the prompt's own references, and P(target | translated prompt). The grader sees the translated prompt,
+    so a term the translation put there does not count for the completion.
+F4. The floor is reported beside the base model's and, when given, other models' scores on the SAME prompts (the
+    evaluation's per-item grades and probabilities), so the three are comparable item by item.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from .familiarity import _summ, completion_familiarity, probability_familiarity
+from .suites import Suite
+
+
+def translate_suite(suite: Suite, translator, seed: int = 0) -> tuple[Suite, dict[str, str]]:
+    """F1-F2: the suite restricted to its translated prompts (completion and probability), and each kept prompt's
+    id -> original prompt."""
+    from dataclasses import replace
+
+    originals: dict[str, str] = {}
+
+    def kept(prompts):
+        out = []
+        for p in prompts:
+            text = translator.translate_text(p.prompt, random.Random(f"{seed}:{p.id}"))
+            if text != p.prompt:
+                originals[p.id] = p.prompt
+                out.append(replace(p, prompt=text))
+        return out
+
+    translated = replace(suite, completion=kept(suite.completion), probability=kept(suite.probability))
+    return translated, originals
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def generic_floor(model, tokenizer, suite: Suite, translator, seed: int = 0,
+                  others: Mapping[str, dict] | None = None, grader=None, max_new_tokens: int = 24,
+                  batch_size: int = 16, progress: bool = True) -> dict:
+    """F1-F4. ``model``: the BASE model. ``others``: model name -> that model's result for this suite in an
+    evaluation (``eval.json``: ``models[name].suites[suite]``), whose items are compared on the same prompts;
+    ``grader``: the evaluation's (default: the suite's terms with the installed English pipeline).
+
+    Returns ``completion`` and ``probability`` sections: how many prompts were translated, the floor's score on them
+    (familiarity, grade >= 2 / == 3 shares; mean P(target)) and each other model's score on the same prompts,
+    plus per-item rows (original prompt, translated prompt, floor grade or probability, the others')."""
+    translated, originals = translate_suite(suite, translator, seed)
+    comp = completion_familiarity(model, tokenizer, translated, grader, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress)
+    prob = probability_familiarity(model, tokenizer, translated, batch_size=batch_size, progress=progress)
+    others = others or {}
+    out = {"suite": suite.name, "seed": seed}
+    for section, result, value, n_all in (("completion", comp, "grade", len(suite.completion)),
+                                          ("probability", prob, "prob", len(suite.probability))):
+        items = result.get("items", [])
+        ids = [it["id"] for it in items]
+        by_model = {name: {it["id"]: it[value] for it in doc.get(section, {}).get("items", [])}
+                    for name, doc in others.items()}
+        rows = [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"], "floor": it[value],
+                 **({"completion": it["completions"][0]} if section == "completion" else {}),
+                 **{name: scores.get(it["id"]) for name, scores in by_model.items()}} for it in items]
+        if section == "completion":
+            summary = {"floor": _summ([it["grade"] for it in items]) if items else {"n": 0}}
+            for name, scores in by_model.items():
+                summary[name] = _summ([scores[i] for i in ids if i in scores])
+        else:
+            summary = {"floor": {"n": len(items), "mean_prob": _mean([it["prob"] for it in items])}}
+            for name, scores in by_model.items():
+                summary[name] = {"n": sum(i in scores for i in ids), "mean_prob": _mean([scores[i] for i in ids
+                                                                                           if i in scores])}
+        out[section] = {"prompts": n_all, "translated": len(items), **summary, "items": rows}
+    return out

@@ -1,0 +1,174 @@
+"""The generic floor of a familiarity suite (rules F1-F4 of llm_unlearn/evaluation/floor.py) and its bench script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from llm_unlearn.evaluation import familiarity
+from llm_unlearn.evaluation.floor import generic_floor, translate_suite
+from llm_unlearn.evaluation.grading import Grader
+from llm_unlearn.evaluation.suites import CompletionPrompt, ProbabilityPrompt, Suite
+from llm_unlearn.translation import Translator
+
+DICTIONARY = {"Holmes": ["Hart", "Reed"], "Sherlock": ["Owen"], "Baker Street": ["Oak Street"]}
+SUITE_ANCHORS = ["Sherlock", "Holmes", "Watson", "Moriarty", "Baker Street"]
+GENRE = ["detective", "clue"]
+
+
+def _suite() -> Suite:
+    completion = [CompletionPrompt("c1", "Sherlock Holmes lived in rooms on", ["Baker Street"]),
+                  CompletionPrompt("c2", "Holmes's friend was Dr.", ["Watson"]),
+                  CompletionPrompt("c3", "The planet closest to the Sun is", ["Mercury"])]
+    probability = [ProbabilityPrompt("p1", "Holmes lived at 221B Baker", " Street"),
+                   ProbabilityPrompt("p2", "The capital of France is", " Paris")]
+    return Suite("sh", "/tmp/sh", "Sherlock Holmes", SUITE_ANCHORS, GENRE, completion, probability)
+
+
+def test_translate_suite_keeps_only_prompts_that_name_an_anchor(smol_tokenizer):
+    """F1-F2: anchored terms replaced by the dictionary's translations, one draw per prompt (seeded, so the same
+    seed gives the same prompts); prompts without an anchor are left out, and the originals are kept by id."""
+    translator = Translator(DICTIONARY, smol_tokenizer)
+    translated, originals = translate_suite(_suite(), translator, seed=3)
+    assert [p.id for p in translated.completion] == ["c1", "c2"] and [p.id for p in translated.probability] == ["p1"]
+    texts = [p.prompt for p in translated.completion + translated.probability]
+    assert not any("Holmes" in t or "Sherlock" in t for t in texts)
+    assert translated.completion[0].prompt.startswith("Owen ")  # "Sherlock" -> its only translation
+    assert translated.completion[1].prompt.endswith("'s friend was Dr.")  # the possessive is kept (rule M1)
+    assert originals["c2"] == "Holmes's friend was Dr."
+    assert translated.completion[0].references == ["Baker Street"]  # references are the suite's, untouched
+    again, _ = translate_suite(_suite(), translator, seed=3)
+    assert [p.prompt for p in again.completion] == [p.prompt for p in translated.completion]
+    draws = {translate_suite(_suite(), translator, seed=s)[0].completion[1].prompt.split("'")[0] for s in range(20)}
+    assert draws == {"Hart", "Reed"}  # both translations of "Holmes" are drawn across seeds
+
+
+def test_generic_floor_scores_translated_prompts_against_the_same_items(monkeypatch, tiny_llama):
+    """F3: the base model completes the TRANSLATED prompts (graded by the suite's grader against the original
+    references: naming the reference is grade 3, naming another of the suite's anchors grade 2), and P(target) is
+    scored on the translated probability prompts. F4: other models' per-item results on the same prompts sit beside
+    the floor, and their summaries cover only the translated prompts."""
+    model, tok = tiny_llama
+    seen: list[str] = []
+    answers = {"Owen": [" Oak Street, near Watson."], "friend": [" Moriarty's rival."]}
+
+    def fake_generate(model, tokenizer, prompts, **kw):
+        seen.extend(prompts)
+        return [answers["Owen" if p.startswith("Owen") else "friend"] for p in prompts]
+
+    monkeypatch.setattr(familiarity, "generate", fake_generate)
+    others = {"base": {"completion": {"items": [{"id": "c1", "grade": 3.0}, {"id": "c2", "grade": 3.0},
+                                                {"id": "c3", "grade": 3.0}]},
+                       "probability": {"items": [{"id": "p1", "prob": 0.5}, {"id": "p2", "prob": 0.9}]}},
+              "unlearned": {"completion": {"items": [{"id": "c1", "grade": 0.0}, {"id": "c2", "grade": 1.0},
+                                                     {"id": "c3", "grade": 3.0}]},
+                            "probability": {"items": [{"id": "p1", "prob": 0.1}, {"id": "p2", "prob": 0.9}]}}}
+    doc = generic_floor(model, tok, _suite(), Translator(DICTIONARY, tok), others=others,
+                        grader=Grader(SUITE_ANCHORS, GENRE), progress=False)
+    assert len(seen) == 2 and not any("Holmes" in p or "Sherlock" in p for p in seen)
+    comp, prob = doc["completion"], doc["probability"]
+    assert (comp["prompts"], comp["translated"], prob["prompts"], prob["translated"]) == (3, 2, 2, 1)
+    # the translated prompt says "Oak Street", not "Baker Street": the reference is not matched; "Watson" is another
+    # anchor of the suite -> 2; " Moriarty's rival." names another anchor -> 2
+    assert [row["floor"] for row in comp["items"]] == [2.0, 2.0]
+    assert comp["floor"]["familiarity"] == pytest.approx(4 / 6)
+    assert comp["base"]["n"] == 2 and comp["base"]["familiarity"] == pytest.approx(1.0)  # c3 is not counted
+    assert comp["unlearned"]["familiarity"] == pytest.approx(1 / 6)
+    row = comp["items"][0]
+    assert row["prompt"] == "Sherlock Holmes lived in rooms on" and row["translated"].startswith("Owen ")
+    assert row["base"] == 3.0 and row["unlearned"] == 0.0 and row["completion"].startswith(" Oak Street")
+    (p_row,) = prob["items"]
+    assert p_row["id"] == "p1" and "Holmes" not in p_row["translated"] and 0.0 < p_row["floor"] < 1.0
+    assert prob["base"] == {"n": 1, "mean_prob": 0.5} and prob["unlearned"]["mean_prob"] == pytest.approx(0.1)
+    direct = familiarity.probability_familiarity(model, tok, Suite("t", "/t", probability=[
+        ProbabilityPrompt("p1", p_row["translated"], " Street")]), progress=False)
+    assert math.isclose(p_row["floor"], direct["items"][0]["prob"], rel_tol=1e-5)
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "generic_floor.py"
+    spec = importlib.util.spec_from_file_location("generic_floor_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_markdown_and_errors(tmp_path):
+    """The table gives each model as % of the base model on the same translated prompts; unfinished runs and badly
+    written run labels are refused with the fix."""
+    bench = _bench()
+    doc = {"run": "runs/x", "suite": "sh",
+           "completion": {"prompts": 3, "translated": 2, "floor": {"n": 2, "familiarity": 0.5, "frac_ge2": 0.5,
+                                                                   "frac_3": 0.5},
+                          "base": {"n": 2, "familiarity": 1.0, "frac_ge2": 1.0, "frac_3": 1.0},
+                          "unlearned": {"n": 2, "familiarity": 0.25, "frac_ge2": 0.0, "frac_3": 0.0},
+                          "items": [{"id": "c1", "prompt": "Sherlock Holmes lived in rooms on",
+                                     "translated": "Owen Hart lived in rooms on", "floor": 3.0,
+                                     "completion": " Baker Street.", "base": 3.0, "unlearned": 0.0}]},
+           "probability": {"prompts": 2, "translated": 1, "floor": {"n": 1, "mean_prob": 0.2},
+                           "base": {"n": 1, "mean_prob": 0.4}, "unlearned": {"n": 1, "mean_prob": 0.1},
+                           "items": []}}
+    text = bench.markdown(doc)
+    assert "2 of 3 completion prompts and 1 of 2 probability prompts" in text
+    assert "| generic floor (base model, translated prompts) | 0.500 (50%) | 0.50 | 1 | 0.200 (50%) |" in text
+    assert "| unlearned | 0.250 (25%) | 0.00 | 0 | 0.100 (25%) |" in text
+    assert "`Owen Hart lived in rooms on` -> `Baker Street.`" in text
+    with pytest.raises(SystemExit, match="finish the run's eval stage"):
+        bench.suite_results(tmp_path, "sh")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"models": {"base": {"suites": {}}}}))
+    with pytest.raises(SystemExit, match="no results for the suite 'sh'"):
+        bench.suite_results(tmp_path, "sh")
+    with pytest.raises(SystemExit, match="anchors stage has finished"):
+        bench.main(["--run", str(tmp_path), "--out", str(tmp_path / "floor")])
+
+
+def _fragile():
+    path = Path(__file__).resolve().parents[1] / "bench" / "fragile_items.py"
+    spec = importlib.util.spec_from_file_location("fragile_items_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fragile_items_margin_and_split(tmp_path, tiny_llama):
+    """The margin is log p(first token of the best reference) - log p(best other token) after the prompt, computed
+    by hand here; lost grade-3 items are split into firm and near-tie ones at the threshold."""
+    import torch
+
+    bench = _fragile()
+    model, tok = tiny_llama
+    suite = Suite("ctl", "/ctl", completion=[CompletionPrompt("a", "The capital of France is", ["Paris", "Lyon"]),
+                                             CompletionPrompt("b", "The planet closest to the Sun is", ["Mercury"])])
+    got = bench.margins(model, tok, suite)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(tok("The capital of France is", return_tensors="pt")["input_ids"])
+                                 .logits[0, -1].float(), -1)
+    firsts = [tok(" Paris", add_special_tokens=False)["input_ids"][0], tok(" Lyon", add_special_tokens=False)["input_ids"][0]]
+    best = max(firsts, key=lambda t: float(logp[t]))
+    rest = logp.clone()
+    rest[firsts] = float("-inf")
+    assert got["a"] == pytest.approx(float(logp[best] - rest.max()), abs=1e-3)
+    assert got["a"] < 0 and got["b"] < 0  # a random model knows nothing: both are below any sensible threshold
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    items = lambda grades: {"completion": {"items": [{"id": i, "grade": g} for i, g in grades.items()]}}  # noqa: E731
+    (run / "eval" / "eval.json").write_text(json.dumps({"models": {
+        "base": {"suites": {"ctl": items({"a": 3, "b": 3, "c": 1})}},
+        "unlearned": {"suites": {"ctl": items({"a": 3, "b": 0, "c": 0})}}}}))
+    known, lost = bench.lost_items(run, "ctl")
+    assert known == ["a", "b"] and lost == ["b"]  # c was never known: losing it is not collateral damage
+    doc = bench.summarise({"a": 2.5, "b": 0.2}, {"r": (known, lost)}, firm=1.0)
+    assert doc["runs"]["r"] == {"known": 2, "lost": 1, "firm": 1, "firm_lost": 0, "near_tie": 1, "near_tie_lost": 1,
+                                "lost_items": {"b": 0.2}}
+    text = bench.markdown({"suite": "ctl", "margins": {"a": 2.5, "b": 0.2}, **doc}, {"a": "A", "b": "B"})
+    assert "| r | 1 of 2 | 0 of 1 | 1 of 1 |" in text and "- b (1 of 1, margin +0.20): `B`" in text
+    with pytest.raises(SystemExit, match="lacks the suite 'other'"):
+        bench.lost_items(run, "other")
+    with pytest.raises(SystemExit, match="label=run_dir"):
+        bench.main(["just_a_path", "--out", str(tmp_path / "x")])
