@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, type=Path, help="run directory (anchors, recipe, eval/eval.json)")
     parser.add_argument("others", nargs="*", metavar="LABEL=RUN_DIR", help="more runs' unlearned models to compare")
     parser.add_argument("--suite", help="suite folder (default: the run's first eval suite)")
+    parser.add_argument("--label", default="unlearned", help="name of the run's own unlearned model in the table")
     parser.add_argument("--seed", type=int, default=0, help="seed of the translations' draws")
     parser.add_argument("--out", type=Path, required=True, help="output path prefix (.json and .md are written)")
     args = parser.parse_args(argv)
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
         suite = load_suite(args.suite or recipe.eval.suites[0])
     except (UnlearnError, IndexError) as exc:
         raise SystemExit(f"error: {exc or 'the run evaluates no suite: pass --suite'}") from exc
-    others = {name: doc for name, doc in suite_results(args.run, suite.name).items()}
+    others = {(args.label if name == "unlearned" else name): doc
+              for name, doc in suite_results(args.run, suite.name).items()}
     for spec in args.others:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:

@@ -1,0 +1,57 @@
+"""The issue-#16 diagnostics of the labels: bench/label_signal.py (where the labels move away from the base model)
+and bench/name_positions.py (the labels at the anchors' edges changed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_signal_groups_and_kl():
+    """Positions are grouped by where they stand relative to the anchors (original positions; position i predicts
+    token i + 1), and KL(p || q) skips tokens with p = 0 (the suppressed ones) instead of giving NaN."""
+    bench = _load("label_signal")
+    starts = {5}
+    assert bench.group_of(4, starts, None) == "predicts an anchor"
+    assert bench.group_of(4, starts, 2) == "predicts an anchor"  # predicting an anchor wins over the distance
+    assert bench.group_of(7, starts, 7) == "anchor's last token"
+    assert [bench.group_of(i, starts, 7) for i in (8, 15, 16, 39, 40)] == \
+        ["1-8 after", "1-8 after", "9-32 after", "9-32 after", "more than 32 after"]
+    assert bench.group_of(3, starts, None) == "more than 32 after"  # no anchor yet in the block
+    logp = torch.log_softmax(torch.tensor([0.0, 0.0, float("-inf")]), -1)
+    logq = torch.log_softmax(torch.tensor([1.0, 0.0, 0.0]), -1)
+    expected = sum(0.5 * (math.log(0.5) - float(logq[i])) for i in (0, 1))
+    assert bench.kl(logp, logq) == pytest.approx(expected) and bench.kl(logq, logq) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(SystemExit, match="reinforce stage has finished"):
+        bench.main(["--run", "/nonexistent/run"])
+
+
+def test_name_positions_edge_rows_and_refusals(tmp_path):
+    """An anchor's edges, in label rows: the row of its first token (predicted by the position before it) and the
+    row after its last token (the last token's prediction); none before the block or past its end. A missing
+    source and an existing destination are refused, so nothing is overwritten."""
+    bench = _load("name_positions")
+    assert bench.edge_rows([(3, 4), (9, 9)], 20) == [3, 5, 9, 10]
+    assert bench.edge_rows([(0, 1)], 20) == [2]  # an anchor at the block start: nothing predicts it
+    assert bench.edge_rows([(17, 19)], 20) == [17]  # the block's last token predicts nothing
+    assert bench.edge_rows([(3, 4), (5, 6)], 20) == [3, 5, 7]  # adjacent anchors share an edge
+    with pytest.raises(SystemExit, match="finish its labels stage"):
+        bench.main([str(tmp_path / "missing"), str(tmp_path / "new"), "--mode", "mask"])
+    src = tmp_path / "src"
+    (src / "labels" / "dataset").mkdir(parents=True)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SystemExit, match="nothing is overwritten"):
+        bench.main([str(src), str(tmp_path / "taken"), "--mode", "mask"])
