@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
-from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 UPSTREAM = ("corpus", "anchors", "reinforce", "labels")
 
@@ -138,10 +138,8 @@ def plot(summary: dict, variants: dict, target: str, control: str | None, path: 
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa:
 from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
-from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 # LoRA learning rates tried per method: each spans 10x around where the method starts to move the target text in
 # a few dozen LoRA steps without destroying the model (gradient ascent diverges fastest, WHP's label fine-tune is
@@ -191,10 +190,8 @@ def plot(result: dict, path: Path) -> None:
     axes[0].set_title(f"{target}: forgetting vs control suite", fontsize=9)
     axes[1].set_title("forgetting vs WikiText-2 perplexity", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def parse_lrs(specs: list[str]) -> dict[str, tuple[float, ...]]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_unlearn.evaluation.report import _save, changes_vs_base, flat_summary  # noqa: E402
-from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
+from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
+from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 COLUMNS = [("target familiarity", "familiarity/{t} %base"), ("target grade >= 2", "frac_ge2/{t} %base"),
            ("target P", "prob/{t} %base"), ("control familiarity", "familiarity/{c} %base"),
@@ -74,7 +74,7 @@ def plot(points: dict[str, dict[str, float]], goal: tuple[float, float], out: Pa
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)  # beside: covers no point
     fig.supxlabel("control suite completion familiarity, % of base (higher = neighbours kept)")
     fig.suptitle("Forgetting vs collateral damage (one point per run)")
-    _save(fig, out)
+    save_figure(fig, out, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -39,6 +39,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120, **savefig_kwargs) -> None:
+    """Save a matplotlib figure atomically (temp file in the same folder, then rename), readable like any output;
+    the format follows the file's suffix, as with ``fig.savefig``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def share_like_umask(path: str | Path) -> None:
     """Give a folder tree made by mkdtemp/mkstemp (0700 / 0600) the permissions the user's umask gives new files,
     so a shared export or cache is readable by the colleagues it is shared with."""

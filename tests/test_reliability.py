@@ -673,3 +673,31 @@ def test_model_card_of_a_local_model_holds_no_local_paths(tmp_path, tiny_model_d
     assert "base_model" not in card.split("---")[1]  # a local folder is no Hub id
     assert str(tmp_path) not in card
     assert tiny_model_dir.name in card and "`b.txt`" in card and "`wiki.md`" in card
+
+
+def test_save_figure_is_atomic_and_keeps_the_earlier_plot_on_failure(tmp_path):
+    """One writer for every plot (reports, attacks, TOFU, bench scripts): the figure appears whole under its name,
+    readable like other outputs, in the format of its suffix; a failing save leaves the earlier file as it was and
+    no temporary file behind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llm_unlearn.runio import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / "plots" / "curve.png"
+    save_figure(fig, path)
+    first = path.read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert first.startswith(b"\x89PNG") and stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as any output
+    save_figure(fig, tmp_path / "plots" / "curve.svg")
+    assert b"<svg" in (tmp_path / "plots" / "curve.svg").read_bytes()[:400]
+    with pytest.raises(TypeError):
+        save_figure(fig, path, not_a_savefig_option=True)
+    assert path.read_bytes() == first
+    assert sorted(p.name for p in path.parent.iterdir()) == ["curve.png", "curve.svg"]
+    plt.close(fig)

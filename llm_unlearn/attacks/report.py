@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..runio import save_figure
+
 logger = logging.getLogger(__name__)
 
 _KIND_NOTE = {"same_items": "", "probe": "†"}
@@ -107,6 +109,6 @@ def make_plot(doc: dict, out: Path) -> list[Path]:
     ax.set_title("Recovery of forgotten knowledge under attack (95% intervals)")
     fig.tight_layout()
     path = out / "attack.png"
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return [path]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from ..runio import save_figure
 from .grading import GRADE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -223,21 +222,6 @@ def render_markdown(doc: dict) -> str:
     return "\n".join(parts)
 
 
-def _save(fig, path: Path) -> None:
-    """Save a figure atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plot is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_plots(doc: dict, out_dir: str | Path) -> list[str]:
     """familiarity.png and benchmarks.png (before/after bars with 95% intervals). Returns the written paths."""
     try:
@@ -289,7 +273,7 @@ def make_plots(doc: dict, out_dir: str | Path) -> list[str]:
         fig.suptitle("Familiarity per suite (95% bootstrap CI)", fontsize=11)
         fig.tight_layout(rect=(0, 0, 1, 0.95))  # keep the suptitle clear of the panel titles
         path = out / "familiarity.png"
-        _save(fig, path)
+        save_figure(fig, path, bbox_inches="tight")
         plt.close(fig)
         written.append(str(path))
 
@@ -317,7 +301,7 @@ def make_plots(doc: dict, out_dir: str | Path) -> list[str]:
         ax.set_title("Zero-shot accuracy (±1.96 stderr; dotted: chance)", fontsize=10)
         ax.legend(fontsize=8)
         path = out / "benchmarks.png"
-        _save(fig, path)
+        save_figure(fig, path, bbox_inches="tight")
         plt.close(fig)
         written.append(str(path))
     return written

@@ -30,7 +30,7 @@ from typing import Optional
 import yaml
 
 from ..errors import RecipeError, RunDirError
-from ..runio import atomic_write_json, atomic_write_text
+from ..runio import atomic_write_json, atomic_write_text, save_figure
 from .chat import chat_corpus_text, template_terms
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
@@ -366,6 +366,5 @@ def plot_tofu(results: dict, path: Path) -> None:
     ax.set_title(f"TOFU {results['config']['split']} ({results['config']['model']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
