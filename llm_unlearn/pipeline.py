@@ -32,7 +32,7 @@ from pathlib import Path
 from .errors import CorpusError, RecipeError, RunDirError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import StageSpec, needs_retain_text
-from .recipe import Recipe
+from .recipe import TARGET_RISE_SETTINGS, Recipe
 from .rundir import RunPaths
 from .runio import RunLock, atomic_write_json, atomic_write_text
 
@@ -152,8 +152,7 @@ Stage = StageSpec  # the stage record (kept under its old name)
 # those runs keep their fingerprints (and are not recomputed) after an upgrade
 ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
-                  ("labels", "rise_other"): 0.0, ("labels", "rise_near_anchor"): 0,
-                  ("labels", "rise_letters"): True}
+                  **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()}}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}

@@ -365,6 +365,11 @@ class ReinforceConfig(TrainConfig):
     epochs: float = 2.0
 
 
+# The labels settings that refine ``rise_tokens: target`` (R2, R4, R5), each with the value that means "off": the
+# recipe refuses them away from it under rise_tokens "all", and the pipeline leaves them out of stage hashes at it
+TARGET_RISE_SETTINGS = {"rise_other": 0, "rise_near_anchor": 0, "rise_letters": True}
+
+
 @dataclass
 class LabelsConfig(_SectionChecks):
     section: ClassVar[str] = "labels"
@@ -411,7 +416,7 @@ class LabelsConfig(_SectionChecks):
         self._bool("rise_letters")
         # R2, R4, R5 refine which tokens' rise counts under rise_tokens: target; with "all" every token's rise
         # counts everywhere, so a setting away from its off value would silently do nothing
-        for name, off in (("rise_other", 0), ("rise_near_anchor", 0), ("rise_letters", True)):
+        for name, off in TARGET_RISE_SETTINGS.items():
             if getattr(self, name) != off and self.rise_tokens != "target":
                 off_text = str(off).lower()
                 self._fail(name, f"{off_text} unless labels.rise_tokens is target (with 'all' every token's rise "
