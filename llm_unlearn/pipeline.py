@@ -125,7 +125,8 @@ def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     split = read_split(run)
     heldout = [blocks[i].text for i in split["validation"]]
     result = evaluate({"base": recipe.model.spec, "unlearned": str(run.export_model)}, recipe.eval, run.eval_dir,
-                      target_heldout=heldout, baseline="base")
+                      target_heldout=heldout, baseline="base",
+                      floor_dictionary=run.anchors if recipe.eval.generic_floor else None)
     report = run.eval_dir / "report.md"
     if report.exists():
         update_card_with_eval(run, recipe, report.read_text())
@@ -152,7 +153,8 @@ Stage = StageSpec  # the stage record (kept under its old name)
 # those runs keep their fingerprints (and are not recomputed) after an upgrade
 ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
-                  **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()}}
+                  **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()},
+                  ("eval", "generic_floor"): False}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}

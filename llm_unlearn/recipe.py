@@ -496,11 +496,14 @@ class EvalConfig(_SectionChecks):
     dtype: str = "auto"  # when evaluate() loads a model spec itself
     device: Optional[str] = None
     seed: int = 0
+    # Beyond the paper: also score the base model on the suites' prompts with the run's anchors replaced by their
+    # generic translations (llm_unlearn.evaluation.floor, F1-F4): where "never knew the target" lies on each suite
+    generic_floor: bool = False
 
     def validate(self) -> None:
         from .evaluation.benchmarks import BENCHMARK_FILES
 
-        self._bool("enabled", "wikitext_detokenize", "plots")
+        self._bool("enabled", "wikitext_detokenize", "plots", "generic_floor")
         self._texts("suites")
         self._texts("benchmarks")
         unknown = [b for b in self.benchmarks if b not in BENCHMARK_FILES]
@@ -719,6 +722,9 @@ class Recipe:
         if self.finetune.neighbour_texts and not (self.method == "whp" and self.finetune.retain_weight > 0):
             raise RecipeError("finetune.neighbour_texts feeds WHP's retain guard: set finetune.retain_weight > 0 "
                               "(method whp), or finetune.neighbour_texts: 0")
+        if self.eval.generic_floor and self.method != "whp":
+            raise RecipeError("eval.generic_floor translates the suites' prompts with WHP's anchor dictionary: use it "
+                              "with method whp, or set eval.generic_floor: false")
         if self.finetune.retain_name_weight and not (self.method == "whp" and self.finetune.retain_weight > 0):
             raise RecipeError("finetune.retain_name_weight weighs WHP's retain guard: set finetune.retain_weight > 0 "
                               "(method whp), or finetune.retain_name_weight: 0")

@@ -174,6 +174,11 @@ def test_cli_errors(tmp_path, tiny_model_dir, suite_dir, bench_dir, capsys):
     assert "unknown benchmark" in capsys.readouterr().err
     assert main(["eval", "--draft-suite", str(tmp_path / "d")]) == 2
     assert "--corpus" in capsys.readouterr().err
+    floor = ["eval", "--model", str(tiny_model_dir), "--suite", str(suite_dir), "--generic-floor",
+             str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "f")]
+    assert main(floor) == 2 and "baseline model" in capsys.readouterr().err  # no --base to score the floor with
+    assert main(floor[:1] + ["--base", str(tiny_model_dir)] + floor[1:]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
 
 
 def test_cli_labels_and_baseline(tmp_path, tiny_model_dir, suite_dir):
@@ -241,6 +246,39 @@ def test_reuse_results_of_an_earlier_evaluation(tmp_path, tiny_llama, suite_dir,
     assert all(m["diff"] == 0 for m in again["paired"]["b"]["measures"].values())
     cfg.limit = (cfg.limit or 1000) + 1
     assert not same_config(first, cfg)
+
+
+def test_generic_floor_in_evaluate(tmp_path, tiny_llama, suite_dir, bench_dir, wikitext):
+    """eval.generic_floor: the baseline answers the suite's prompts with the anchors replaced (only those that name
+    one), beside every model on the same prompts, in eval.json and in the report; it needs an anchor dictionary (a
+    path that exists) and a baseline, and a reused baseline is loaded for the floor alone."""
+    model, tok = tiny_llama
+    anchors = tmp_path / "anchors.yaml"
+    anchors.write_text("Holmes: [Hart]\nSherlock: [Owen]\n", encoding="utf-8")
+    cfg = EvalConfig(suites=[str(suite_dir)], max_new_tokens=4, batch_size=4, bootstrap=50, plots=False,
+                     generic_floor=True)
+    doc = evaluate({"base": (model, tok), "unlearned": (model, tok)}, cfg, tmp_path / "out", baseline="base",
+                   floor_dictionary=anchors, progress=False)
+    floor = doc["generic_floor"]["mini"]
+    comp, prob = floor["completion"], floor["probability"]
+    assert (comp["prompts"], comp["translated"], prob["prompts"], prob["translated"]) == (3, 2, 2, 2)
+    assert [r["id"] for r in comp["items"]] == ["a", "c"]  # b names no anchor
+    assert comp["items"][0]["translated"].startswith("Owen Hart") and "Holmes" not in comp["items"][1]["translated"]
+    base_items = {it["id"]: it["grade"] for it in doc["models"]["base"]["suites"]["mini"]["completion"]["items"]}
+    assert [r["base"] for r in comp["items"]] == [base_items["a"], base_items["c"]]
+    assert comp["base"]["n"] == comp["unlearned"]["n"] == comp["floor"]["n"] == 2
+    assert prob["base"] == prob["unlearned"]  # the same model twice: same scores on the same prompts
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Generic floor" in report and "| mini | generic floor | 2 / 3 |" in report
+    with pytest.raises(EvalError, match="needs an anchor dictionary"):
+        evaluate({"base": (model, tok)}, cfg, tmp_path / "x", baseline="base")
+    with pytest.raises(EvalError, match="does not exist"):
+        evaluate({"base": (model, tok)}, cfg, tmp_path / "x", baseline="base", floor_dictionary=tmp_path / "no.yaml")
+    with pytest.raises(EvalError, match="baseline model"):
+        evaluate({"base": (model, tok)}, cfg, tmp_path / "x", floor_dictionary=anchors)
+    reused = evaluate({"base": (model, tok), "unlearned": (model, tok)}, cfg, tmp_path / "three", baseline="base",
+                      floor_dictionary=anchors, progress=False, reuse={"base": doc["models"]["base"]})
+    assert reused["models"]["base"]["reused"] and reused["generic_floor"]["mini"]["completion"]["floor"] == comp["floor"]
 
 
 def test_changes_vs_base_uses_each_target_unit():

@@ -253,7 +253,7 @@ def test_specificity_options_are_checked():
 
 
 def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
-    """Off (their defaults), the labels.rise_* settings and finetune.retain_name_weight are not part of the
+    """Off (their defaults), the labels.rise_* settings, finetune.retain_name_weight and eval.generic_floor are not part of the
     stage hashes, so runs made before they existed are not recomputed after an upgrade; on, they change the stage
     they belong to and what follows it."""
     import hashlib
@@ -283,3 +283,16 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
     guarded = pipeline("finetune.retain_weight=1")
     assert named.fingerprints()["labels"] == a["labels"]
     assert named.fingerprints()["finetune"] != guarded.fingerprints()["finetune"]
+    eval_data = plain.recipe.to_dict()["eval"]
+    eval_data.pop("generic_floor")
+    before = json.dumps({"eval": eval_data}, sort_keys=True, default=str)
+    assert plain._config_hash(STAGES["eval"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    floored = pipeline("eval.generic_floor=true").fingerprints()
+    assert floored["finetune"] == a["finetune"] and floored["eval"] != a["eval"]
+
+
+def test_generic_floor_needs_whp():
+    """eval.generic_floor translates prompts with WHP's anchor dictionary: the baselines have none."""
+    Recipe().with_override("eval.generic_floor=true").validate()
+    with pytest.raises(RecipeError, match="eval.generic_floor.*method whp"):
+        Recipe().with_override("method=npo").with_override("eval.generic_floor=true").validate()

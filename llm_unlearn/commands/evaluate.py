@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", help="auto, float32, bfloat16, float16")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--generic-floor", metavar="ANCHORS_YAML",
+                   help="also score --base on the suites' prompts with these anchors replaced by their translations "
+                        "(a WHP run's anchors/anchors.yaml): where a model that never knew the target would stand")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", metavar="DIR", help="output folder (default eval_out/<model>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
@@ -121,6 +124,8 @@ def _config(args):
         cfg.wikitext = args.wikitext
     if args.no_plots:
         cfg.plots = False
+    if args.generic_floor:
+        cfg.generic_floor = True
     if args.limit is not None and args.limit < 1:
         raise EvalError("--limit must be >= 1")
     return cfg
@@ -157,7 +162,8 @@ def run(args) -> int:
     existing = [n for n in ("eval.json", "report.md") if (out / n).exists()]
     if existing and not args.overwrite:
         raise EvalError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite or another --out")
-    doc = evaluate(models, cfg, out, target_heldout=heldout, baseline=baseline, progress=not args.quiet)
+    doc = evaluate(models, cfg, out, target_heldout=heldout, baseline=baseline, progress=not args.quiet,
+                   floor_dictionary=args.generic_floor)
     summary = flat_summary(doc)
     labels = list(summary)
     keys = list(dict.fromkeys(k for row in summary.values() for k in row))

@@ -171,12 +171,17 @@ def _pair(base: dict, other: dict, config: EvalConfig) -> dict:
 
 def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | Path,
              target_heldout: list[str] | None = None, baseline: str | None = None, progress: bool = True,
-             reuse: dict[str, dict] | None = None) -> dict:
+             reuse: dict[str, dict] | None = None, floor_dictionary=None) -> dict:
     """Evaluate each model of ``models`` (label -> model spec, or a loaded ``(model, tokenizer)``) on the same
     items; when ``baseline`` names one of them, report paired differences of the others against it.
 
     ``reuse`` maps labels to results of an earlier ``eval.json`` (its ``models[label]`` entry) made with the
     same config: those models are not evaluated again (the caller checks the config, see :func:`same_config`).
+
+    With ``config.generic_floor``, ``floor_dictionary`` (an anchor dictionary: a run's ``anchors/anchors.yaml``, an
+    :class:`~llm_unlearn.anchors.AnchorDictionary` or a mapping key -> translations) translates every suite's prompts
+    and the baseline model answers them (:mod:`.floor`): ``eval.json``'s ``generic_floor`` holds, per suite, that
+    floor beside every model's score on the same prompts.
 
     Writes ``eval.json``, ``report.md`` and PNG plots into ``out_dir`` (each file atomically) and returns the
     eval.json dict. A spec is loaded once, evaluated on everything, and released before the next model.
@@ -198,6 +203,7 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         if not _online():
             raise EvalError(f"eval.lm_eval_tasks ({', '.join(config.lm_eval_tasks)}) need the Hugging Face Hub, which "
                             "is not reachable; run them online, or use the built-in offline scorer (eval.benchmarks)")
+    floor_anchors = _floor_dictionary(config, floor_dictionary, baseline, suites)
     if not (suites or bench or wikitext or target_heldout or config.lm_eval_tasks):
         raise EvalError("nothing to evaluate: give at least one suite, benchmark, WikiText file or held-out text")
     out = Path(out_dir).expanduser()
@@ -210,15 +216,22 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         order.remove(baseline)
         order.insert(0, baseline)
     results: dict[str, dict] = {}
+    floors: dict[str, dict] = {}
     for label in order:
-        if reuse and label in reuse:
+        reused = bool(reuse and label in reuse)
+        if reused and not (floor_anchors is not None and label == baseline):
             results[label] = {**reuse[label], "reused": True}
             logger.info("%s: results reused from an earlier evaluation with the same config", label)
             continue
         t0 = time.perf_counter()
         model, tok, spec, loaded_here = _prepare(models[label], config)
-        logger.info("evaluating %s (%s)", label, spec)
         try:
+            if floor_anchors is not None and label == baseline:
+                floors = _floor_scores(model, tok, config, suites, floor_anchors, normalizer, progress)
+            if reused:
+                results[label] = {**reuse[label], "reused": True}
+                continue
+            logger.info("evaluating %s (%s)", label, spec)
             res = evaluate_model(model, tok, config, suites, bench, wikitext, target_heldout, judge=judge,
                                  normalizer=normalizer, progress=progress)
         finally:
@@ -245,16 +258,60 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         "models": {label: results[label] for label in models},
         "paired": paired,
     }
+    if floors:
+        from .floor import compare_floor
+
+        doc["generic_floor"] = {name: compare_floor(scores, {label: results[label]["suites"][name] for label in order
+                                                             if name in results[label].get("suites", {})})
+                                for name, scores in floors.items()}
     doc["plots"] = [Path(p).name for p in make_plots(doc, out)] if config.plots else []
     atomic_write_json(out / "eval.json", doc)
     atomic_write_text(out / "report.md", render_markdown(doc))
     return doc
 
 
+def _floor_dictionary(config: EvalConfig, dictionary, baseline: str | None, suites: list):
+    """The anchor dictionary for the generic floor, loaded (None when not asked for); refuses what cannot give one."""
+    if not config.generic_floor:
+        return None
+    if dictionary is None:
+        raise EvalError("eval.generic_floor needs an anchor dictionary (a WHP run's anchors/anchors.yaml): evaluate a "
+                        "run with it, or set eval.generic_floor: false")
+    if baseline is None:
+        raise EvalError("eval.generic_floor is scored with the baseline model: name one (the base model)")
+    if not suites:
+        raise EvalError("eval.generic_floor needs at least one familiarity suite (eval.suites)")
+    from ..anchors import AnchorDictionary
+
+    if isinstance(dictionary, (str, Path)):
+        if not Path(dictionary).is_file():
+            raise EvalError(f"eval.generic_floor: the anchor dictionary {dictionary} does not exist; run the anchors "
+                            "stage first, or set eval.generic_floor: false")
+        dictionary = AnchorDictionary.load(dictionary)
+    return dictionary
+
+
+def _floor_scores(model, tokenizer, config: EvalConfig, suites: list, anchors, normalizer, progress: bool) -> dict:
+    """Per suite with a prompt that names an anchored term: the baseline model's floor scores (F1-F3)."""
+    from ..translation import Translator
+    from .floor import floor_scores
+    from .grading import Grader
+
+    translator = Translator(anchors, tokenizer)
+    out = {}
+    for suite in suites:
+        scores = floor_scores(model, tokenizer, suite, translator, seed=config.seed,
+                              grader=Grader(suite.anchors, suite.genre_terms, normalizer=normalizer),
+                              max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, progress=progress)
+        if scores["completion"]["items"] or scores["probability"]["items"]:
+            out[suite.name] = scores
+    return out
+
+
 def same_config(doc: dict, config: EvalConfig) -> bool:
     """Whether an earlier eval.json was made with ``config`` (what is measured; plots and bootstrap aside)."""
     ignore = {"plots", "bootstrap"}
-    old = {k: v for k, v in (doc.get("config") or {}).items() if k not in ignore}
+    old = {"generic_floor": False, **{k: v for k, v in (doc.get("config") or {}).items() if k not in ignore}}
     new = {k: v for k, v in _config_dict(config).items() if k not in ignore}
     return old == new
 

@@ -50,39 +50,55 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def generic_floor(model, tokenizer, suite: Suite, translator, seed: int = 0,
-                  others: Mapping[str, dict] | None = None, grader=None, max_new_tokens: int = 24,
-                  batch_size: int = 16, progress: bool = True) -> dict:
-    """F1-F4. ``model``: the BASE model. ``others``: model name -> that model's result for this suite in an
-    evaluation (``eval.json``: ``models[name].suites[suite]``), whose items are compared on the same prompts;
-    ``grader``: the evaluation's (default: the suite's terms with the installed English pipeline).
-
-    Returns ``completion`` and ``probability`` sections: how many prompts were translated, the floor's score on them
-    (familiarity, grade >= 2 / == 3 shares; mean P(target)) and each other model's score on the same prompts,
-    plus per-item rows (original prompt, translated prompt, floor grade or probability, the others')."""
+def floor_scores(model, tokenizer, suite: Suite, translator, seed: int = 0, grader=None, max_new_tokens: int = 24,
+                 batch_size: int = 16, progress: bool = True) -> dict:
+    """F1-F3 with ``model`` the BASE model: per translated prompt, the original and translated prompt and the floor's
+    grade (completion: with the greedy completion) or P(target) (probability)."""
     translated, originals = translate_suite(suite, translator, seed)
     comp = completion_familiarity(model, tokenizer, translated, grader, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, progress=progress)
     prob = probability_familiarity(model, tokenizer, translated, batch_size=batch_size, progress=progress)
-    others = others or {}
-    out = {"suite": suite.name, "seed": seed}
-    for section, result, value, n_all in (("completion", comp, "grade", len(suite.completion)),
-                                          ("probability", prob, "prob", len(suite.probability))):
-        items = result.get("items", [])
-        ids = [it["id"] for it in items]
-        by_model = {name: {it["id"]: it[value] for it in doc.get(section, {}).get("items", [])}
+    return {"suite": suite.name, "seed": seed,
+            "completion": {"prompts": len(suite.completion),
+                           "items": [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"],
+                                      "floor": it["grade"], "completion": it["completions"][0]}
+                                     for it in comp.get("items", [])]},
+            "probability": {"prompts": len(suite.probability),
+                            "items": [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"],
+                                       "floor": it["prob"]} for it in prob.get("items", [])]}}
+
+
+def compare_floor(scores: dict, others: Mapping[str, dict]) -> dict:
+    """F4: the floor (:func:`floor_scores`) beside other models' results for the suite (model name ->
+    ``eval.json``'s ``models[name].suites[suite]``) on the same prompts: summaries (familiarity, grade >= 2 and == 3
+    shares; mean P(target)) and one column per model in the per-item rows."""
+    out = {"suite": scores["suite"], "seed": scores["seed"]}
+    for section, value in (("completion", "grade"), ("probability", "prob")):
+        sec = scores[section]
+        ids = [row["id"] for row in sec["items"]]
+        by_model = {name: {it["id"]: it[value] for it in (doc.get(section) or {}).get("items", [])}
                     for name, doc in others.items()}
-        rows = [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"], "floor": it[value],
-                 **({"completion": it["completions"][0]} if section == "completion" else {}),
-                 **{name: scores.get(it["id"]) for name, scores in by_model.items()}} for it in items]
-        if section == "completion":
-            summary = {"floor": _summ([it["grade"] for it in items]) if items else {"n": 0}}
-            for name, scores in by_model.items():
-                summary[name] = _summ([scores[i] for i in ids if i in scores])
-        else:
-            summary = {"floor": {"n": len(items), "mean_prob": _mean([it["prob"] for it in items])}}
-            for name, scores in by_model.items():
-                summary[name] = {"n": sum(i in scores for i in ids), "mean_prob": _mean([scores[i] for i in ids
-                                                                                           if i in scores])}
-        out[section] = {"prompts": n_all, "translated": len(items), **summary, "items": rows}
+        rows = [{**row, **{name: got.get(row["id"]) for name, got in by_model.items()}} for row in sec["items"]]
+        summaries = {}
+        for name, got in (("floor", {row["id"]: row["floor"] for row in sec["items"]}), *by_model.items()):
+            vals = [got[i] for i in ids if got.get(i) is not None]
+            if section == "completion":
+                summaries[name] = _summ(vals)
+            else:
+                summaries[name] = {"n": len(vals), "mean_prob": _mean(vals)}
+        out[section] = {"prompts": sec["prompts"], "translated": len(ids), **summaries, "items": rows}
     return out
+
+
+def generic_floor(model, tokenizer, suite: Suite, translator, seed: int = 0,
+                  others: Mapping[str, dict] | None = None, grader=None, max_new_tokens: int = 24,
+                  batch_size: int = 16, progress: bool = True) -> dict:
+    """F1-F4 in one call: :func:`floor_scores` (``model``: the BASE model) then :func:`compare_floor` with
+    ``others`` (model name -> that model's result for this suite in an evaluation; ``grader``: the evaluation's,
+    default the suite's terms with the installed English pipeline).
+
+    Returns ``completion`` and ``probability`` sections: how many prompts were translated, the floor's score on them
+    and each other model's score on the same prompts, plus per-item rows (original prompt, translated prompt, the
+    floor's grade or probability, the others')."""
+    scores = floor_scores(model, tokenizer, suite, translator, seed, grader, max_new_tokens, batch_size, progress)
+    return compare_floor(scores, others or {})

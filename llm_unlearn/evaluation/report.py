@@ -89,6 +89,36 @@ def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, 
     return out
 
 
+def _floor_section(floors: dict, base: str | None) -> list[str]:
+    """The generic floor (llm_unlearn.evaluation.floor) per suite: the floor and every model on the same translated
+    prompts, with % of the baseline."""
+    rows = []
+    for suite, fl in floors.items():
+        comp, prob = fl.get("completion") or {}, fl.get("probability") or {}
+        names = ["floor"] + [k for k in comp if k not in ("prompts", "translated", "items", "floor")]
+        b_fam = (comp.get(base) or {}).get("familiarity") if base else None
+        b_p = (prob.get(base) or {}).get("mean_prob") if base else None
+        for name in names:
+            c, p = comp.get(name) or {}, prob.get(name) or {}
+            fam, mp = c.get("familiarity"), p.get("mean_prob")
+            rows.append([suite, "generic floor" if name == "floor" else name,
+                         f"{comp.get('translated', 0)} / {comp.get('prompts', 0)}", _f(fam),
+                         _pct(fam, b_fam), _f(c.get("frac_3")),
+                         f"{prob.get('translated', 0)} / {prob.get('prompts', 0)}", _f(mp, 4), _pct(mp, b_p)])
+    if not rows:
+        return []
+    return ["", "### Generic floor", "",
+            "The baseline model on the suites' prompts with the run's anchored terms replaced by their generic "
+            "translations (only prompts that name one): where a model that never knew the target would stand on the "
+            "same prompts. Each model is scored on the same prompts.", "",
+            _table(["suite", "model", "translated prompts", "familiarity", "% of base", "grade 3",
+                    "translated prob. prompts", "mean P(target)", "% of base"], rows)]
+
+
+def _pct(value, base) -> str:
+    return f"{100 * value / base:.0f}%" if value is not None and base else "-"
+
+
 def render_markdown(doc: dict) -> str:
     models = doc.get("models", {})
     labels = list(models)
@@ -143,6 +173,7 @@ def render_markdown(doc: dict) -> str:
         if judge_rows:
             parts += ["", "### LLM judge", "", _table(["suite", "model", "judge", "familiarity", "grade ≥ 2", "unparsed"],
                                                      judge_rows)]
+        parts += _floor_section(doc.get("generic_floor") or {}, base)
 
     # ---- benchmarks
     tasks = list(dict.fromkeys(t for m in models.values() for t in m.get("benchmarks", {})))
