@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from bench import fragile_items
+from bench import generic_floor as generic_floor_bench
 from llm_unlearn.evaluation import familiarity
 from llm_unlearn.evaluation.floor import generic_floor, translate_suite
 from llm_unlearn.evaluation.grading import Grader
@@ -89,18 +89,10 @@ def test_generic_floor_scores_translated_prompts_against_the_same_items(monkeypa
     assert math.isclose(p_row["floor"], direct["items"][0]["prob"], rel_tol=1e-5)
 
 
-def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "generic_floor.py"
-    spec = importlib.util.spec_from_file_location("generic_floor_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_markdown_and_errors(tmp_path):
     """The table gives each model as % of the base model on the same translated prompts; unfinished runs and badly
     written run labels are refused with the fix."""
-    bench = _bench()
+    bench = generic_floor_bench
     doc = {"run": "runs/x", "suite": "sh",
            "completion": {"prompts": 3, "translated": 2, "floor": {"n": 2, "familiarity": 0.5, "frac_ge2": 0.5,
                                                                    "frac_3": 0.5},
@@ -127,20 +119,12 @@ def test_bench_markdown_and_errors(tmp_path):
         bench.main(["--run", str(tmp_path), "--out", str(tmp_path / "floor")])
 
 
-def _fragile():
-    path = Path(__file__).resolve().parents[1] / "bench" / "fragile_items.py"
-    spec = importlib.util.spec_from_file_location("fragile_items_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fragile_items_margin_and_split(tmp_path, tiny_llama):
     """The margin is log p(first token of the best reference) - log p(best other token) after the prompt, computed
     by hand here; lost grade-3 items are split into firm and near-tie ones at the threshold."""
     import torch
 
-    bench = _fragile()
+    bench = fragile_items
     model, tok = tiny_llama
     suite = Suite("ctl", "/ctl", completion=[CompletionPrompt("a", "The capital of France is", ["Paris", "Lyon"]),
                                              CompletionPrompt("b", "The planet closest to the Sun is", ["Mercury"])])

@@ -3,27 +3,18 @@ and bench/name_positions.py (the labels at the anchors' edges changed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import label_signal, name_positions
 
 
 def test_label_signal_groups_and_kl():
     """Positions are grouped by where they stand relative to the anchors (original positions; position i predicts
     token i + 1), and KL(p || q) skips tokens with p = 0 (the suppressed ones) instead of giving NaN."""
-    bench = _load("label_signal")
+    bench = label_signal
     starts = {5}
     assert bench.group_of(4, starts, None) == "predicts an anchor"
     assert bench.group_of(4, starts, 2) == "predicts an anchor"  # predicting an anchor wins over the distance
@@ -43,7 +34,7 @@ def test_name_positions_edge_rows_and_refusals(tmp_path):
     """An anchor's edges, in label rows: the row of its first token (predicted by the position before it) and the
     row after its last token (the last token's prediction); none before the block or past its end. A missing
     source and an existing destination are refused, so nothing is overwritten."""
-    bench = _load("name_positions")
+    bench = name_positions
     assert bench.edge_rows([(3, 4), (9, 9)], 20) == [3, 5, 9, 10]
     assert bench.edge_rows([(0, 1)], 20) == [2]  # an anchor at the block start: nothing predicts it
     assert bench.edge_rows([(17, 19)], 20) == [17]  # the block's last token predicts nothing

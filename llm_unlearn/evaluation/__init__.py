@@ -8,7 +8,8 @@ Public API::
                    baseline="base")
 
 Building blocks: :func:`load_suite` / :func:`draft_suite` (prompt suites), :func:`completion_familiarity`,
-:func:`probability_familiarity`, :func:`load_benchmark` / :func:`score_benchmark`, :func:`compute_perplexity`,
+:func:`probability_familiarity`, :func:`generic_floor` (the base model on the prompts with the target's names made
+generic), :func:`load_benchmark` / :func:`score_benchmark`, :func:`compute_perplexity`,
 :func:`paired_bootstrap` / :func:`mcnemar`, and :mod:`.lm_eval_bridge`.
 """
 
@@ -25,6 +26,7 @@ _LAZY = {
     "completion_familiarity": ("familiarity", "completion_familiarity"),
     "probability_familiarity": ("familiarity", "probability_familiarity"),
     "generate": ("familiarity", "generate"),
+    "generic_floor": ("floor", "generic_floor"),
     "load_benchmark": ("benchmarks", "load_benchmark"),
     "score_benchmark": ("benchmarks", "score_benchmark"),
     "BENCHMARK_FILES": ("benchmarks", "BENCHMARK_FILES"),
