@@ -257,8 +257,10 @@ def test_generic_floor_in_evaluate(tmp_path, tiny_llama, suite_dir, bench_dir, w
     anchors.write_text("Holmes: [Hart]\nSherlock: [Owen]\n", encoding="utf-8")
     cfg = EvalConfig(suites=[str(suite_dir)], max_new_tokens=4, batch_size=4, bootstrap=50, plots=False,
                      generic_floor=True)
+    model.train()  # the floor, like the evaluation, runs in eval mode and gives the caller's mode back
     doc = evaluate({"base": (model, tok), "unlearned": (model, tok)}, cfg, tmp_path / "out", baseline="base",
                    floor_dictionary=anchors, progress=False)
+    assert model.training
     floor = doc["generic_floor"]["mini"]
     comp, prob = floor["completion"], floor["probability"]
     assert (comp["prompts"], comp["translated"], prob["prompts"], prob["translated"]) == (3, 2, 2, 2)

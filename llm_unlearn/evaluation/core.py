@@ -293,18 +293,28 @@ def _floor_dictionary(config: EvalConfig, dictionary, baseline: str | None, suit
 
 def _floor_scores(model, tokenizer, config: EvalConfig, suites: list, anchors, normalizer, progress: bool) -> dict:
     """Per suite with a prompt that names an anchored term: the baseline model's floor scores (F1-F3)."""
+    import torch
+
     from ..translation import Translator
     from .floor import floor_scores
     from .grading import Grader
 
     translator = Translator(anchors, tokenizer)
     out = {}
-    for suite in suites:
-        scores = floor_scores(model, tokenizer, suite, translator, seed=config.seed,
-                              grader=Grader(suite.anchors, suite.genre_terms, normalizer=normalizer),
-                              max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, progress=progress)
-        if scores["completion"]["items"] or scores["probability"]["items"]:
-            out[suite.name] = scores
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for suite in suites:
+                scores = floor_scores(model, tokenizer, suite, translator, seed=config.seed,
+                                      grader=Grader(suite.anchors, suite.genre_terms, normalizer=normalizer),
+                                      max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                                      samples=config.samples, temperature=config.temperature, top_p=config.top_p,
+                                      progress=progress)
+                if scores["completion"]["items"] or scores["probability"]["items"]:
+                    out[suite.name] = scores
+    finally:
+        model.train(was_training)
     return out
 
 

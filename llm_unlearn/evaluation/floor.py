@@ -51,12 +51,15 @@ def _mean(values: list[float]) -> float | None:
 
 
 def floor_scores(model, tokenizer, suite: Suite, translator, seed: int = 0, grader=None, max_new_tokens: int = 24,
-                 batch_size: int = 16, progress: bool = True) -> dict:
+                 batch_size: int = 16, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                 progress: bool = True) -> dict:
     """F1-F3 with ``model`` the BASE model: per translated prompt, the original and translated prompt and the floor's
-    grade (completion: with the greedy completion) or P(target) (probability)."""
+    grade (completion, decoded like the evaluation: greedy, or the mean over ``samples``; with the first completion)
+    or P(target) (probability)."""
     translated, originals = translate_suite(suite, translator, seed)
     comp = completion_familiarity(model, tokenizer, translated, grader, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, progress=progress)
+                                  batch_size=batch_size, samples=samples, temperature=temperature, top_p=top_p,
+                                  seed=seed, progress=progress)
     prob = probability_familiarity(model, tokenizer, translated, batch_size=batch_size, progress=progress)
     return {"suite": suite.name, "seed": seed,
             "completion": {"prompts": len(suite.completion),
@@ -100,5 +103,6 @@ def generic_floor(model, tokenizer, suite: Suite, translator, seed: int = 0,
     Returns ``completion`` and ``probability`` sections: how many prompts were translated, the floor's score on them
     and each other model's score on the same prompts, plus per-item rows (original prompt, translated prompt, the
     floor's grade or probability, the others')."""
-    scores = floor_scores(model, tokenizer, suite, translator, seed, grader, max_new_tokens, batch_size, progress)
+    scores = floor_scores(model, tokenizer, suite, translator, seed, grader, max_new_tokens, batch_size,
+                          progress=progress)
     return compare_floor(scores, others or {})
