@@ -2,7 +2,7 @@
 """Which completion items a run lost, against how firmly the base model knew them (issue #16).
 
     python bench/fragile_items.py paper=runs/sherlock_smollm2 "target tokens=runs/spec_a20_noletters" \\
-        --suite eval/control --out docs/img/control_fragile        # about 1 minute: .json and .md
+        --suite eval/control --out bench/results/control_fragile        # about 1 minute: .json and .md
 
 For each completion prompt of the suite, the base model's *margin*: the log-probability of the first token of the
 prompt's best reference (" Poirot") minus that of the most likely other token, after the prompt. A margin near or

@@ -4,7 +4,7 @@ with the target's anchored terms replaced by the run's generic translations (rul
 llm_unlearn/evaluation/floor.py), beside the base and unlearned models of finished runs on the same prompts.
 
     python bench/generic_floor.py --run runs/sherlock_smollm2 "target tokens=runs/spec_a20_noletters" \\
-        --out docs/img/generic_floor           # about 1 minute on 2 cores: writes generic_floor.json and .md
+        --out bench/results/generic_floor_sherlock    # about 1 minute on 2 cores: writes .json and .md
 
 ``--run``: the run whose anchor dictionary (``anchors/anchors.yaml``), base model and target suite (the first of
 ``eval.suites``, or ``--suite``) are used; its base and unlearned models are compared. Each further ``label=run_dir``
