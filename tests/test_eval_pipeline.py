@@ -279,7 +279,8 @@ def test_generic_floor_in_evaluate(tmp_path, tiny_llama, suite_dir, bench_dir, w
     with pytest.raises(EvalError, match="baseline model"):
         evaluate({"base": (model, tok)}, cfg, tmp_path / "x", floor_dictionary=anchors)
     reused = evaluate({"base": (model, tok), "unlearned": (model, tok)}, cfg, tmp_path / "three", baseline="base",
-                      floor_dictionary=anchors, progress=False, reuse={"base": doc["models"]["base"]})
+                      floor_dictionary={"Holmes": ["Hart"], "Sherlock": ["Owen"]},  # a mapping works as a file does
+                      progress=False, reuse={"base": doc["models"]["base"]})
     assert reused["models"]["base"]["reused"] and reused["generic_floor"]["mini"]["completion"]["floor"] == comp["floor"]
 
 

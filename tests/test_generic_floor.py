@@ -29,10 +29,12 @@ def _suite() -> Suite:
     return Suite("sh", "/tmp/sh", "Sherlock Holmes", SUITE_ANCHORS, GENRE, completion, probability)
 
 
-def test_translate_suite_keeps_only_prompts_that_name_an_anchor(smol_tokenizer):
+@pytest.mark.parametrize("tokenizer", ["smol_tokenizer", "gemma_tokenizer"])
+def test_translate_suite_keeps_only_prompts_that_name_an_anchor(tokenizer, request):
     """F1-F2: anchored terms replaced by the dictionary's translations, one draw per prompt (seeded, so the same
-    seed gives the same prompts); prompts without an anchor are left out, and the originals are kept by id."""
-    translator = Translator(DICTIONARY, smol_tokenizer)
+    seed gives the same prompts); prompts without an anchor are left out, and the originals are kept by id. The text
+    does not depend on the tokenizer (byte-level BPE or SentencePiece)."""
+    translator = Translator(DICTIONARY, request.getfixturevalue(tokenizer))
     translated, originals = translate_suite(_suite(), translator, seed=3)
     assert [p.id for p in translated.completion] == ["c1", "c2"] and [p.id for p in translated.probability] == ["p1"]
     texts = [p.prompt for p in translated.completion + translated.probability]
