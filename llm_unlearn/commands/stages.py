@@ -77,7 +77,10 @@ def run(args) -> int:
 
 
 def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
-    """(measure, base, unlearned, change) for the headline numbers of an eval.json with a baseline."""
+    """(measure, base, unlearned, change) for the headline numbers of an eval.json with a baseline. With a generic
+    floor (``eval.generic_floor``), a suite where at least a quarter of the prompts name an anchored term also gets
+    its numbers on those prompts, with the floor beside them (a suite with a few such prompts, e.g. a control suite,
+    would show noise)."""
     from ..evaluation.report import changes_vs_base, flat_summary
 
     flat = flat_summary(doc)
@@ -103,6 +106,7 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
     for suite in suites:
         add(f"completion familiarity, {suite}", f"familiarity/{suite}")
         add(f"probability familiarity, {suite}", f"prob/{suite}")
+        rows += _floor_rows(doc.get("generic_floor", {}).get(suite), suite, base_label, others[0])
     for key in sorted(k for k in base if k.startswith("acc/") and k in new):
         add(f"accuracy, {key.split('/', 1)[1]}", key)
     if "acc_mean" in change:
@@ -110,6 +114,19 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
                      change["acc_mean"], f"{change['acc_mean points']:+.1f} points"))
     for name in ("wikitext", "target_heldout"):
         add(f"perplexity, {name}", f"ppl/{name}")
+    return rows
+
+
+def _floor_rows(floor: dict | None, suite: str, base: str, new: str) -> list[tuple[str, float, float, str]]:
+    rows = []
+    for section, value, what in (("completion", "familiarity", "completion familiarity"),
+                                 ("probability", "mean_prob", "probability familiarity")):
+        sec = (floor or {}).get(section) or {}
+        b, n, f = ((sec.get(k) or {}).get(value) for k in (base, new, "floor"))
+        if None in (b, n, f) or not b or 4 * sec.get("translated", 0) < sec.get("prompts", 0):
+            continue
+        rows.append((f"{what}, {suite}, the {sec['translated']} prompts naming the target", b, n,
+                     f"{100 * n / b:.0f}% of base (generic floor {100 * f / b:.0f}%)"))
     return rows
 
 
