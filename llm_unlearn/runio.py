@@ -23,36 +23,35 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
+@contextmanager
+def _replaced_on_success(path: Path, suffix: str):
+    """A temporary file beside ``path`` (same folder, so the rename is atomic) for the caller to write; on success it
+    gets the user's usual permissions (mkstemp makes 0600) and replaces ``path``, on failure it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with _replaced_on_success(Path(path), ".tmp") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120, **savefig_kwargs) -> None:
-    """Save a matplotlib figure atomically (temp file in the same folder, then rename), readable like any output;
-    the format follows the file's suffix, as with ``fig.savefig``."""
+    """Save a matplotlib figure atomically, readable like any output; the format follows the file's suffix, as with
+    ``fig.savefig``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with _replaced_on_success(path, path.suffix) as tmp:
         fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def share_like_umask(path: str | Path) -> None:
