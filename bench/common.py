@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import platform
 import statistics
@@ -181,3 +182,23 @@ class CachedLogits:
 
     def reinforced_logits(self, ids, att):
         return self._get("reinforced", ids, att)
+
+
+def run_eval_doc(run_dir: Path) -> tuple[Path, dict]:
+    """(path, contents) of a finished run's ``eval/eval.json``; a run without one stops the script with the fix."""
+    path = Path(run_dir) / "eval" / "eval.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist: finish the run's eval stage first "
+                         f"(llm-unlearn run --out {run_dir})")
+    return path, json.loads(path.read_text())
+
+
+def labelled_runs(specs: list[str]) -> dict[str, Path]:
+    """``label=run_dir`` arguments -> {label: run_dir}; a malformed one stops the script with the fix."""
+    runs = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"error: {spec!r}: write each run as label=run_dir")
+        runs[label] = Path(path)
+    return runs

@@ -15,7 +15,6 @@ firm (margin >= ``--firm``) and near-tie items.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import labelled_runs, run_eval_doc  # noqa: E402
 from llm_unlearn.evaluation.suites import load_suite  # noqa: E402
 from llm_unlearn.models import load_model  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
@@ -45,11 +45,8 @@ def margins(model, tokenizer, suite) -> dict[str, float]:
 
 def lost_items(run_dir: Path, suite_name: str) -> tuple[list[str], list[str]]:
     """(ids the base answers at grade 3, ids among them the unlearned model no longer answers at grade 3)."""
-    path = run_dir / "eval" / "eval.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist: finish the run's eval stage first "
-                         f"(llm-unlearn run --out {run_dir})")
-    models = json.loads(path.read_text())["models"]
+    path, doc = run_eval_doc(run_dir)
+    models = doc["models"]
     try:
         base, unl = (models[m]["suites"][suite_name]["completion"]["items"] for m in ("base", "unlearned"))
     except KeyError as exc:
@@ -98,12 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--firm", type=float, default=1.0, help="margin (nats) from which an item counts as firm")
     parser.add_argument("--out", type=Path, required=True, help="output path prefix (.json and .md are written)")
     args = parser.parse_args(argv)
-    runs = {}
-    for spec in args.runs:
-        label, sep, path = spec.partition("=")
-        if not sep or not label or not path:
-            raise SystemExit(f"error: {spec!r}: write each run as label=run_dir")
-        runs[label] = Path(path)
+    runs = labelled_runs(args.runs)
     suite = load_suite(args.suite)
     found = {label: lost_items(path, suite.name) for label, path in runs.items()}
     model, tokenizer = load_model(args.model, dtype="float32")  # margins of near ties: no bf16 rounding

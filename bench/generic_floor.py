@@ -14,12 +14,12 @@ adds that run's unlearned model (same suite in its ``eval/eval.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import labelled_runs, run_eval_doc  # noqa: E402
 from llm_unlearn.anchors import AnchorDictionary  # noqa: E402
 from llm_unlearn.errors import UnlearnError  # noqa: E402
 from llm_unlearn.evaluation.floor import generic_floor  # noqa: E402
@@ -33,11 +33,8 @@ from llm_unlearn.translation import Translator  # noqa: E402
 
 def suite_results(run_dir: Path, suite_name: str) -> dict:
     """model name -> that model's result for the suite in the run's evaluation."""
-    path = run_dir / "eval" / "eval.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist: finish the run's eval stage first "
-                         f"(llm-unlearn run --out {run_dir})")
-    models = json.loads(path.read_text())["models"]
+    path, doc = run_eval_doc(run_dir)
+    models = doc["models"]
     out = {name: m["suites"][suite_name] for name, m in models.items() if suite_name in m.get("suites", {})}
     if not out:
         raise SystemExit(f"error: {path} has no results for the suite {suite_name!r}")
@@ -91,11 +88,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc or 'the run evaluates no suite: pass --suite'}") from exc
     others = {(args.label if name == "unlearned" else name): doc
               for name, doc in suite_results(args.run, suite.name).items()}
-    for spec in args.others:
-        label, sep, path = spec.partition("=")
-        if not sep or not label or not path:
-            raise SystemExit(f"error: {spec!r}: write each extra run as label=run_dir")
-        others[label] = suite_results(Path(path), suite.name)["unlearned"]
+    for label, path in labelled_runs(args.others).items():
+        others[label] = suite_results(path, suite.name)["unlearned"]
     model, tokenizer = load_model(recipe.model.spec, dtype=recipe.eval.dtype, device=recipe.eval.device)  # as the eval
     translator = Translator(AnchorDictionary.load(run.anchors), tokenizer)
     doc = {"run": str(args.run), **generic_floor(model, tokenizer, suite, translator, seed=args.seed, others=others)}

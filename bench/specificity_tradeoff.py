@@ -14,12 +14,12 @@ and in a second panel the share of answers that name something of the target; th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import run_eval_doc  # noqa: E402
 from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
@@ -30,11 +30,8 @@ COLUMNS = [("target familiarity", "familiarity/{t} %base"), ("target grade >= 2"
 
 def run_point(run_dir: Path, target: str, control: str) -> dict[str, float]:
     """The run's unlearned model against its base, in % of base (perplexity: % change)."""
-    path = run_dir / "eval" / "eval.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist: finish the run's eval stage first "
-                         f"(llm-unlearn run --out {run_dir})")
-    flat = flat_summary(json.loads(path.read_text()))
+    path, doc = run_eval_doc(run_dir)
+    flat = flat_summary(doc)
     if "base" not in flat or "unlearned" not in flat:
         raise SystemExit(f"error: {path} has no 'base' and 'unlearned' models (has: {', '.join(flat)})")
     change = changes_vs_base(flat["base"], flat["unlearned"])
