@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 
 from .familiarity import _summ, completion_familiarity, probability_familiarity
 from .suites import Suite
@@ -29,8 +30,6 @@ from .suites import Suite
 def translate_suite(suite: Suite, translator, seed: int = 0) -> tuple[Suite, dict[str, str]]:
     """F1-F2: the suite restricted to its translated prompts (completion and probability), and each kept prompt's
     id -> original prompt."""
-    from dataclasses import replace
-
     originals: dict[str, str] = {}
 
     def kept(prompts):
