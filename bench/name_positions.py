@@ -12,7 +12,7 @@ follows it): where the labels put a generic name in place of the target's ("Sher
 ``--mode mask``: no loss there. ``--mode original``: the base model's own prediction on the ORIGINAL text with the
 target's tokens removed (rule R2 without one-letter pieces): "do not say the target here" instead of "say a generic
 name here". Every other position keeps the run's labels; upstream stages are copied, so the new run's labels are
-not recomputed (its manifest says the labels stage is done).
+not recomputed (its manifest says the labels stage is done). The new run appears only when it is complete.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("dest", type=Path, help="new run directory (must not exist)")
     parser.add_argument("--mode", choices=("mask", "original"), required=True)
     args = parser.parse_args(argv)
-    src, dst = RunPaths(args.source), RunPaths(args.dest)
+    src = RunPaths(args.source)
     if not src.labels_dataset.is_dir():
         raise SystemExit(f"error: {args.source} has no labels/dataset: finish its labels stage first")
     if args.dest.exists():
@@ -112,16 +113,24 @@ def main(argv=None) -> int:
                 row[ids_key], row[val_key] = sid, sval
         return row
 
-    args.dest.mkdir(parents=True)
-    for stage in UPSTREAM:
-        shutil.copytree(src.root / stage, dst.root / stage)
-    shutil.copy(src.recipe, dst.recipe)
-    manifest = json.loads(src.manifest.read_text())
-    manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in (*UPSTREAM, "labels")}
-    atomic_write_json(dst.manifest, manifest)
-    dst.labels_dir.mkdir()
-    shutil.copy(src.labels_stats, dst.labels_stats)
-    ds.map(edit, load_from_cache_file=False).save_to_disk(str(dst.labels_dataset))
+    # Built in a sibling folder and renamed into place at the end, so a failure leaves no half-made run behind.
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=args.dest.parent, prefix=f".{args.dest.name}.partial-"))
+    try:
+        dst = RunPaths(partial)
+        for stage in UPSTREAM:
+            shutil.copytree(src.root / stage, dst.root / stage)
+        shutil.copy(src.recipe, dst.recipe)
+        manifest = json.loads(src.manifest.read_text())
+        manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in (*UPSTREAM, "labels")}
+        atomic_write_json(dst.manifest, manifest)
+        dst.labels_dir.mkdir()
+        shutil.copy(src.labels_stats, dst.labels_stats)
+        ds.map(edit, load_from_cache_file=False).save_to_disk(str(dst.labels_dataset))
+        partial.rename(args.dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     print(json.dumps({"dest": str(args.dest), "mode": args.mode, "edge_positions_changed": changed["positions"]}))
     return 0
 

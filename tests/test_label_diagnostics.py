@@ -46,3 +46,24 @@ def test_name_positions_edge_rows_and_refusals(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(SystemExit, match="nothing is overwritten"):
         bench.main([str(src), str(tmp_path / "taken"), "--mode", "mask"])
+
+
+def test_name_positions_leaves_no_half_made_run_when_it_fails(tmp_path, monkeypatch):
+    """The new run is built in a hidden sibling folder and renamed into place only when complete: a failure while
+    copying (here the source lacks its upstream stages) leaves neither the destination nor the partial folder."""
+    import datasets
+    from types import SimpleNamespace
+
+    bench = name_positions
+    src = tmp_path / "src"
+    (src / "labels" / "dataset").mkdir(parents=True)
+    recipe = SimpleNamespace(model=SimpleNamespace(spec="tiny"), labels=SimpleNamespace(seed=0))
+    monkeypatch.setattr(bench.Recipe, "from_yaml", staticmethod(lambda path: recipe))
+    monkeypatch.setattr(bench, "load_model", lambda spec, dtype: (None, None))
+    monkeypatch.setattr(bench.AnchorDictionary, "load", staticmethod(lambda path: None))
+    monkeypatch.setattr(bench, "Translator", lambda dictionary, tokenizer: None)
+    monkeypatch.setattr(bench, "read_blocks", lambda path: [])
+    monkeypatch.setattr(datasets, "load_from_disk", lambda path: SimpleNamespace(column_names=[]))
+    with pytest.raises(FileNotFoundError):
+        bench.main([str(src), str(tmp_path / "new"), "--mode", "mask"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
