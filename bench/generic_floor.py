@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import labelled_runs, run_eval_doc  # noqa: E402
 from llm_unlearn.anchors import AnchorDictionary  # noqa: E402
 from llm_unlearn.errors import UnlearnError  # noqa: E402
-from llm_unlearn.evaluation.floor import generic_floor  # noqa: E402
+from llm_unlearn.evaluation.floor import generic_floor, section_scores  # noqa: E402
 from llm_unlearn.evaluation.suites import load_suite  # noqa: E402
 from llm_unlearn.models import load_model  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
@@ -47,15 +47,16 @@ def pct(value, base) -> str:
 
 def markdown(doc: dict) -> str:
     comp, prob = doc["completion"], doc["probability"]
-    names = [k for k in comp if k not in ("prompts", "translated", "items", "floor")]
-    base_f = comp.get("base", {}).get("familiarity")
-    base_p = prob.get("base", {}).get("mean_prob")
+    c_scores, p_scores = section_scores(comp), section_scores(prob)
+    names = [k for k in c_scores if k != "floor"]
+    base_f = c_scores.get("base", {}).get("familiarity")
+    base_p = p_scores.get("base", {}).get("mean_prob")
     lines = [f"Suite `{doc['suite']}`, dictionary of `{doc['run']}`: {comp['translated']} of {comp['prompts']} "
              f"completion prompts and {prob['translated']} of {prob['prompts']} probability prompts name an anchored "
              "term (only those are scored; % of the base model on the same prompts).", "",
              "| model | completion familiarity | grade >= 2 | grade-3 items | P(target) |", "|---|---|---|---|---|"]
-    rows = [("generic floor (base model, translated prompts)", comp["floor"], prob["floor"])]
-    rows += [(name, comp[name], prob.get(name, {})) for name in names]
+    rows = [("generic floor (base model, translated prompts)", c_scores["floor"], p_scores.get("floor", {}))]
+    rows += [(name, c_scores[name], p_scores.get(name, {})) for name in names]
     for name, c, p in rows:
         g3 = round(c.get("frac_3", 0) * c.get("n", 0))
         lines.append(f"| {name} | {pct(c.get('familiarity'), base_f)} | {c.get('frac_ge2', 0):.2f} | {g3} | "

@@ -173,9 +173,10 @@ def test_run_prints_a_before_after_table_from_eval_json(capsys):
     print_before_after(doc)
     out = capsys.readouterr().out
     assert "before / after" in out and "25% of base" in out
-    floor = {"completion": {"prompts": 4, "translated": 1, "floor": {"familiarity": 0.1}, "base": {"familiarity": 0.5},
-                            "unlearned": {"familiarity": 0.2}},
-             "probability": {"prompts": 2, "translated": 0, "floor": {"n": 0, "mean_prob": None}}}
+    floor = {"completion": {"prompts": 4, "translated": 1, "scores": {"floor": {"familiarity": 0.1},
+                                                                      "base": {"familiarity": 0.5},
+                                                                      "unlearned": {"familiarity": 0.2}}},
+             "probability": {"prompts": 2, "translated": 0, "scores": {"floor": {"n": 0, "mean_prob": None}}}}
     rows = {r[0]: r for r in before_after_rows({**doc, "generic_floor": {"sherlock_holmes": floor}})}
     assert rows["completion familiarity, sherlock_holmes, the 1 prompts naming the target"][1:] == \
         (0.5, 0.2, "40% of base (generic floor 20%)")

@@ -268,8 +268,8 @@ def test_generic_floor_in_evaluate(tmp_path, tiny_llama, suite_dir, bench_dir, w
     assert comp["items"][0]["translated"].startswith("Owen Hart") and "Holmes" not in comp["items"][1]["translated"]
     base_items = {it["id"]: it["grade"] for it in doc["models"]["base"]["suites"]["mini"]["completion"]["items"]}
     assert [r["base"] for r in comp["items"]] == [base_items["a"], base_items["c"]]
-    assert comp["base"]["n"] == comp["unlearned"]["n"] == comp["floor"]["n"] == 2
-    assert prob["base"] == prob["unlearned"]  # the same model twice: same scores on the same prompts
+    assert comp["scores"]["base"]["n"] == comp["scores"]["unlearned"]["n"] == comp["scores"]["floor"]["n"] == 2
+    assert prob["scores"]["base"] == prob["scores"]["unlearned"]  # the same model twice: same scores on the same prompts
     report = (tmp_path / "out" / "report.md").read_text()
     assert "### Generic floor" in report and "| mini | generic floor | 2 / 3 |" in report
     with pytest.raises(EvalError, match="needs an anchor dictionary"):
@@ -278,10 +278,13 @@ def test_generic_floor_in_evaluate(tmp_path, tiny_llama, suite_dir, bench_dir, w
         evaluate({"base": (model, tok)}, cfg, tmp_path / "x", baseline="base", floor_dictionary=tmp_path / "no.yaml")
     with pytest.raises(EvalError, match="baseline model"):
         evaluate({"base": (model, tok)}, cfg, tmp_path / "x", floor_dictionary=anchors)
+    with pytest.raises(EvalError, match="give the model called 'floor' another name"):
+        evaluate({"base": (model, tok), "floor": (model, tok)}, cfg, tmp_path / "x", baseline="base",
+                 floor_dictionary=anchors)
     reused = evaluate({"base": (model, tok), "unlearned": (model, tok)}, cfg, tmp_path / "three", baseline="base",
                       floor_dictionary={"Holmes": ["Hart"], "Sherlock": ["Owen"]},  # a mapping works as a file does
                       progress=False, reuse={"base": doc["models"]["base"]})
-    assert reused["models"]["base"]["reused"] and reused["generic_floor"]["mini"]["completion"]["floor"] == comp["floor"]
+    assert reused["models"]["base"]["reused"] and reused["generic_floor"]["mini"]["completion"]["scores"] == comp["scores"]
 
 
 def test_changes_vs_base_uses_each_target_unit():

@@ -77,15 +77,15 @@ def test_generic_floor_scores_translated_prompts_against_the_same_items(monkeypa
     # the translated prompt says "Oak Street", not "Baker Street": the reference is not matched; "Watson" is another
     # anchor of the suite -> 2; " Moriarty's rival." names another anchor -> 2
     assert [row["floor"] for row in comp["items"]] == [2.0, 2.0]
-    assert comp["floor"]["familiarity"] == pytest.approx(4 / 6)
-    assert comp["base"]["n"] == 2 and comp["base"]["familiarity"] == pytest.approx(1.0)  # c3 is not counted
-    assert comp["unlearned"]["familiarity"] == pytest.approx(1 / 6)
+    assert comp["scores"]["floor"]["familiarity"] == pytest.approx(4 / 6)
+    assert comp["scores"]["base"]["n"] == 2 and comp["scores"]["base"]["familiarity"] == pytest.approx(1.0)  # c3 is not counted
+    assert comp["scores"]["unlearned"]["familiarity"] == pytest.approx(1 / 6)
     row = comp["items"][0]
     assert row["prompt"] == "Sherlock Holmes lived in rooms on" and row["translated"].startswith("Owen ")
     assert row["base"] == 3.0 and row["unlearned"] == 0.0 and row["completion"].startswith(" Oak Street")
     (p_row,) = prob["items"]
     assert p_row["id"] == "p1" and "Holmes" not in p_row["translated"] and 0.0 < p_row["floor"] < 1.0
-    assert prob["base"] == {"n": 1, "mean_prob": 0.5} and prob["unlearned"]["mean_prob"] == pytest.approx(0.1)
+    assert prob["scores"]["base"] == {"n": 1, "mean_prob": 0.5} and prob["scores"]["unlearned"]["mean_prob"] == pytest.approx(0.1)
     direct = familiarity.probability_familiarity(model, tok, Suite("t", "/t", probability=[
         ProbabilityPrompt("p1", p_row["translated"], " Street")]), progress=False)
     assert math.isclose(p_row["floor"], direct["items"][0]["prob"], rel_tol=1e-5)
@@ -96,15 +96,16 @@ def test_bench_markdown_and_errors(tmp_path):
     written run labels are refused with the fix."""
     bench = generic_floor_bench
     doc = {"run": "runs/x", "suite": "sh",
-           "completion": {"prompts": 3, "translated": 2, "floor": {"n": 2, "familiarity": 0.5, "frac_ge2": 0.5,
-                                                                   "frac_3": 0.5},
-                          "base": {"n": 2, "familiarity": 1.0, "frac_ge2": 1.0, "frac_3": 1.0},
-                          "unlearned": {"n": 2, "familiarity": 0.25, "frac_ge2": 0.0, "frac_3": 0.0},
+           "completion": {"prompts": 3, "translated": 2,
+                          "scores": {"floor": {"n": 2, "familiarity": 0.5, "frac_ge2": 0.5, "frac_3": 0.5},
+                                     "base": {"n": 2, "familiarity": 1.0, "frac_ge2": 1.0, "frac_3": 1.0},
+                                     "unlearned": {"n": 2, "familiarity": 0.25, "frac_ge2": 0.0, "frac_3": 0.0}},
                           "items": [{"id": "c1", "prompt": "Sherlock Holmes lived in rooms on",
                                      "translated": "Owen Hart lived in rooms on", "floor": 3.0,
                                      "completion": " Baker Street.", "base": 3.0, "unlearned": 0.0}]},
-           "probability": {"prompts": 2, "translated": 1, "floor": {"n": 1, "mean_prob": 0.2},
-                           "base": {"n": 1, "mean_prob": 0.4}, "unlearned": {"n": 1, "mean_prob": 0.1},
+           "probability": {"prompts": 2, "translated": 1,
+                           "scores": {"floor": {"n": 1, "mean_prob": 0.2}, "base": {"n": 1, "mean_prob": 0.4},
+                                      "unlearned": {"n": 1, "mean_prob": 0.1}},
                            "items": []}}
     text = bench.markdown(doc)
     assert "2 of 3 completion prompts and 1 of 2 probability prompts" in text
@@ -158,3 +159,34 @@ def test_fragile_items_margin_and_split(tmp_path, tiny_llama):
         bench.lost_items(run, "other")
     with pytest.raises(SystemExit, match="label=run_dir"):
         bench.main(["just_a_path", "--out", str(tmp_path / "x")])
+
+
+def test_section_scores_reads_both_layouts_and_informative_needs_a_quarter():
+    """The summaries live under ``scores`` so that a model may be called anything (even "items"); an eval.json
+    written before that key kept them beside ``prompts`` and is still read. F5: a floor is informative only when at
+    least a quarter of the prompts (and at least one) were translated."""
+    from llm_unlearn.evaluation.floor import informative, section_scores
+
+    new = {"prompts": 8, "translated": 2, "scores": {"floor": {"n": 2}, "items": {"n": 2}}, "items": []}
+    old = {"prompts": 8, "translated": 2, "floor": {"n": 2}, "base": {"n": 2}, "items": []}
+    assert section_scores(new) == {"floor": {"n": 2}, "items": {"n": 2}}
+    assert section_scores(old) == {"floor": {"n": 2}, "base": {"n": 2}}
+    assert section_scores(None) == {}
+    assert informative(new) and not informative({**new, "prompts": 9}) and not informative({"prompts": 0})
+
+
+def test_report_names_suites_with_too_few_translated_prompts_instead_of_scoring_them():
+    """F5 in the report: a control suite with 1 of 80 prompts translated would show a floor like 133% of base; it is
+    named below the table instead of getting rows."""
+    from llm_unlearn.evaluation.report import _floor_section
+
+    def section(prompts, translated, floor, base):
+        return {"prompts": prompts, "translated": translated,
+                "scores": {"floor": {"familiarity": floor}, "base": {"familiarity": base}}, "items": []}
+
+    floors = {"sh": {"completion": section(8, 4, 0.1, 0.4), "probability": section(4, 0, None, None)},
+              "ctl": {"completion": section(80, 1, 0.4, 0.3), "probability": section(20, 0, None, None)}}
+    text = "\n".join(_floor_section(floors, "base"))
+    assert "| sh | generic floor | 4 / 8 | 0.100 | 25% |" in text
+    assert "| ctl |" not in text and "ctl (1 of 80 completion, 0 of 20 probability prompts)" in text
+    assert _floor_section({}, "base") == []

@@ -118,12 +118,15 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
 
 
 def _floor_rows(floor: dict | None, suite: str, base: str, new: str) -> list[tuple[str, float, float, str]]:
+    from ..evaluation.floor import informative, section_scores
+
     rows = []
     for section, value, what in (("completion", "familiarity", "completion familiarity"),
                                  ("probability", "mean_prob", "probability familiarity")):
         sec = (floor or {}).get(section) or {}
-        b, n, f = ((sec.get(k) or {}).get(value) for k in (base, new, "floor"))
-        if None in (b, n, f) or not b or 4 * sec.get("translated", 0) < sec.get("prompts", 0):
+        scores = section_scores(sec)
+        b, n, f = ((scores.get(k) or {}).get(value) for k in (base, new, "floor"))
+        if None in (b, n, f) or not b or not informative(sec):
             continue
         rows.append((f"{what}, {suite}, the {sec['translated']} prompts naming the target", b, n,
                      f"{100 * n / b:.0f}% of base (generic floor {100 * f / b:.0f}%)"))

@@ -203,7 +203,7 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         if not _online():
             raise EvalError(f"eval.lm_eval_tasks ({', '.join(config.lm_eval_tasks)}) need the Hugging Face Hub, which "
                             "is not reachable; run them online, or use the built-in offline scorer (eval.benchmarks)")
-    floor_anchors = _floor_dictionary(config, floor_dictionary, baseline, suites)
+    floor_anchors = _floor_dictionary(config, floor_dictionary, baseline, suites, labels=list(models))
     if not (suites or bench or wikitext or target_heldout or config.lm_eval_tasks):
         raise EvalError("nothing to evaluate: give at least one suite, benchmark, WikiText file or held-out text")
     out = Path(out_dir).expanduser()
@@ -270,10 +270,13 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
     return doc
 
 
-def _floor_dictionary(config: EvalConfig, dictionary, baseline: str | None, suites: list):
+def _floor_dictionary(config: EvalConfig, dictionary, baseline: str | None, suites: list, labels=()):
     """The anchor dictionary for the generic floor, loaded (None when not asked for); refuses what cannot give one."""
     if not config.generic_floor:
         return None
+    if "floor" in labels:
+        raise EvalError("eval.generic_floor reports its own column 'floor' beside the models: give the model called "
+                        "'floor' another name (e.g. --model floor_model=...), or set eval.generic_floor: false")
     if dictionary is None:
         raise EvalError("eval.generic_floor needs an anchor dictionary (a WHP run's anchors/anchors.yaml): evaluate a "
                         "run with it, or set eval.generic_floor: false")

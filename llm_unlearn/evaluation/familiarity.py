@@ -66,7 +66,8 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24,
     return results
 
 
-def _summ(grades: list[float]) -> dict:
+def grade_summary(grades: list[float]) -> dict:
+    """Familiarity (mean grade / 3), mean grade and the shares of grade >= 2 and == 3 of a list of prompt grades."""
     n = len(grades)
     if not n:
         return {"n": 0}
@@ -105,7 +106,7 @@ def completion_familiarity(model, tokenizer, suite: Suite, grader: Grader | None
         items.append(item)
         k += len(cs)
     grades = [it["grade"] for it in items]
-    summary = _summ(grades)
+    summary = grade_summary(grades)
     summary["samples"] = samples
     summary["decoding"] = "greedy" if samples == 1 else f"sampling (T={temperature}, top_p={top_p}, seed={seed})"
     summary["max_new_tokens"] = max_new_tokens
@@ -116,10 +117,10 @@ def completion_familiarity(model, tokenizer, suite: Suite, grader: Grader | None
         groups: dict[str, list[float]] = defaultdict(list)
         for it in items:
             groups[it[key]].append(it["grade"])
-        summary[f"by_{key}"] = {name: _summ(v) for name, v in sorted(groups.items())}
+        summary[f"by_{key}"] = {name: grade_summary(v) for name, v in sorted(groups.items())}
     if judged is not None:
         jg = [it["judge_grade"] for it in items if it["judge_grade"] is not None]
-        summary["judge"] = {"name": getattr(judge, "name", "judge"), **_summ(jg),
+        summary["judge"] = {"name": getattr(judge, "name", "judge"), **grade_summary(jg),
                             "unparsed": sum(1 for x in judged if x is None)}
     summary["grader"] = grader.norm.backend
     summary["items"] = items

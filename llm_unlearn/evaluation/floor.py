@@ -15,6 +15,8 @@ F3. The translated prompts are scored exactly as the suite is: greedy completion
     so a term the translation put there does not count for the completion.
 F4. The floor is reported beside the base model's and, when given, other models' scores on the SAME prompts (the
     evaluation's per-item grades and probabilities), so the three are comparable item by item.
+F5. A suite where fewer than a quarter of the prompts name an anchored term (a control suite) has no informative
+    floor: a handful of prompts is noise. Summaries leave it out (:func:`informative`); its rows stay in the data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .familiarity import _summ, completion_familiarity, probability_familiarity
+from .familiarity import completion_familiarity, grade_summary, probability_familiarity
 from .suites import Suite
 
 
@@ -72,8 +74,9 @@ def floor_scores(model, tokenizer, suite: Suite, translator, seed: int = 0, grad
 
 def compare_floor(scores: dict, others: Mapping[str, dict]) -> dict:
     """F4: the floor (:func:`floor_scores`) beside other models' results for the suite (model name ->
-    ``eval.json``'s ``models[name].suites[suite]``) on the same prompts: summaries (familiarity, grade >= 2 and == 3
-    shares; mean P(target)) and one column per model in the per-item rows."""
+    ``eval.json``'s ``models[name].suites[suite]``) on the same prompts. Per section: ``prompts``, ``translated``,
+    ``scores`` (``floor`` and each model name -> familiarity, grade >= 2 and == 3 shares; or mean P(target)) and
+    ``items``, with one column per model in the per-item rows."""
     out = {"suite": scores["suite"], "seed": scores["seed"]}
     for section, value in (("completion", "grade"), ("probability", "prob")):
         sec = scores[section]
@@ -85,11 +88,30 @@ def compare_floor(scores: dict, others: Mapping[str, dict]) -> dict:
         for name, got in (("floor", {row["id"]: row["floor"] for row in sec["items"]}), *by_model.items()):
             vals = [got[i] for i in ids if got.get(i) is not None]
             if section == "completion":
-                summaries[name] = _summ(vals)
+                summaries[name] = grade_summary(vals)
             else:
                 summaries[name] = {"n": len(vals), "mean_prob": _mean(vals)}
-        out[section] = {"prompts": sec["prompts"], "translated": len(ids), **summaries, "items": rows}
+        out[section] = {"prompts": sec["prompts"], "translated": len(ids), "scores": summaries, "items": rows}
     return out
+
+
+_SECTION_KEYS = ("prompts", "translated", "items", "scores")
+
+
+def section_scores(section: Mapping | None) -> dict[str, dict]:
+    """``floor`` and each model name -> its summary, of one section (completion or probability) of a suite's floor.
+    Also reads an ``eval.json`` written before the ``scores`` key, whose summaries sat beside ``prompts``."""
+    section = section or {}
+    if "scores" in section:
+        return dict(section["scores"])
+    return {k: v for k, v in section.items() if k not in _SECTION_KEYS and isinstance(v, Mapping)}
+
+
+def informative(section: Mapping | None) -> bool:
+    """F5: at least a quarter of the section's prompts (and at least one) name an anchored term."""
+    section = section or {}
+    translated = section.get("translated", 0)
+    return translated > 0 and 4 * translated >= section.get("prompts", 0)
 
 
 def generic_floor(model, tokenizer, suite: Suite, translator, seed: int = 0,

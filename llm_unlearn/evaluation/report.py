@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..runio import save_figure
+from .floor import informative, section_scores
 from .grading import GRADE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -91,28 +92,38 @@ def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, 
 
 def _floor_section(floors: dict, base: str | None) -> list[str]:
     """The generic floor (llm_unlearn.evaluation.floor) per suite: the floor and every model on the same translated
-    prompts, with % of the baseline."""
-    rows = []
+    prompts, with % of the baseline. Suites with too few translated prompts (F5) are named below the table."""
+    rows, few = [], []
     for suite, fl in floors.items():
         comp, prob = fl.get("completion") or {}, fl.get("probability") or {}
-        names = ["floor"] + [k for k in comp if k not in ("prompts", "translated", "items", "floor")]
-        b_fam = (comp.get(base) or {}).get("familiarity") if base else None
-        b_p = (prob.get(base) or {}).get("mean_prob") if base else None
+        if not (informative(comp) or informative(prob)):
+            few.append(f"{suite} ({comp.get('translated', 0)} of {comp.get('prompts', 0)} completion, "
+                       f"{prob.get('translated', 0)} of {prob.get('prompts', 0)} probability prompts)")
+            continue
+        c_scores, p_scores = section_scores(comp), section_scores(prob)
+        names = ["floor"] + [k for k in c_scores if k != "floor"]
+        b_fam = (c_scores.get(base) or {}).get("familiarity") if base else None
+        b_p = (p_scores.get(base) or {}).get("mean_prob") if base else None
         for name in names:
-            c, p = comp.get(name) or {}, prob.get(name) or {}
+            c, p = c_scores.get(name) or {}, p_scores.get(name) or {}
             fam, mp = c.get("familiarity"), p.get("mean_prob")
             rows.append([suite, "generic floor" if name == "floor" else name,
                          f"{comp.get('translated', 0)} / {comp.get('prompts', 0)}", _f(fam),
                          _pct(fam, b_fam), _f(c.get("frac_3")),
                          f"{prob.get('translated', 0)} / {prob.get('prompts', 0)}", _f(mp, 4), _pct(mp, b_p)])
-    if not rows:
+    if not rows and not few:
         return []
-    return ["", "### Generic floor", "",
-            "The baseline model on the suites' prompts with the run's anchored terms replaced by their generic "
-            "translations (only prompts that name one): where a model that never knew the target would stand on the "
-            "same prompts. Each model is scored on the same prompts.", "",
-            _table(["suite", "model", "translated prompts", "familiarity", "% of base", "grade 3",
-                    "translated prob. prompts", "mean P(target)", "% of base"], rows)]
+    out = ["", "### Generic floor", "",
+           "The baseline model on the suites' prompts with the run's anchored terms replaced by their generic "
+           "translations (only prompts that name one): where a model that never knew the target would stand on the "
+           "same prompts. Each model is scored on the same prompts."]
+    if rows:
+        out += ["", _table(["suite", "model", "translated prompts", "familiarity", "% of base", "grade 3",
+                            "translated prob. prompts", "mean P(target)", "% of base"], rows)]
+    if few:
+        out += ["", "No floor for suites where fewer than a quarter of the prompts name an anchored term (too few to "
+                "say anything; the rows are in eval.json): " + "; ".join(few) + "."]
+    return out
 
 
 def _pct(value, base) -> str:
