@@ -18,29 +18,22 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import labelled_runs, run_eval_doc  # noqa: E402
+from llm_unlearn.evaluation.familiarity import FIRM_MARGIN, reference_margins  # noqa: E402
 from llm_unlearn.evaluation.suites import load_suite  # noqa: E402
 from llm_unlearn.models import load_model  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text  # noqa: E402
 
 
-def margins(model, tokenizer, suite) -> dict[str, float]:
-    """Prompt id -> the base model's margin (nats) for the first token of its best reference after the prompt."""
-    out = {}
-    with torch.inference_mode():
-        for p in suite.completion:
-            ids = tokenizer(p.prompt, return_tensors="pt")["input_ids"].to(model.device)
-            logp = torch.log_softmax(model(ids).logits[0, -1].float(), -1)
-            firsts = {tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"][0] for r in p.references}
-            best = max(firsts, key=lambda t: float(logp[t]))
-            others = logp.clone()
-            others[list(firsts)] = float("-inf")
-            out[p.id] = round(float(logp[best] - others.max()), 3)
-    return out
+def margins(model, tokenizer, suite) -> dict[str, float | None]:
+    """Prompt id -> the base model's margin (nats) for the first token of its best reference after the prompt (the
+    evaluation's own :func:`~llm_unlearn.evaluation.familiarity.reference_margins`, for runs evaluated before it
+    recorded them)."""
+    values = reference_margins(model, tokenizer, [p.prompt for p in suite.completion],
+                               [p.references for p in suite.completion])
+    return dict(zip((p.id for p in suite.completion), values, strict=True))
 
 
 def lost_items(run_dir: Path, suite_name: str) -> tuple[list[str], list[str]]:
@@ -92,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--suite", type=Path, default=Path("eval/control"), help="suite folder (default: eval/control)")
     parser.add_argument("--model", default="smollm2-135m", help="the runs' base model spec")
-    parser.add_argument("--firm", type=float, default=1.0, help="margin (nats) from which an item counts as firm")
+    parser.add_argument("--firm", type=float, default=FIRM_MARGIN, help="margin (nats) from which an item counts as firm")
     parser.add_argument("--out", type=Path, required=True, help="output path prefix (.json and .md are written)")
     args = parser.parse_args(argv)
     runs = labelled_runs(args.runs)

@@ -76,6 +76,7 @@ def test_evaluate_before_after(tmp_path, tiny_model_dir, smol_tokenizer, suite_d
         m = on_disk["models"][label]
         comp = m["suites"]["mini"]["completion"]
         assert comp["n"] == 3 and 0 <= comp["familiarity"] <= 1 and len(comp["items"]) == 3
+        assert all(isinstance(it["margin"], float) for it in comp["items"])  # reference margins are recorded
         assert m["suites"]["mini"]["probability"]["n"] == 2
         assert m["benchmarks"]["arc_easy"]["n"] == 4 and "acc_norm" in m["benchmarks"]["arc_easy"]
         assert m["benchmarks"]["winogrande"]["n"] == 3 and m["benchmarks"]["hellaswag"]["n"] == 1
@@ -89,6 +90,7 @@ def test_evaluate_before_after(tmp_path, tiny_model_dir, smol_tokenizer, suite_d
     assert acc["ci_low"] <= acc["diff"] <= acc["ci_high"] and set(acc["mcnemar"]) >= {"gained", "lost", "p_value"}
     report = (out / "report.md").read_text()
     assert "## Familiarity" in report and "## Paired differences vs `base`" in report and "arc_easy" in report
+    assert "### The baseline's explicit answers lost" in report
     assert on_disk["plots"] == ["familiarity.png", "benchmarks.png"]
     for name in on_disk["plots"]:
         assert (out / name).read_bytes()[:8] == PNG

@@ -94,7 +94,7 @@ def evaluate_model(model, tokenizer, config: EvalConfig, suites: list, bench: di
                 comp = completion_familiarity(model, tokenizer, suite, grader, max_new_tokens=config.max_new_tokens,
                                               batch_size=config.batch_size, samples=config.samples,
                                               temperature=config.temperature, top_p=config.top_p, seed=config.seed,
-                                              judge=judge, progress=progress)
+                                              judge=judge, progress=progress, margins=True)
                 prob = probability_familiarity(model, tokenizer, suite, batch_size=config.batch_size, progress=progress)
                 res["suites"][suite.name] = {"suite": suite.describe(), "completion": comp, "probability": prob}
                 res["timing"][f"suite/{suite.name}"] = round(time.perf_counter() - t0, 2)

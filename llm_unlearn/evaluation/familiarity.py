@@ -7,6 +7,9 @@
   samples, and ``familiarity_max`` uses the best sample (what an attacker sampling N times would get).
 * **Probability familiarity**: P(target | prompt) of the full, possibly multi-token target, plus the rank of its
   first token; ``mean_prob`` is the paper-style probability familiarity.
+* **Reference margins** (with ``margins=True``, as the evaluation asks): per completion prompt, how firmly the model's
+  next token starts the reference (:func:`reference_margins`). A baseline's grade-3 answer with a margin under
+  :data:`FIRM_MARGIN` is a near tie that any fine-tune, on any text, can tip; the report splits lost items by it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from .scoring import score_items
 from .suites import Suite
 
 logger = logging.getLogger(__name__)
+
+# nats. On the demo's control suite the baseline's grade-3 answers under this margin (17 of 59) flip in every
+# fine-tune measured, even unlearning an unrelated book; those above it (42) are lost 0-3 at a time.
+FIRM_MARGIN = 1.0
 
 
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 24, batch_size: int = 16,
@@ -75,10 +82,45 @@ def grade_summary(grades: list[float]) -> dict:
             "frac_ge2": sum(g >= 2 for g in grades) / n, "frac_3": sum(g >= 3 for g in grades) / n}
 
 
+def reference_margins(model, tokenizer, prompts: Sequence[str], references: Sequence[Sequence[str]],
+                      batch_size: int = 16) -> list[float | None]:
+    """Per prompt, in nats: log p(first token of its likeliest reference) - log p(likeliest token that starts no
+    reference), at the position after the prompt (None for a prompt without references). Positive: the greedy next
+    token starts a reference; near 0: a near tie. Prompts are encoded as :func:`generate` encodes them; batches are
+    right-padded, so every prompt's last position sees exactly its own tokens."""
+    import torch
+
+    dev = next(model.parameters()).device
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    out: list[float | None] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(dev)
+                logits = model(**enc).logits
+                last = enc["attention_mask"].sum(1) - 1
+                logp = torch.log_softmax(logits[torch.arange(logits.size(0), device=dev), last].float(), -1)
+                for row, refs in zip(logp, references[start:start + batch_size], strict=True):
+                    firsts = sorted({ids[0] for r in refs if r.strip()
+                                     for ids in [tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]]
+                                     if ids})
+                    if not firsts:
+                        out.append(None)
+                        continue
+                    others = row.clone()
+                    others[firsts] = float("-inf")
+                    out.append(round(float(row[firsts].max() - others.max()), 4))
+    finally:
+        tokenizer.padding_side = old_side
+    return out
+
+
 def completion_familiarity(model, tokenizer, suite: Suite, grader: Grader | None = None, max_new_tokens: int = 24,
                            batch_size: int = 16, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                           seed: int = 0, judge=None, progress: bool = True) -> dict:
-    """Generate and grade completions of the suite's completion prompts. Returns summary + per-prompt items."""
+                           seed: int = 0, judge=None, progress: bool = True, margins: bool = False) -> dict:
+    """Generate and grade completions of the suite's completion prompts. Returns summary + per-prompt items (with
+    ``margins``, each item's :func:`reference_margins` value as ``margin``)."""
     if not suite.completion:
         return {"n": 0, "items": []}
     grader = grader or Grader(suite.anchors, suite.genre_terms)
@@ -105,6 +147,11 @@ def completion_familiarity(model, tokenizer, suite: Suite, grader: Grader | None
             item["judge_grade"] = sum(js) / len(js) if js else None
         items.append(item)
         k += len(cs)
+    if margins:
+        for item, margin in zip(items, reference_margins(model, tokenizer, prompts,
+                                                         [p.references for p in suite.completion], batch_size),
+                                strict=True):
+            item["margin"] = margin
     grades = [it["grade"] for it in items]
     summary = grade_summary(grades)
     summary["samples"] = samples
@@ -153,3 +200,22 @@ def probability_familiarity(model, tokenizer, suite: Suite, batch_size: int = 16
     summary["by_category"] = {k: {"n": len(v), "mean_prob": sum(v) / len(v)} for k, v in sorted(groups.items())}
     summary["items"] = items
     return summary
+
+
+def lost_items(base: dict, other: dict, firm_margin: float = FIRM_MARGIN) -> dict[str, dict]:
+    """The baseline's grade-3 completion items (``base``, ``other``: completion results of one suite) that ``other``
+    no longer answers at grade 3, split by the baseline's margin (:func:`reference_margins`) into ``firm`` (margin >=
+    ``firm_margin``), ``near_tie`` and ``unknown`` (no margin recorded): kind -> {"known": how many grade-3 items,
+    "lost": their ids that ``other`` lost}. Only items both results hold count."""
+    grades = {it["id"]: it["grade"] for it in other.get("items") or []}
+    out: dict[str, dict] = {}
+    for it in base.get("items") or []:
+        if it["grade"] < 3 or it["id"] not in grades:
+            continue
+        margin = it.get("margin")
+        kind = "unknown" if margin is None else "firm" if margin >= firm_margin else "near_tie"
+        group = out.setdefault(kind, {"known": 0, "lost": []})
+        group["known"] += 1
+        if grades[it["id"]] < 3:
+            group["lost"].append(it["id"])
+    return out

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..runio import save_figure
+from .familiarity import FIRM_MARGIN, lost_items
 from .floor import informative, section_scores
 from .grading import GRADE_NAMES
 
@@ -87,6 +88,45 @@ def changes_vs_base(base: dict[str, float], row: dict[str, float]) -> dict[str, 
         out["acc_mean base"] = sum(base[t] for t in tasks) / len(tasks)
         out["acc_mean points"] = 100 * (out["acc_mean"] - out["acc_mean base"])
         out["acc_mean n_tasks"] = len(tasks)
+    return out
+
+
+def _lost_section(models: dict, base: str | None, suites: list[str]) -> list[str]:
+    """The baseline's explicit answers (grade 3) that each other model no longer gives, split by how firmly the
+    baseline gave them (familiarity.lost_items): on a neighbour suite, firm items lost are real damage and near ties
+    lost are mostly noise; on the target suite, lost items are forgetting."""
+    if not base or base not in models:
+        return []
+    rows, firm_lost = [], []
+    for suite in suites:
+        b = (models[base].get("suites", {}).get(suite) or {}).get("completion")
+        if not b:
+            continue
+        prompts = {it["id"]: it["prompt"] for it in b.get("items") or []}
+        for lab in models:
+            o = (models[lab].get("suites", {}).get(suite) or {}).get("completion")
+            if lab == base or not o:
+                continue
+            groups = lost_items(b, o)
+            known = sum(g["known"] for g in groups.values())
+            lost = sum(len(g["lost"]) for g in groups.values())
+
+            def part(kind):
+                g = groups.get(kind)
+                return f"{len(g['lost'])} of {g['known']}" if g else ("0 of 0" if "unknown" not in groups else "-")
+            rows.append([suite, lab, known, lost, part("firm"), part("near_tie")])
+            firm_lost += [f"{suite}, {lab}: `{prompts[i]}`" for i in (groups.get("firm") or {}).get("lost", [])]
+    if not rows:
+        return []
+    out = ["", "### The baseline's explicit answers lost", "",
+           f"Items `{base}` answers with the reference (grade 3) that a model no longer does, split by `{base}`'s "
+           f"margin for the reference's first token: firm (>= {FIRM_MARGIN:g} nat) or near tie (below: any fine-tune "
+           "tips some of these). On the target's suite a lost item is forgetting; on a neighbour's, damage.", "",
+           _table(["suite", "model", "grade-3 items", "lost", "firm lost", "near ties lost"], rows)]
+    if firm_lost:
+        out += ["", "Firm items lost:", ""] + [f"- {x}" for x in firm_lost[:40]]
+        if len(firm_lost) > 40:
+            out.append(f"- ... and {len(firm_lost) - 40} more (eval.json has every item)")
     return out
 
 
@@ -184,6 +224,7 @@ def render_markdown(doc: dict) -> str:
         if judge_rows:
             parts += ["", "### LLM judge", "", _table(["suite", "model", "judge", "familiarity", "grade ≥ 2", "unparsed"],
                                                      judge_rows)]
+        parts += _lost_section(models, base, suites)
         parts += _floor_section(doc.get("generic_floor") or {}, base)
 
     # ---- benchmarks
