@@ -51,8 +51,9 @@ def test_name_positions_edge_rows_and_refusals(tmp_path):
 def test_name_positions_leaves_no_half_made_run_when_it_fails(tmp_path, monkeypatch):
     """The new run is built in a hidden sibling folder and renamed into place only when complete: a failure while
     copying (here the source lacks its upstream stages) leaves neither the destination nor the partial folder."""
-    import datasets
     from types import SimpleNamespace
+
+    import datasets
 
     bench = name_positions
     src = tmp_path / "src"

@@ -110,11 +110,7 @@ def _lost_section(models: dict, base: str | None, suites: list[str]) -> list[str
             groups = lost_items(b, o)
             known = sum(g["known"] for g in groups.values())
             lost = sum(len(g["lost"]) for g in groups.values())
-
-            def part(kind):
-                g = groups.get(kind)
-                return f"{len(g['lost'])} of {g['known']}" if g else ("0 of 0" if "unknown" not in groups else "-")
-            rows.append([suite, lab, known, lost, part("firm"), part("near_tie")])
+            rows.append([suite, lab, known, lost, *(_lost_of(groups, kind) for kind in ("firm", "near_tie"))])
             firm_lost += [f"{suite}, {lab}: `{prompts[i]}`" for i in (groups.get("firm") or {}).get("lost", [])]
     if not rows:
         return []
@@ -128,6 +124,14 @@ def _lost_section(models: dict, base: str | None, suites: list[str]) -> list[str
         if len(firm_lost) > 40:
             out.append(f"- ... and {len(firm_lost) - 40} more (eval.json has every item)")
     return out
+
+
+def _lost_of(groups: dict, kind: str) -> str:
+    """"lost of known" for one kind of item; "-" where the baseline recorded no margins (an older evaluation)."""
+    g = groups.get(kind)
+    if g:
+        return f"{len(g['lost'])} of {g['known']}"
+    return "-" if "unknown" in groups else "0 of 0"
 
 
 def _floor_section(floors: dict, base: str | None) -> list[str]:
