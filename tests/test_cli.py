@@ -184,3 +184,11 @@ def test_run_prints_a_before_after_table_from_eval_json(capsys):
     floor["completion"]["prompts"] = 5  # fewer than a quarter of the prompts name the target: not shown
     assert len(before_after_rows({**doc, "generic_floor": {"sherlock_holmes": floor}})) == len(before_after_rows(doc))
     assert before_after_rows({"baseline": None, "models": {"a": model(0.1, 0.1, 0.5, 10.0)}}) == []
+    assert not any(name.startswith("explicit answers kept") for name in rows)  # no items, no margins: no row
+    comp = lambda grades: [{"id": i, "grade": g, "margin": m} for i, (g, m) in grades.items()]  # noqa: E731
+    doc["models"]["base"]["suites"]["sherlock_holmes"]["completion"]["items"] = comp(
+        {"a": (3.0, 2.0), "b": (3.0, 0.3), "c": (3.0, 0.1), "d": (1.0, 5.0)})
+    doc["models"]["unlearned"]["suites"]["sherlock_holmes"]["completion"]["items"] = comp(
+        {"a": (3.0, 1.0), "b": (0.0, -1.0), "c": (2.0, 0.0), "d": (0.0, 0.0)})
+    rows = {r[0]: r for r in before_after_rows(doc)}
+    assert rows["explicit answers kept, sherlock_holmes"][1:] == (3, 1, "lost 0 of 1 firm, 2 of 2 near ties")

@@ -107,6 +107,7 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
         add(f"completion familiarity, {suite}", f"familiarity/{suite}")
         add(f"probability familiarity, {suite}", f"prob/{suite}")
         rows += _floor_rows(doc.get("generic_floor", {}).get(suite), suite, base_label, others[0])
+        rows += _lost_rows(doc, suite, base_label, others[0])
     for key in sorted(k for k in base if k.startswith("acc/") and k in new):
         add(f"accuracy, {key.split('/', 1)[1]}", key)
     if "acc_mean" in change:
@@ -131,6 +132,24 @@ def _floor_rows(floor: dict | None, suite: str, base: str, new: str) -> list[tup
         rows.append((f"{what}, {suite}, the {sec['translated']} prompts naming the target", b, n,
                      f"{100 * n / b:.0f}% of base (generic floor {100 * f / b:.0f}%)"))
     return rows
+
+
+def _lost_rows(doc: dict, suite: str, base: str, new: str) -> list[tuple[str, float, float, str]]:
+    """The baseline's explicit answers (grade 3) the new model still gives, with the lost ones split into firm items
+    and near ties (only when the evaluation recorded the baseline's margins)."""
+    from ..evaluation.familiarity import lost_items
+
+    b, n = ((doc["models"][m].get("suites", {}).get(suite) or {}).get("completion") for m in (base, new))
+    if not b or not n:
+        return []
+    groups = lost_items(b, n)
+    if not groups or "unknown" in groups:
+        return []
+    known = sum(g["known"] for g in groups.values())
+    lost = {kind: groups.get(kind, {"known": 0, "lost": []}) for kind in ("firm", "near_tie")}
+    return [(f"explicit answers kept, {suite}", known, known - sum(len(g["lost"]) for g in lost.values()),
+             f"lost {len(lost['firm']['lost'])} of {lost['firm']['known']} firm, "
+             f"{len(lost['near_tie']['lost'])} of {lost['near_tie']['known']} near ties")]
 
 
 def print_before_after(doc: dict) -> None:
