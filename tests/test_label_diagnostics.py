@@ -1,5 +1,5 @@
 """The issue-#16 diagnostics of the labels: bench/label_signal.py (where the labels move away from the base model)
-and bench/name_positions.py (the labels at the anchors' edges changed)."""
+and bench/name_positions.py (the labels at the anchors' edges changed); bench/name_dense_text.py (guard text)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bench import label_signal, name_positions
+from bench import label_signal, name_dense_text, name_positions
 
 
 def test_label_signal_groups_and_kl():
@@ -68,3 +68,23 @@ def test_name_positions_leaves_no_half_made_run_when_it_fails(tmp_path, monkeypa
     with pytest.raises(FileNotFoundError):
         bench.main([str(src), str(tmp_path / "new"), "--mode", "mask"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_name_dense_text_keeps_the_paragraphs_richest_in_names_in_order(tmp_path):
+    """Capitalised words inside sentences count as names, sentence starts and WikiText's <unk> do not; the densest
+    paragraphs are kept until the character budget is reached, in their original order; headings and short
+    paragraphs never are."""
+    assert name_dense_text.name_density("He met Anna Karenina in Moscow . Then he left") == pytest.approx(3 / 10)
+    assert name_dense_text.name_density("Then <unk> left . The end") == 0.0
+    plain = " ".join(["the cat sat on the mat"] * 2)
+    names = " ".join(["and then Jane Eyre met Mr Rochester at Thornfield"] * 2)
+    text = "\n".join([" = Heading Of Many Capitals = ", f"a {plain}", f"b {names}", "c Tiny Paragraph Of Names",
+                      f"d {names} Bath", f"e {plain}"])
+    assert name_dense_text.name_dense(text, chars=1, min_words=10) == [f"d {names} Bath"]
+    assert name_dense_text.name_dense(text, chars=len(names) + 10, min_words=10) == [f"b {names}", f"d {names} Bath"]
+    out = tmp_path / "dense.txt"
+    (tmp_path / "src.txt").write_text(text)
+    assert name_dense_text.main([str(tmp_path / "src.txt"), "--out", str(out), "--chars", "1", "--min-words", "10"]) == 0
+    assert out.read_text() == f"d {names} Bath\n"
+    with pytest.raises(SystemExit, match="no paragraph of at least 500 words"):
+        name_dense_text.main([str(tmp_path / "src.txt"), "--out", str(out), "--min-words", "500"])
