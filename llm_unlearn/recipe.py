@@ -231,7 +231,8 @@ class AnchorsConfig(_SectionChecks):
     # model's own predictions at each occurrence of the term (what a model that never heard of the concept would
     # say there), Faker as the fallback for names. Measured (docs/results.md): "model" makes translated text read
     # closer to the original on both books and fits Alice's animals and objects better, but picks worse person
-    # names on Sherlock and costs minutes of CPU on a whole book, so it is not the default yet.
+    # names on Sherlock and costs minutes of CPU on a whole book; on the demo it gives the same unlearned model
+    # within noise (session 10), so it is not the default.
     substitutes: str = "faker"
     substitute_model: Optional[str] = None  # model spec proposing substitutes (default: model.spec of the recipe)
     substitute_occurrences: int = 8  # occurrences per term the model reads

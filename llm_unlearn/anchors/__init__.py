@@ -38,7 +38,7 @@ The paper built its ~1,500 anchored terms with GPT-4 and hand work. Here they ar
    while other types still have candidates, and the hygiene rules of the public WHP scripts applied on the fly:
    drop a multi-word key when each of its words is a key; drop "X's" when "X" is a key.
 5. **Generic translations** (``translations_per_key``, default 3) of the same kind and shape. With
-   ``substitutes: model`` (the default when a model is at hand: the pipeline's base model or ``substitute_model``)
+   ``substitutes: model`` (off by default; the pipeline's base model or ``substitute_model``)
    the base model proposes them for every key not built from linked keys: its in-context predictions at the key's
    occurrences, kept when they are whole words of the key's shape, fit the sentence and are not the target
    (:mod:`.proposals`, rules P1-P9); keys it finds nothing for fall back to Faker. Otherwise, drawn from a

@@ -38,8 +38,9 @@ def register(subparsers) -> None:
                    help="base model spec: proposes substitutes, cuts the sample block and measures the dictionary "
                         "(default smollm2-135m; 'none' = Faker substitutes, no sample, no measures)")
     p.add_argument("--substitutes", choices=["model", "faker", "chat"], default=None,
-                   help="where generic translations come from (default model: the base model's in-context "
-                        "predictions, Faker for names it leaves without one; chat: --chat writes them first)")
+                   help="where generic translations come from (default faker: Faker names and places, ordinary "
+                        "nouns; model: the base model's in-context predictions, Faker for names it leaves without "
+                        "one; chat: --chat writes them first)")
     p.add_argument("--chat", default=None, metavar="SPEC",
                    help="chat model for --substitutes chat: hf:MODEL_SPEC or openai:BASE_URL (optional)")
     p.add_argument("--chat-model", default=None, help="model name at an OpenAI-compatible --chat endpoint")
