@@ -190,3 +190,27 @@ def test_report_names_suites_with_too_few_translated_prompts_instead_of_scoring_
     assert "| sh | generic floor | 4 / 8 | 0.100 | 25% |" in text
     assert "| ctl |" not in text and "ctl (1 of 80 completion, 0 of 20 probability prompts)" in text
     assert _floor_section({}, "base") == []
+
+
+def test_cues_left_in_translated_prompts(monkeypatch, tiny_llama):
+    """F6: a translated prompt that still names a term of the suite's anchor list (here "Moriarty", which the run's
+    dictionary lacks) is marked with it, in any case and as a whole word only; a term inside a longer named one is
+    not counted twice. The section counts such prompts and terms, and the report names them."""
+    from llm_unlearn.evaluation.floor import cues_left
+    from llm_unlearn.evaluation.report import _floor_section
+
+    assert cues_left("Hart fought MORIARTY at the falls", SUITE_ANCHORS) == ["Moriarty"]
+    assert cues_left("Hart walked down Baker Street", ["Baker Street", "Baker", "Street"]) == ["Baker Street"]
+    assert cues_left("The Watsonian view", SUITE_ANCHORS) == [] and cues_left("anything", []) == []
+    model, tok = tiny_llama
+    monkeypatch.setattr(familiarity, "generate", lambda model, tokenizer, prompts, **kw: [[" the falls."]] * len(prompts))
+    suite = Suite("sh", "/tmp/sh", "Sherlock Holmes", SUITE_ANCHORS, GENRE,
+                  [CompletionPrompt("c1", "Holmes fought Moriarty at the", ["Reichenbach"]),
+                   CompletionPrompt("c2", "Sherlock Holmes lived in rooms on", ["Baker Street"])], [])
+    doc = generic_floor(model, tok, suite, Translator(DICTIONARY, tok), grader=Grader(SUITE_ANCHORS, GENRE),
+                        progress=False)
+    comp = doc["completion"]
+    assert [row["cues_left"] for row in comp["items"]] == [["Moriarty"], []]
+    assert comp["with_cues_left"] == 1 and comp["cue_terms"] == {"Moriarty": 1}
+    text = "\n".join(_floor_section({"sh": doc}, None))
+    assert "- sh: 1 of 2 completion prompts; terms left: Moriarty (1)" in text

@@ -17,12 +17,18 @@ F4. The floor is reported beside the base model's and, when given, other models'
     evaluation's per-item grades and probabilities), so the three are comparable item by item.
 F5. A suite where fewer than a quarter of the prompts name an anchored term (a control suite) has no informative
     floor: a handful of prompts is noise. Summaries leave it out (:func:`informative`); its rows stay in the data.
+F6. A translated prompt that still names a term of the suite's own anchor list (``Suite.anchors``: "Lewis Carroll"
+    when the run's dictionary has no such key) keeps a cue to the target, so the floor on it is an estimate from
+    above. Each row lists the terms left (``cues_left``); each section counts such prompts (``with_cues_left``) and
+    terms (``cue_terms``): adding them to the run's dictionary makes the floor cleaner.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from .familiarity import completion_familiarity, grade_summary, probability_familiarity
@@ -47,6 +53,15 @@ def translate_suite(suite: Suite, translator, seed: int = 0) -> tuple[Suite, dic
     return translated, originals
 
 
+def cues_left(text: str, terms: Iterable[str]) -> list[str]:
+    """F6: the ``terms`` (a suite's anchor list) that ``text`` still names, as whole words in any case; a term inside
+    a longer one that is also named ("Hatter" in "Mad Hatter") is not counted again."""
+    found = [t for t in sorted({t.strip() for t in terms if t and t.strip()}, key=len, reverse=True)
+             if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", text, re.IGNORECASE)]
+    return [t for t in found if not any(t != o and re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", o, re.IGNORECASE)
+                                        for o in found)]
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -65,11 +80,13 @@ def floor_scores(model, tokenizer, suite: Suite, translator, seed: int = 0, grad
     return {"suite": suite.name, "seed": seed,
             "completion": {"prompts": len(suite.completion),
                            "items": [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"],
-                                      "floor": it["grade"], "completion": it["completions"][0]}
+                                      "floor": it["grade"], "completion": it["completions"][0],
+                                      "cues_left": cues_left(it["prompt"], suite.anchors)}
                                      for it in comp.get("items", [])]},
             "probability": {"prompts": len(suite.probability),
                             "items": [{"id": it["id"], "prompt": originals[it["id"]], "translated": it["prompt"],
-                                       "floor": it["prob"]} for it in prob.get("items", [])]}}
+                                       "floor": it["prob"], "cues_left": cues_left(it["prompt"], suite.anchors)}
+                                      for it in prob.get("items", [])]}}
 
 
 def compare_floor(scores: dict, others: Mapping[str, dict]) -> dict:
@@ -91,11 +108,14 @@ def compare_floor(scores: dict, others: Mapping[str, dict]) -> dict:
                 summaries[name] = grade_summary(vals)
             else:
                 summaries[name] = {"n": len(vals), "mean_prob": _mean(vals)}
-        out[section] = {"prompts": sec["prompts"], "translated": len(ids), "scores": summaries, "items": rows}
+        cues = Counter(term for row in sec["items"] for term in row.get("cues_left") or ())
+        out[section] = {"prompts": sec["prompts"], "translated": len(ids), "scores": summaries,
+                        "with_cues_left": sum(1 for row in sec["items"] if row.get("cues_left")),
+                        "cue_terms": dict(cues.most_common()), "items": rows}
     return out
 
 
-_SECTION_KEYS = ("prompts", "translated", "items", "scores")
+_SECTION_KEYS = ("prompts", "translated", "items", "scores", "with_cues_left", "cue_terms")
 
 
 def section_scores(section: Mapping | None) -> dict[str, dict]:

@@ -136,14 +136,17 @@ def _lost_of(groups: dict, kind: str) -> str:
 
 def _floor_section(floors: dict, base: str | None) -> list[str]:
     """The generic floor (llm_unlearn.evaluation.floor) per suite: the floor and every model on the same translated
-    prompts, with % of the baseline. Suites with too few translated prompts (F5) are named below the table."""
-    rows, few = [], []
+    prompts, with % of the baseline. Suites with too few translated prompts (F5) are named below the table, and so
+    are the suite terms that translated prompts still name (F6)."""
+    rows, few, cued = [], [], []
     for suite, fl in floors.items():
         comp, prob = fl.get("completion") or {}, fl.get("probability") or {}
         if not (informative(comp) or informative(prob)):
             few.append(f"{suite} ({comp.get('translated', 0)} of {comp.get('prompts', 0)} completion, "
                        f"{prob.get('translated', 0)} of {prob.get('prompts', 0)} probability prompts)")
             continue
+        if note := _cue_note(suite, fl):
+            cued.append(note)
         c_scores, p_scores = section_scores(comp), section_scores(prob)
         names = ["floor"] + [k for k in c_scores if k != "floor"]
         b_fam = (c_scores.get(base) or {}).get("familiarity") if base else None
@@ -164,10 +167,30 @@ def _floor_section(floors: dict, base: str | None) -> list[str]:
     if rows:
         out += ["", _table(["suite", "model", "translated prompts", "familiarity", "% of base", "grade 3",
                             "translated prob. prompts", "mean P(target)", "% of base"], rows)]
+    if cued:
+        out += ["", "Translated prompts that still name a term of the suite's own anchor list keep a cue to the "
+                "target, so the floor on them is an estimate from above; adding those terms to the run's anchor "
+                "dictionary (anchors.user_dictionary) makes it cleaner (rule F6):", ""] + [f"- {c}" for c in cued]
     if few:
         out += ["", "No floor for suites where fewer than a quarter of the prompts name an anchored term (too few to "
                 "say anything; the rows are in eval.json): " + "; ".join(few) + "."]
     return out
+
+
+def _cue_note(suite: str, floor: dict) -> str:
+    """F6: how many translated prompts of a suite still name one of its anchor terms, and the commonest terms."""
+    parts = []
+    terms: dict[str, int] = {}
+    for section in ("completion", "probability"):
+        sec = floor.get(section) or {}
+        if sec.get("with_cues_left"):
+            parts.append(f"{sec['with_cues_left']} of {sec.get('translated', 0)} {section} prompts")
+            for term, n in (sec.get("cue_terms") or {}).items():
+                terms[term] = terms.get(term, 0) + n
+    if not parts:
+        return ""
+    top = ", ".join(f"{t} ({n})" for t, n in sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
+    return f"{suite}: {' and '.join(parts)}; terms left: {top}"
 
 
 def _pct(value, base) -> str:
