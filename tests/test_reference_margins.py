@@ -79,3 +79,23 @@ def test_report_table_and_firm_items_listed():
     text = "\n".join(_lost_section(models, "base", ["ctl"]))
     assert "| ctl | unlearned | 3 | 2 | - | - |" in text and "Firm items lost" not in text
     assert _lost_section(models, None, ["ctl"]) == []
+
+
+def test_flat_summary_counts_lost_items_for_models_other_than_the_baseline():
+    """``compare`` and ``eval``'s summary show, per suite, the baseline's firm items and near ties each other model
+    lost; the baseline itself gets no such key, nor does an evaluation without margins."""
+    from llm_unlearn.evaluation.report import flat_summary
+
+    def suite(grades, margins=None):
+        items = [{"id": i, "grade": g, **({"margin": margins[i]} if margins else {})} for i, g in grades.items()]
+        return {"ctl": {"completion": {"n": len(items), "familiarity": 0.5, "frac_ge2": 0.5, "items": items}}}
+
+    doc = {"baseline": "base",
+           "models": {"base": {"suites": suite({"a": 3.0, "b": 3.0, "c": 3.0}, {"a": 2.0, "b": 0.1, "c": 0.5})},
+                      "new": {"suites": suite({"a": 0.0, "b": 0.0, "c": 3.0})}}}
+    flat = flat_summary(doc)
+    assert flat["new"]["firm_lost/ctl"] == 1 and flat["new"]["near_tie_lost/ctl"] == 1
+    assert "firm_lost/ctl" not in flat["base"]
+    doc["models"]["base"]["suites"] = suite({"a": 3.0, "b": 3.0, "c": 3.0})
+    assert "firm_lost/ctl" not in flat_summary(doc)["new"]
+    assert "firm_lost/ctl" not in flat_summary({**doc, "baseline": None})["new"]

@@ -38,15 +38,25 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def flat_summary(doc: dict) -> dict[str, dict[str, float]]:
     """{model label: {metric key: value}} with keys like ``familiarity/sherlock_holmes``,
-    ``prob/sherlock_holmes``, ``acc/arc_easy``, ``ppl/wikitext``; used by ``compare``."""
+    ``prob/sherlock_holmes``, ``acc/arc_easy``, ``ppl/wikitext``; used by ``compare``. Models other than the
+    baseline also get ``firm_lost/<suite>`` and ``near_tie_lost/<suite>``: the baseline's explicit answers they
+    lost, by the baseline's margins (when the evaluation recorded them)."""
     out: dict[str, dict[str, float]] = {}
-    for label, res in doc.get("models", {}).items():
+    models = doc.get("models", {})
+    base = models.get(doc.get("baseline")) if doc.get("baseline") else None
+    for label, res in models.items():
         row: dict[str, float] = {}
         for suite, s in res.get("suites", {}).items():
             comp, prob = s.get("completion") or {}, s.get("probability") or {}
             if comp.get("n"):
                 row[f"familiarity/{suite}"] = comp["familiarity"]
                 row[f"frac_ge2/{suite}"] = comp["frac_ge2"]
+                base_comp = ((base or {}).get("suites", {}).get(suite) or {}).get("completion")
+                if base_comp and res is not base:
+                    groups = lost_items(base_comp, comp)
+                    if groups and "unknown" not in groups:
+                        for kind in ("firm", "near_tie"):
+                            row[f"{kind}_lost/{suite}"] = len(groups.get(kind, {"lost": []})["lost"])
             if prob.get("n"):
                 row[f"prob/{suite}"] = prob["mean_prob"]
                 row[f"prob_top1/{suite}"] = prob["frac_first_top1"]
