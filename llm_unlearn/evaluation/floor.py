@@ -56,10 +56,13 @@ def translate_suite(suite: Suite, translator, seed: int = 0) -> tuple[Suite, dic
 def cues_left(text: str, terms: Iterable[str]) -> list[str]:
     """F6: the ``terms`` (a suite's anchor list) that ``text`` still names, as whole words in any case; a term inside
     a longer one that is also named ("Hatter" in "Mad Hatter") is not counted again."""
-    found = [t for t in sorted({t.strip() for t in terms if t and t.strip()}, key=len, reverse=True)
-             if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", text, re.IGNORECASE)]
-    return [t for t in found if not any(t != o and re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", o, re.IGNORECASE)
-                                        for o in found)]
+    found = [t for t in sorted({t.strip() for t in terms if t and t.strip()}, key=len, reverse=True) if _names(text, t)]
+    return [t for t in found if not any(t != longer and _names(longer, t) for longer in found)]
+
+
+def _names(text: str, term: str) -> bool:
+    """``text`` contains ``term`` as a whole word or phrase, in any case."""
+    return re.search(r"(?<!\w)" + re.escape(term) + r"(?!\w)", text, re.IGNORECASE) is not None
 
 
 def _mean(values: list[float]) -> float | None:
