@@ -137,7 +137,8 @@ def _floor_rows(floor: dict | None, suite: str, base: str, new: str) -> list[tup
 def _lost_rows(doc: dict, suite: str, base: str, new: str) -> list[tuple[str, float, float, str]]:
     """The baseline's explicit answers (grade 3) the new model still gives, with the lost ones split into firm items
     and near ties (only when the evaluation recorded the baseline's margins)."""
-    from ..evaluation.familiarity import lost_items
+    from ..evaluation.familiarity import lost_items, lost_totals
+    from ..evaluation.report import lost_of
 
     b, n = ((doc["models"][m].get("suites", {}).get(suite) or {}).get("completion") for m in (base, new))
     if not b or not n:
@@ -145,11 +146,9 @@ def _lost_rows(doc: dict, suite: str, base: str, new: str) -> list[tuple[str, fl
     groups = lost_items(b, n)
     if not groups or "unknown" in groups:
         return []
-    known = sum(g["known"] for g in groups.values())
-    lost = {kind: groups.get(kind, {"known": 0, "lost": []}) for kind in ("firm", "near_tie")}
-    return [(f"explicit answers kept, {suite}", known, known - sum(len(g["lost"]) for g in lost.values()),
-             f"lost {len(lost['firm']['lost'])} of {lost['firm']['known']} firm, "
-             f"{len(lost['near_tie']['lost'])} of {lost['near_tie']['known']} near ties")]
+    known, lost = lost_totals(groups)
+    return [(f"explicit answers kept, {suite}", known, known - lost,
+             f"lost {lost_of(groups, 'firm')} firm, {lost_of(groups, 'near_tie')} near ties")]
 
 
 def print_before_after(doc: dict) -> None:

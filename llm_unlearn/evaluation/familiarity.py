@@ -219,3 +219,8 @@ def lost_items(base: dict, other: dict, firm_margin: float = FIRM_MARGIN) -> dic
         if grades[it["id"]] < 3:
             group["lost"].append(it["id"])
     return out
+
+
+def lost_totals(groups: dict[str, dict]) -> tuple[int, int]:
+    """(the baseline's grade-3 items, how many of them were lost) over every kind of a :func:`lost_items` result."""
+    return sum(g["known"] for g in groups.values()), sum(len(g["lost"]) for g in groups.values())

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..runio import save_figure
-from .familiarity import FIRM_MARGIN, lost_items
+from .familiarity import FIRM_MARGIN, lost_items, lost_totals
 from .floor import informative, section_scores
 from .grading import GRADE_NAMES
 
@@ -118,9 +118,7 @@ def _lost_section(models: dict, base: str | None, suites: list[str]) -> list[str
             if lab == base or not o:
                 continue
             groups = lost_items(b, o)
-            known = sum(g["known"] for g in groups.values())
-            lost = sum(len(g["lost"]) for g in groups.values())
-            rows.append([suite, lab, known, lost, *(_lost_of(groups, kind) for kind in ("firm", "near_tie"))])
+            rows.append([suite, lab, *lost_totals(groups), *(lost_of(groups, kind) for kind in ("firm", "near_tie"))])
             firm_lost += [f"{suite}, {lab}: `{prompts[i]}`" for i in (groups.get("firm") or {}).get("lost", [])]
     if not rows:
         return []
@@ -136,8 +134,9 @@ def _lost_section(models: dict, base: str | None, suites: list[str]) -> list[str
     return out
 
 
-def _lost_of(groups: dict, kind: str) -> str:
-    """"lost of known" for one kind of item; "-" where the baseline recorded no margins (an older evaluation)."""
+def lost_of(groups: dict, kind: str) -> str:
+    """"lost of known" for one kind of a :func:`~.familiarity.lost_items` result; "-" where the baseline recorded no
+    margins (an older evaluation). The report and ``llm-unlearn run``'s before/after table both write it."""
     g = groups.get(kind)
     if g:
         return f"{len(g['lost'])} of {g['known']}"
