@@ -16,9 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("LLM_UNLEARN_SHARED", REPO.parent / "shared"))
-SHERLOCK = SHARED / "data" / "corpora" / "sherlock_holmes_adventures.txt"
-BENCHMARK_DIR = SHARED / "data" / "benchmarks"
+from llm_unlearn.datadir import data_dir  # noqa: E402  (the bundled data folder, or $LLM_UNLEARN_DATA)
+
+SHERLOCK = data_dir() / "corpora" / "sherlock_holmes_adventures.txt"
+BENCHMARK_DIR = data_dir() / "benchmarks"
 DEMO_RECIPE = REPO / "recipes" / "sherlock_smollm2.yaml"
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -151,7 +152,7 @@ def sherlock_blocks(tokenizer, max_blocks: int | None = None):
     from llm_unlearn.corpus import load_blocks
 
     if not SHERLOCK.is_file():
-        raise SystemExit(f"Sherlock corpus not found at {SHERLOCK} (set LLM_UNLEARN_SHARED)")
+        raise SystemExit(f"Sherlock corpus not found at {SHERLOCK} (point LLM_UNLEARN_DATA at a data folder holding it)")
     return load_blocks(str(SHERLOCK), tokenizer, BLOCK_SIZE, max_blocks=max_blocks)
 
 

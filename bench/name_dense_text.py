@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generic text rich in names, for WHP's retain guard (an issue-#16 experiment, session 10).
 
-    python bench/name_dense_text.py ../shared/data/wikitext2/valid.txt --out runs/name_dense_valid.txt
+    python bench/name_dense_text.py llm_unlearn/data/wikitext2/valid.txt --out runs/name_dense_valid.txt
     llm-unlearn run --out runs/X --set finetune.retain_corpus=runs/name_dense_valid.txt --overwrite
 
 The control suite's losses are famous names completed with invented ones ("The teenage detective Nancy" -> " Carter").
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-words", type=int, default=60, help="shortest paragraph kept (words)")
     args = parser.parse_args(argv)
     if not args.source.is_file():
-        raise SystemExit(f"error: {args.source} not found: give a text file (e.g. ../shared/data/wikitext2/valid.txt)")
+        raise SystemExit(f"error: {args.source} not found: give a text file (e.g. llm_unlearn/data/wikitext2/valid.txt)")
     kept = name_dense(args.source.read_text(encoding="utf-8"), args.chars, args.min_words)
     if not kept:
         raise SystemExit(f"error: {args.source} has no paragraph of at least {args.min_words} words")

@@ -1,7 +1,7 @@
 """Where WHP's collateral damage comes from (docs/results.md, session 7): the reinforced model's rise, and how far an
 unlearned model moved on other text.
 
-    python bench/style_rise.py --run runs/demo_merged [--text ../shared/data/corpora/alice_in_wonderland.txt]
+    python bench/style_rise.py --run runs/demo_merged [--text llm_unlearn/data/corpora/alice_in_wonderland.txt]
 
 Prints one JSON object:
 - ``rise``: per probability suite (Sherlock, control), the reinforced model's logit rise at the answer's first token

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Check the built-in benchmark scorer against lm-evaluation-harness on the same items, offline.
 
-For each task, the first N items of the shared file (``../shared/data/benchmarks``) are evaluated twice:
+For each task, the first N items of the bundled benchmark file (``llm_unlearn/data/benchmarks``) are evaluated twice:
 
 1. by lm-eval itself (``simple_evaluate`` with its ``hf`` model loading the model folder on its own), through
    local-file tasks that ``include`` lm-eval's own task YAMLs and only swap the dataset for the local items
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llm_unlearn.evaluation.benchmarks import BENCHMARK_FILES, LM_EVAL_METRICS, load_benchmark, score_benchmark  # noqa: E402
-from llm_unlearn.evaluation.core import shared_data_dir  # noqa: E402
+from llm_unlearn.datadir import default_benchmark_dir  # noqa: E402
 from llm_unlearn.evaluation.lm_eval_bridge import LOCAL_PREFIX, write_local_tasks  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--tasks", default=",".join(BENCHMARK_FILES), help="comma list (default: all six)")
     p.add_argument("--limit", type=int, default=200, help="first N items of each task (default 200)")
     p.add_argument("--limits", default="", help="per-task overrides, e.g. boolq=100,hellaswag=100")
-    p.add_argument("--benchmark-dir", help="default ../shared/data/benchmarks")
+    p.add_argument("--benchmark-dir", help="default: the bundled benchmarks (llm_unlearn/data/benchmarks)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 helps on a busy machine)")
     p.add_argument("--tolerance", type=float, default=0.5, help="allowed |difference| in accuracy points")
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     for part in filter(None, args.limits.split(",")):
         k, v = part.split("=")
         limits[k.strip()] = int(v)
-    data_dir = Path(args.benchmark_dir) if args.benchmark_dir else (shared_data_dir() or Path("missing")) / "benchmarks"
+    data_dir = Path(args.benchmark_dir) if args.benchmark_dir else default_benchmark_dir()
     if not data_dir.is_dir():
         print(f"benchmark folder not found: {data_dir} (pass --benchmark-dir)", file=sys.stderr)
         return 2
@@ -194,7 +194,7 @@ give the accuracies lm-evaluation-harness gives on the same items. This page rec
 
 ## How
 
-- Items: the first N items of each shared file in `../shared/data/benchmarks` (same items for both).
+- Items: the first N items of each bundled file in `llm_unlearn/data/benchmarks` (same items for both).
 - lm-eval side: `lm_eval.simple_evaluate(model="hf", model_args="pretrained=<folder>,dtype=float32", ...)`, zero-shot,
   with local-file tasks (`{prefix}<task>`) whose YAML `include`s lm-eval's own task file (`arc/arc_easy.yaml`,
   `piqa/piqa.yaml`, `super_glue/boolq/default.yaml`, `winogrande/default.yaml`, `hellaswag/hellaswag.yaml`) and only

@@ -1,7 +1,8 @@
 """Stage 0b: the target corpus, read and cut into token blocks.
 
 Reading: a .txt/.md file, a folder of them (recursive, sorted), a .jsonl file with a text field, a list of
-strings, a ``datasets.Dataset``, or a ``datasets`` Hub id (online use). Text is normalised to Unicode NFC and
+strings, a ``datasets.Dataset``, a file of the data folder as ``data:REL`` or a ``datasets`` source as
+``hf:NAME[:CONFIG][:SPLIT]`` (a Hub id online, or a local dataset folder offline; :mod:`llm_unlearn.datadir`). Text is normalised to Unicode NFC and
 ``\\r\\n`` line ends become ``\\n``; curly quotes and other characters are kept as they are.
 
 Blocking: each document is tokenized once with offset mappings and cut into blocks of at most ``block_size``
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .datadir import is_data_ref, is_hf_ref, parse_hf_ref, resolve_data_ref
 from .errors import CorpusError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -118,6 +120,11 @@ def read_corpus(source, text_field: str = "text", split: str = "train") -> list[
     """Read a target corpus into documents (see module docstring for accepted sources)."""
     if source is None:
         raise CorpusError("no corpus given: set corpus.path in the recipe (--set corpus.path=PATH)")
+    if is_data_ref(source):
+        source = resolve_data_ref(source, "corpus")
+    if is_hf_ref(source):
+        name, config, hf_split = parse_hf_ref(source)
+        return _read_hf_dataset(name, text_field, hf_split, config)
     if isinstance(source, str) and not os.path.exists(source) and "\n" not in source and _looks_like_dataset_id(source):
         return _read_hf_dataset(source, text_field, split)
     if isinstance(source, (str, os.PathLike)):
@@ -161,11 +168,11 @@ def _is_hf_dataset(obj) -> bool:
     return type(obj).__name__ == "Dataset" and hasattr(obj, "column_names")
 
 
-def _read_hf_dataset(name: str, text_field: str, split: str) -> list[Document]:
+def _read_hf_dataset(name: str, text_field: str, split: str, config: str | None = None) -> list[Document]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # datasets raises many types; all mean "cannot get it"
         raise CorpusError(f"could not load the dataset '{name}' (split {split}): {exc}. Offline? Pass a file path.") from exc
     return read_corpus(ds, text_field=text_field)

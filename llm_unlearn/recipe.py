@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Optional
 
 import yaml
 
+from .datadir import is_data_ref, is_hf_ref, resolve_data_ref
 from .errors import RecipeError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.grad_ascent import GradAscentConfig
@@ -476,7 +477,7 @@ class EvalConfig(_SectionChecks):
     enabled: bool = True
     suites: list = field(default_factory=list)  # folders of prompt suites (JSONL)
     benchmarks: list = field(default_factory=list)  # arc_easy, arc_challenge, boolq, piqa, winogrande, hellaswag
-    benchmark_dir: Optional[str] = None  # default ../shared/data/benchmarks
+    benchmark_dir: Optional[str] = None  # default: the bundled benchmarks (data:benchmarks)
     limit: Optional[int] = None  # items per benchmark
     wikitext: Optional[str] = None  # path to WikiText-2 test.txt (perplexity)
     perplexity_max_tokens: Optional[int] = 20000
@@ -640,6 +641,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> Recipe:
+        if isinstance(data, dict):
+            data = _resolve_data_refs(data)
         return _build(cls, data, source, prefix="")
 
     def to_dict(self) -> dict:
@@ -758,6 +761,10 @@ def _resolve_path(value: Any, base: Path, maybe_name: bool, key: str) -> Any:
     (recipes saved in run directories by older versions hold such paths), and the log says so."""
     if not isinstance(value, str) or not value or Path(value).is_absolute() or value.startswith("~"):
         return value
+    if is_data_ref(value):
+        return resolve_data_ref(value, key)
+    if is_hf_ref(value):
+        return value
     here = base / value
     if value.startswith(("./", "../")) or here.exists():
         return str(here.resolve())
@@ -768,6 +775,26 @@ def _resolve_path(value: Any, base: Path, maybe_name: bool, key: str) -> Any:
     if maybe_name and Path(value).suffix.lower() not in _FILE_SUFFIXES:
         return value
     return str(here.resolve())
+
+
+def _resolve_data_refs(data: dict) -> dict:
+    """``data:REL`` in any path key -> the file's absolute path in the data folder (:mod:`llm_unlearn.datadir`); the
+    same for recipes from YAML, ``--set`` and the Python API. Returns a copy when anything changed."""
+    out = None
+    for section, key in _PATH_KEYS | _PATH_LIST_KEYS:
+        sec = data.get(section)
+        if not isinstance(sec, dict):
+            continue
+        value = sec.get(key)
+        if is_data_ref(value):
+            new = resolve_data_ref(value, f"{section}.{key}")
+        elif isinstance(value, list) and any(is_data_ref(v) for v in value):
+            new = [resolve_data_ref(v, f"{section}.{key}") if is_data_ref(v) else v for v in value]
+        else:
+            continue
+        out = out or {**data}
+        out[section] = {**out[section], key: new}
+    return out or data
 
 
 def _resolve_relative_paths(data: dict, base: Path) -> dict:

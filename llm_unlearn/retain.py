@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .datadir import default_retain_text
+from .datadir import default_retain_text, is_hf_ref, resolve_data_ref
 from .errors import RecipeError
 from .losses import pad_batch
 
@@ -37,7 +37,8 @@ def retain_rows(recipe, tokenizer, limit_blocks: int = 256) -> list[dict]:
     from .corpus import load_blocks
 
     paths = retain_paths(recipe)
-    missing = [p for p in paths if not Path(p).is_file()]
+    paths = [resolve_data_ref(p, "finetune.retain_corpus") for p in paths]
+    missing = [p for p in paths if not (is_hf_ref(p) or Path(p).is_file())]
     if missing:
         raise RecipeError(f"the retain term needs generic text: {', '.join(missing)} not found; "
                           "set finetune.retain_corpus to a text file (or a list of them)")

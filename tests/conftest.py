@@ -1,5 +1,5 @@
 """Shared fixtures: real tokenizers from the packaged models, tiny random models built on them in code
-(seconds to build), and the shared data folder (tests skip with a reason when it is absent)."""
+(seconds to build), and the data folder the package carries (llm_unlearn/data: never absent, so never skipped)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LLM_UNLEARN_SHARED", REPO.parent / "shared"))
-SHARED_DATA = SHARED / "data"
-SHERLOCK = SHARED_DATA / "corpora" / "sherlock_holmes_adventures.txt"
+DATA = REPO / "llm_unlearn" / "data"
+SHERLOCK = DATA / "corpora" / "sherlock_holmes_adventures.txt"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -21,9 +20,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LLM_UNLEARN_CPU_BF16", "0")
 
 
-def need_shared(path: Path = SHARED_DATA) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (clone next to ../shared or set LLM_UNLEARN_SHARED)")
+def data_path(*parts: str) -> Path:
+    """A file of the bundled data folder; a missing one fails the test (the package carries it)."""
+    path = DATA.joinpath(*parts)
+    assert path.exists(), f"{path} is missing from the package's data folder"
     return path
 
 
@@ -34,7 +34,7 @@ def need_package(module: str, pip: str) -> None:
 
 @pytest.fixture(scope="session")
 def sherlock_path() -> Path:
-    return need_shared(SHERLOCK)
+    return data_path("corpora", "sherlock_holmes_adventures.txt")
 
 
 @pytest.fixture(scope="session")

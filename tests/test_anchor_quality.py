@@ -355,16 +355,16 @@ def test_trainer_batches_carry_position_weights():
     assert "weights" not in pad_batch([{"input_ids": [1, 2], "labels": [-100, 2]}], 0, "labels")
 
 
-# ---- the Alice corpus (../shared) -------------------------------------------------------------------------------
+# ---- the Alice corpus (bundled) --------------------------------------------------------------------------------
 def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
     """Issue 16 on a second book: none of the ordinary words the issue lists is an anchor (rules O1, N1); the
     hand-labelled kinds are measured (Faker substitutes here; the model's are measured by `llm-unlearn anchors`)."""
-    from conftest import SHARED_DATA, need_shared
+    from conftest import data_path
 
     from llm_unlearn.anchors import build_anchor_dictionary
     from llm_unlearn.corpus import read_corpus
 
-    path = need_shared(SHARED_DATA / "corpora" / "alice_in_wonderland.txt")
+    path = data_path("corpora", "alice_in_wonderland.txt")
     texts = [d.text for d in read_corpus(str(path))]
     d = build_anchor_dictionary(texts, AnchorsConfig(substitutes="faker"), progress=False)
     labels = load_kind_labels(DATA / "anchor_kinds_alice.yaml")

@@ -13,10 +13,10 @@ import pytest
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation import benchmarks as B
 from llm_unlearn.evaluation.scoring import Choice
-from tests.conftest import SHARED_DATA, need_shared
+from tests.conftest import DATA, data_path
 
 TASKS = list(B.BENCHMARK_FILES)
-BENCH_DIR = SHARED_DATA / "benchmarks"
+BENCH_DIR = DATA / "benchmarks"
 
 
 @pytest.fixture()
@@ -118,7 +118,7 @@ def test_acc_and_acc_norm_rules(monkeypatch):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_real_items_parsed_and_scored(task, tiny_llama):
-    need_shared(BENCH_DIR / B.BENCHMARK_FILES[task])
+    data_path("benchmarks", B.BENCHMARK_FILES[task])
     model, tok = tiny_llama
     items = B.load_benchmark(task, BENCH_DIR, limit=4)
     assert len(items) == 4
@@ -133,7 +133,7 @@ def test_real_items_parsed_and_scored(task, tiny_llama):
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
 def test_requests_identical_to_lm_eval(tmp_path):
     """lm-eval itself, reading the same items through its own task YAMLs, builds exactly our requests."""
-    need_shared(BENCH_DIR)
+    data_path("benchmarks")
     from llm_unlearn.evaluation.lm_eval_bridge import lm_eval_requests
 
     n = 40
@@ -150,7 +150,7 @@ def test_requests_identical_to_lm_eval(tmp_path):
 def test_agreement_script_on_a_tiny_model(tmp_path, tiny_model_dir):
     """eval/lm_eval_agreement.py end to end (lm-eval loads the model folder itself): a random model's
     accuracies must agree exactly with lm-eval's on the same items."""
-    need_shared(BENCH_DIR)
+    data_path("benchmarks")
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "eval" / "lm_eval_agreement.py"

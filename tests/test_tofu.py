@@ -8,12 +8,12 @@ import math
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, need_shared
+from conftest import DATA, data_path
 
 from llm_unlearn.tofu import metrics as M
 from llm_unlearn.tofu.data import QA_PER_AUTHOR, TofuDataError, build_tofu_data, load_split, read_records
 
-TOFU = SHARED_DATA / "tofu"
+TOFU = DATA / "tofu"
 
 
 # ---- loading (TOFU-D1..D4) -----------------------------------------------------------------------------------
@@ -50,8 +50,8 @@ def test_multiple_choice_records_without_perturbed_file(tmp_path):
         load_split(tmp_path, "real_authors")
 
 
-def test_every_shared_file_loads_and_has_tofu_structure():
-    need_shared(TOFU)
+def test_every_bundled_file_loads_and_has_tofu_structure():
+    data_path("tofu")
     sizes = {"full": 4000, "retain90": 3600, "retain95": 3800, "retain99": 3960, "forget01": 40, "forget05": 200,
              "forget10": 400, "retain_perturbed": 400, "holdout01": 40, "holdout05": 200, "holdout10": 400,
              "real_authors": 100, "world_facts": 117, "real_authors_perturbed": 100, "world_facts_perturbed": 117}
@@ -73,7 +73,7 @@ def test_every_shared_file_loads_and_has_tofu_structure():
 
 def test_cpu_subset_keeps_tofu_structure():
     """TOFU-D4: forget = the last authors, their rows of forgetXX_perturbed.json; retain = the first ones."""
-    need_shared(TOFU)
+    data_path("tofu")
     d = build_tofu_data(TOFU, "forget10", authors=16, eval_retain_items=40, eval_general_items=40)
     assert d.forget_authors == [198, 199] and d.retain_authors == list(range(14))
     forget_rows = load_split(TOFU, "forget10")
@@ -332,7 +332,7 @@ def test_recipes_load_and_cli_overrides(tmp_path):
     cpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_smollm2_cpu.yaml",
                                     ["methods=whp,npo", "data.authors=8", "train.learning_rate=3e-5"])
     assert cpu.methods == ["whp", "npo"] and cpu.data.authors == 8 and cpu.data.forget_authors == 4 and cpu.train.learning_rate == 3e-5
-    assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("shared/data/tofu")
+    assert cpu.train.mixed_precision == "bf16" and cpu.data.path.endswith("llm_unlearn/data/tofu")
     gpu = TofuBenchConfig.from_yaml(REPO / "recipes" / "tofu_full_gpu.yaml")
     assert gpu.data.authors is None and gpu.train.learning_rate == 1e-5
     assert gpu.train.batch_size * gpu.train.gradient_accumulation == 32

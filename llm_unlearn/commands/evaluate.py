@@ -30,10 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--suite", action="append", default=[], metavar="DIR", help="prompt suite folder (repeatable)")
     p.add_argument("--benchmarks", metavar="LIST", help="comma list of arc_easy, arc_challenge, boolq, piqa, "
                    "winogrande, hellaswag, or 'all'")
-    p.add_argument("--benchmark-dir", metavar="DIR", help="folder with the benchmark files (default ../shared/data/benchmarks)")
+    p.add_argument("--benchmark-dir", metavar="DIR", help="folder with the benchmark files (default: the bundled benchmarks)")
     p.add_argument("--limit", type=int, help="first N items of each benchmark")
     p.add_argument("--wikitext", nargs="?", const="auto", metavar="PATH",
-                   help="WikiText-2 perplexity; PATH of test.txt, or alone for ../shared/data/wikitext2/test.txt")
+                   help="WikiText-2 perplexity; PATH of test.txt, or alone for the bundled WikiText-2 test.txt")
     p.add_argument("--heldout", metavar="FILE", help="held-out target text for perplexity (a slice of the target "
                    "corpus the model was not unlearned on)")
     p.add_argument("--samples", type=int, help="completions per prompt (default 1 = greedy)")
@@ -114,12 +114,9 @@ def _config(args):
     if args.lm_eval_tasks:
         cfg.lm_eval_tasks = [t.strip() for t in args.lm_eval_tasks.split(",") if t.strip()]
     if args.wikitext == "auto":
-        from ..evaluation.core import shared_data_dir
+        from ..datadir import default_wikitext
 
-        data = shared_data_dir()
-        if data is None or not (data / "wikitext2" / "test.txt").is_file():
-            raise EvalError("--wikitext without a path needs ../shared/data/wikitext2/test.txt; pass the path instead")
-        cfg.wikitext = str(data / "wikitext2" / "test.txt")
+        cfg.wikitext = str(default_wikitext())
     elif args.wikitext:
         cfg.wikitext = args.wikitext
     if args.no_plots:

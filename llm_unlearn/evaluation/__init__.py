@@ -18,7 +18,6 @@ from __future__ import annotations
 _LAZY = {
     "evaluate": ("core", "evaluate"),
     "evaluate_model": ("core", "evaluate_model"),
-    "shared_data_dir": ("core", "shared_data_dir"),
     "load_suite": ("suites", "load_suite"),
     "draft_suite": ("suites", "draft_suite"),
     "Suite": ("suites", "Suite"),

@@ -1,6 +1,6 @@
 """Retained ability: built-in zero-shot multiple-choice scorer for six lm-eval benchmarks.
 
-Reads the shared files (``../shared/data/benchmarks``, formats in its README) and rebuilds exactly the prompts
+Reads the bundled files (``llm_unlearn/data/benchmarks``, formats in the data README) and rebuilds exactly the prompts
 lm-evaluation-harness uses for the same tasks (task YAMLs of lm-eval 0.4.x), so that numbers are comparable:
 
 ============= ========================================================= =================================
@@ -191,7 +191,7 @@ def load_benchmark(name: str, data_dir: str | Path, limit: int | None = None) ->
     if not path.is_file():
         hint = "" if folder.is_dir() else f" (the folder {folder} does not exist)"
         raise EvalError(f"benchmark '{name}' needs {path}{hint}. Point --benchmark-dir (eval.benchmark_dir) at a "
-                        f"folder with {', '.join(BENCHMARK_FILES.values())}; see ../shared/data/README.md for formats")
+                        f"folder with {', '.join(BENCHMARK_FILES.values())}; see llm_unlearn/data/README.md for formats")
     if limit is not None and limit < 1:
         raise EvalError(f"limit must be >= 1, got {limit}")
     items = read_hellaswag(path, limit) if name == "hellaswag" else _parse_jsonl(path, limit, _PARSERS[name])

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EvalError
+from ..errors import EvalError, RecipeError
 from ..recipe import EvalConfig
 from ..runio import atomic_write_json, atomic_write_text
 
@@ -18,20 +18,14 @@ logger = logging.getLogger(__name__)
 SCHEMA = "llm-unlearn-eval/1"
 
 
-def shared_data_dir() -> Path | None:
-    """The data folder (:func:`llm_unlearn.datadir.data_dir`); None when absent."""
-    from ..datadir import data_dir
-
-    return data_dir()
-
-
 def default_benchmark_dir() -> Path:
-    data = shared_data_dir()
-    if data is None:
-        raise EvalError("no benchmark folder: set eval.benchmark_dir / --benchmark-dir to a folder holding the "
-                        "benchmark files (arc_easy.jsonl, ...), or put the shared data at ../shared/data "
-                        "(or set LLM_UNLEARN_SHARED)")
-    return data / "benchmarks"
+    """The data folder's benchmark files (:mod:`llm_unlearn.datadir`)."""
+    from ..datadir import default_benchmark_dir as bundled
+
+    try:
+        return bundled()
+    except RecipeError as exc:
+        raise EvalError(f"{exc} (or set eval.benchmark_dir / --benchmark-dir)") from exc
 
 
 def _prepare(spec_or_pair, config: EvalConfig):

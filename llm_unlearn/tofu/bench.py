@@ -29,6 +29,7 @@ from typing import Optional
 
 import yaml
 
+from ..datadir import is_data_ref, resolve_data_ref
 from ..errors import RecipeError, RunDirError
 from ..runio import atomic_write_json, atomic_write_text, save_figure
 from .chat import chat_corpus_text, template_terms
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TofuDataConfig:
-    path: Optional[str] = None  # the TOFU folder (default: ../shared/data/tofu next to the project)
+    path: Optional[str] = None  # the TOFU folder (default: the bundled TOFU files; data:tofu)
     authors: Optional[int] = None  # None = all 200 authors (TOFU); N = a subset keeping TOFU's structure
     eval_retain_items: Optional[int] = None  # evaluate on at most this many retain_perturbed QA (None = all)
     eval_general_items: Optional[int] = None  # at most this many real-author / world-fact questions each
@@ -51,6 +52,8 @@ class TofuDataConfig:
     forget_authors: Optional[int] = None  # with authors=N: how many of them are forgotten (default N x the split's %)
 
     def __post_init__(self):
+        if is_data_ref(self.path):  # data:tofu, the bundled (or $LLM_UNLEARN_DATA) TOFU folder
+            self.path = resolve_data_ref(self.path, "data.path")
         for name in ("authors", "eval_retain_items", "eval_general_items", "eval_forget_items", "forget_authors"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -152,7 +155,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def default_data_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
+    """The data folder's TOFU files (:mod:`llm_unlearn.datadir`)."""
+    from ..datadir import default_tofu_dir
+
+    return default_tofu_dir()
 
 
 def _load_weights(path: str | Path, device: Optional[str]):
