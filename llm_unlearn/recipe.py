@@ -555,6 +555,8 @@ class AttackConfig(_SectionChecks):
     in_context_k: list = field(default_factory=lambda: [3, 10])
     quant_bits: list = field(default_factory=lambda: [8, 4])
     quant_group_size: int = 128
+    # GGUF formats (llama.cpp's deployment rounding; the base's own format is always added when it came from GGUF)
+    quant_formats: list = field(default_factory=lambda: ["Q8_0", "Q4_1", "Q4_0", "Q5_0", "Q4_K"])
     languages: Optional[list] = None  # default: every language the suite holds
     chat_max_new_tokens: int = 48
     bootstrap: int = 1000
@@ -583,6 +585,10 @@ class AttackConfig(_SectionChecks):
             raise RecipeError(f"attack.in_context_k must be positive integers (got {self.in_context_k})")
         if not isinstance(self.quant_bits, list) or any(b not in (2, 3, 4, 8) for b in self.quant_bits):
             raise RecipeError(f"attack.quant_bits must be among 2, 3, 4, 8 (got {self.quant_bits})")
+        gguf_formats = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "Q4_K")  # llm_unlearn.attacks.gguf_formats.FORMATS
+        if not isinstance(self.quant_formats, list) or any(f not in gguf_formats for f in self.quant_formats):
+            raise RecipeError(f"attack.quant_formats must be among {', '.join(gguf_formats)} "
+                              f"(got {self.quant_formats})")
 
 
 @dataclass

@@ -40,6 +40,7 @@ class AttackContext:
     relearn_lr: float = 3e-4
     plain: dict = field(default_factory=dict)  # suite name -> {"base": measure, "unlearned": measure}
     work_dir: str | None = None
+    base_spec: str | None = None  # where the base came from (its GGUF file gives the base's own format, ATK-Q5)
 
     def models(self, control: bool = True):
         """(label, model, tokenizer) of the unlearned model and, when ``control``, the base model."""

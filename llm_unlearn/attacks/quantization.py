@@ -16,6 +16,9 @@ this way).
   codes that change at all, and the mean ``|dW|`` in quantization steps. A delta much smaller than a step is
   not rounded to zero on average: a few weights near a rounding boundary jump a whole step, so ``norm_ratio``
   can exceed 1 while ``cosine`` is small; the delta becomes sparse, large noise in its direction.
+* ATK-Q5: deployment formats: the model rounded to GGUF block formats (``attack.quant_formats``: Q8_0, Q5_1,
+  Q5_0, Q4_1, Q4_0, Q4_K) as llama.cpp would ship it, always with the base's own format first when the base came
+  from a GGUF file (rules GG1-GG4 in :mod:`.gguf_formats`); the base model rounded the same way is the control.
 """
 
 from __future__ import annotations
@@ -122,4 +125,43 @@ def run(ctx: AttackContext) -> list[Row]:
                                     info={"delta_survival": survival} if label == "unlearned" else {}))
             finally:
                 del q
+    for plan in gguf_plans(ctx):
+        rows += _gguf_rows(ctx, plan)
+    return rows
+
+
+def gguf_plans(ctx: AttackContext) -> list:
+    """ATK-Q5: the base's own GGUF format first (when the base came from a GGUF file), then each format of
+    ``attack.quant_formats`` (GG3); a format equal to the base file's type is measured once, as the file's."""
+    from .gguf_formats import base_plan, linear_plan
+
+    plans = []
+    base = base_plan(ctx.base[0], ctx.base_spec) if ctx.base_spec else None
+    if base is not None:
+        plans.append(base)
+    for fmt in ctx.config.quant_formats:
+        if base is not None and base.label.split(" ")[0] == fmt:
+            continue
+        plans.append(linear_plan(ctx.unlearned[0], fmt))
+    return plans
+
+
+def _gguf_rows(ctx: AttackContext, plan) -> list[Row]:
+    """ATK-Q5: base and unlearned model rounded by one GGUF plan (the base is the control, ATK-Q3)."""
+    from .gguf_formats import delta_vs_steps, rounded_copy
+
+    rows = []
+    variant = f"gguf {plan.label}"
+    survival = delta_vs_steps(ctx.base[0], ctx.unlearned[0], plan)
+    for label, model, tok in ctx.models():
+        q, applied = rounded_copy(model, plan)
+        try:
+            for suite in ctx.suites:
+                m = ctx.scorer.suite(q, tok, suite, label=f"{variant} {label}")
+                info = {"gguf": {**applied, "notes": plan.notes, "from_file": plan.from_file}}
+                if label == "unlearned":
+                    info["gguf_delta"] = survival
+                rows.append(Row(NAME, variant, suite.name, label, m, info=info))
+        finally:
+            del q
     return rows

@@ -25,6 +25,16 @@ def _rec(r: dict | None) -> str:
     return s
 
 
+def _rec_vc(r: dict | None) -> str:
+    """ATK-R2: recovery against the control (the base model under the same attack)."""
+    if not r or r.get("recovery_vs_control") is None:
+        return "–"
+    s = f"{r['recovery_vs_control']:+.2f}"
+    if r.get("vs_control_ci_low") is not None:
+        s += f" [{r['vs_control_ci_low']:+.2f}, {r['vs_control_ci_high']:+.2f}]"
+    return s
+
+
 def render_markdown(doc: dict) -> str:
     lines = ["# Attack report: does the forgetting hold?", "",
              f"- unlearned model: `{doc['model']}`", f"- base model: `{doc['base']}`",
@@ -38,22 +48,28 @@ def render_markdown(doc: dict) -> str:
               "Rows marked † are other items (another language, chat questions, two-choice items): their recovery "
               "is 1 − (relative forgetting on them) / (relative forgetting on the plain suite), relative forgetting "
               "= (base − unlearned) / (base − chance). The `base` rows are the control: the base model under the "
-              "same attack.", "",
+              "same attack. Recovery vs control = 1 − (control − attacked) / (base − unlearned): the share of the "
+              "plain gap the attack closes once its effect on the base model is taken out (an attack that damages "
+              "every model alike, such as coarse rounding, can lower both models and show a high plain recovery "
+              "with none against the control). The `none / plain` rows are the absolute before / after numbers.",
+              "",
               "| attack | variant | suite | model | familiarity | P(target) | accuracy | recovery (familiarity) "
-              "| recovery (P / accuracy) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| recovery (P / accuracy) | vs control (familiarity) | vs control (P) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         mark = _KIND_NOTE.get(r["kind"], "")
         for label in ("base", "unlearned"):
             s = r["scores"].get(label)
             if s is None:
                 continue
-            rec_f = rec_p = ""
+            rec_f = rec_p = vc_f = vc_p = ""
             if label == "unlearned" and r["attack"] != "none":
                 rec_f = _rec(r["recovery"].get("familiarity"))
                 rec_p = _rec(r["recovery"].get("prob") or r["recovery"].get("accuracy"))
+                vc_f = _rec_vc(r["recovery"].get("familiarity"))
+                vc_p = _rec_vc(r["recovery"].get("prob"))
             lines.append(f"| {r['attack']}{mark} | {r['variant']} | {r['suite']} | {label} | {_f(s['familiarity'])} "
-                         f"| {_f(s['prob'], 4)} | {_f(s['accuracy'])} | {rec_f} | {rec_p} |")
+                         f"| {_f(s['prob'], 4)} | {_f(s['accuracy'])} | {rec_f} | {rec_p} | {vc_f} | {vc_p} |")
     extra = []
     for r in doc["results"]:
         surv = (r.get("info") or {}).get("delta_survival")
@@ -64,6 +80,19 @@ def render_markdown(doc: dict) -> str:
                          f"{surv['share_codes_changed']:.1%} "
                          f"of the integer codes change vs {surv['share_delta_nonzero']:.1%} of the full-precision "
                          f"weights; mean |ΔW| = {_f(surv['mean_abs_delta_in_steps'], 3)} quantization steps.")
+        gd = (r.get("info") or {}).get("gguf_delta")
+        if gd:
+            below = gd.get("share_below_half_step")
+            extra.append(f"- {r['variant']}: {gd['share_delta_nonzero']:.1%} of the rounded weights were changed by "
+                         f"unlearning, {'–' if below is None else f'{below:.1%}'} of those by less than half a "
+                         f"quantization step of the base's block; after rounding, {gd['share_changed_after']:.1%} "
+                         f"differ from the rounded base; the delta keeps {_f(gd['projection'], 2)} of itself in its "
+                         f"own direction (cosine {_f(gd['cosine'], 2)}).")
+        gg = (r.get("info") or {}).get("gguf")
+        if gg and (gg.get("kept") or gg.get("notes")):
+            extra.append(f"- {r['variant']}: formats used {gg.get('formats')}; "
+                         f"{len(gg.get('kept') or [])} weights kept in full precision (row width)"
+                         + "".join(f"; {n}" for n in gg.get("notes") or []))
         loss = (r.get("info") or {}).get("text_loss")
         if loss and r["attack"] == "relearn":
             extra.append(f"- relearn on {r['info'].get('source')} text ({r['info'].get('blocks')} blocks, "

@@ -62,7 +62,8 @@ def attack(model, base, suites: list, out_dir: str | Path, config: AttackConfig 
     ctx = AttackContext(base=(b_model, b_tok), unlearned=(u_model, u_tok), suites=loaded, scorer=scorer,
                         config=config, heldout_texts=[t for t in heldout_texts or [] if t.strip()],
                         relearn_texts=dict(relearn_texts or {}),
-                        relearn_lr=relearn_lr if relearn_lr is not None else (config.relearn_lr or 3e-4))
+                        relearn_lr=relearn_lr if relearn_lr is not None else (config.relearn_lr or 3e-4),
+                        base_spec=b_spec if isinstance(b_spec, str) else None)
     skipped = {}
     for name in names:  # inputs each attack needs, checked before the long part
         check = getattr(attack_module(name), "missing_input", None)

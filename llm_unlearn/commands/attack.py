@@ -38,7 +38,14 @@ def register(subparsers) -> None:
     p.add_argument("--relearn-steps", metavar="LIST", help="optimizer steps, comma list (default 20,100)")
     p.add_argument("--relearn-lr", type=float, help="relearn learning rate (default: the recipe's finetune lr)")
     p.add_argument("--in-context-k", metavar="LIST", help="solved examples per prompt, comma list (default 3,10)")
-    p.add_argument("--quant-bits", metavar="LIST", help="quantization bits, comma list (default 8,4)")
+    p.add_argument("--quant-bits", metavar="LIST", help="round-to-nearest integer quantization (groups of 128), bits "
+                   "as a comma list (default 8,4; 'none' for no such rows)")
+    p.add_argument("--quant-formats", metavar="LIST",
+                   help="GGUF formats, rounded as llama.cpp ships a model (gguf's own quantizers): comma list of "
+                        "Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, Q4_K (Q4_K where the row width is a multiple of 256, else "
+                        "llama.cpp's Q5_0 fallback); default Q8_0,Q4_1,Q4_0,Q5_0,Q4_K; 'none' for none. The base's "
+                        "own format is always added when the base came from a GGUF file (smollm2-135m: Q4_1, "
+                        "gemma3-270m: Q4_K_M)")
     p.add_argument("--languages", metavar="LIST", help="languages of the suite to use (default: all it holds)")
     p.add_argument("--no-control", action="store_true", help="do not relearn the base model as control")
     p.add_argument("--max-new-tokens", type=int)
@@ -81,7 +88,10 @@ def _settings(args):
         if args.in_context_k:
             cfg.in_context_k = _ints(args.in_context_k, "--in-context-k")
         if args.quant_bits:
-            cfg.quant_bits = _ints(args.quant_bits, "--quant-bits")
+            cfg.quant_bits = [] if args.quant_bits.strip() == "none" else _ints(args.quant_bits, "--quant-bits")
+        if args.quant_formats:
+            cfg.quant_formats = [] if args.quant_formats.strip() == "none" else [
+                x.strip().upper() for x in args.quant_formats.split(",") if x.strip()]
         cfg.validate()  # the checks again, on the values given here
     except RecipeError as exc:
         raise EvalError(str(exc)) from exc

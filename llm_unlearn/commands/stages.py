@@ -73,7 +73,25 @@ def run(args) -> int:
         eval_json = pipe.run.eval_dir / "eval.json"
         if manifest["stages"].get("eval", {}).get("status") == "done" and eval_json.exists():
             print_before_after(json.loads(eval_json.read_text()))
+            print_rounding_warning(recipe.model.spec, pipe.run.export_model)
     return 0
+
+
+def print_rounding_warning(base_spec: str, model_path) -> str | None:
+    """Rule GG5 (llm_unlearn.attacks.gguf_formats): under the before/after table, say when the unlearned model's
+    weight changes are mostly smaller than half a quantization step of the base's own GGUF format."""
+    import logging
+
+    from ..attacks.gguf_formats import rounding_message, run_rounding_check
+
+    try:
+        message = rounding_message(run_rounding_check(base_spec, model_path))
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not fail a finished run
+        logging.getLogger(__name__).warning("could not compare the weight changes with the base's GGUF format: %s", exc)
+        return None
+    if message:
+        print(message)
+    return message
 
 
 def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
