@@ -163,12 +163,87 @@ def test_in_context_attack_scores_with_context_but_grades_the_original_prompt(mi
     suite = load_suite(mini_suite)
     m = scoring.Scorer(EvalConfig(), progress=False).suite(model, tok, suite, context=examples_context(suite, 10),
                                                          cut_at_newline=True)
-    assert len(seen) == 5 and all(s.count("\n") == 4 for s in seen)  # k=10 capped at the 4 other items
+    # ATK-I1: c2's answer is Holmes, which every other item's text names: it gets no example at all (the old pool
+    # gave it four lines naming Holmes, and the model scored by copying); the others get the items that do not
+    # share or name their answer
+    assert len(seen) == 5 and seen[1] == suite.completion[1].prompt
     by_id = dict(zip(m["items"]["familiarity"]["ids"], m["items"]["familiarity"]["values"], strict=True))
-    assert by_id["c2"] == 1.0  # "Holmes" is c2's reference
+    assert set(by_id) == {"c1", "c2", "c3", "c4", "c5"} and m["left_out"] == {"completion": 0, "probability": 0}
+    assert by_id["c2"] == 1.0  # "Holmes" is c2's reference, produced without being shown
     # c1 names Holmes in its own prompt (so Holmes is no grade-2 anchor there), and the second line (Watson,
     # c1's reference) is cut off: only the genre-less first line is graded
     assert by_id["c1"] == 0.0
+
+
+def test_items_whose_answer_the_attack_text_names_are_not_scored(mini_suite, tiny_llama):
+    """ATK-S1: a prefix that names Holmes (and Mycroft) leaves out the items answered by them; recovery is computed
+    on the items kept, for every model."""
+    from llm_unlearn.attacks.base import Row
+    from llm_unlearn.attacks.runner import pair_rows
+    from llm_unlearn.attacks.scoring import Scorer, answer_terms, copied
+
+    assert answer_terms(["Mycroft Holmes", "Dr. Watson", "Holmes"]) == ["Mycroft Holmes", "Mycroft", "Dr. Watson",
+                                                                        "Holmes"]
+    assert copied("I like the Holmes stories.", ["Holmes"]) and not copied("Holmesian", ["Holmes"])
+    model, tok = tiny_llama
+    suite = load_suite(mini_suite)
+    scorer = Scorer(EvalConfig(max_new_tokens=2), progress=False)
+    prefix = "Tell me about Sherlock Holmes and his brother Mycroft.\n\n"
+    m = scorer.suite(model, tok, suite, context=lambda kind, pid: prefix)
+    assert m["left_out"] == {"completion": 2, "probability": 1}  # c2 (Holmes), c4 (Mycroft); p2 (Holmes)
+    assert set(m["items"]["familiarity"]["ids"]) == {"c1", "c3", "c5"}
+    assert set(m["items"]["prob"]["ids"]) == {"p1", "p3"}
+    plain = {"base": scorer.suite(model, tok, suite), "unlearned": scorer.suite(model, tok, suite)}
+    rows = [Row("jailbreak", "x", "mini", "unlearned", m), Row("jailbreak", "x", "mini", "base", m)]
+    res = pair_rows(rows, {"mini": plain}, AttackConfig(bootstrap=10))
+    assert res[0]["recovery"]["prob"]["n"] == 2
+
+
+def test_in_context_examples_never_carry_the_scored_answer():
+    """ATK-I1 on the Sherlock suite: no example shares the scored item's answers or names them."""
+    from llm_unlearn.attacks.scoring import copied
+
+    suite = load_suite(SHERLOCK_SUITE)
+    ctx = examples_context(suite, 3, seed=0)
+    for p in suite.completion:
+        assert not copied(ctx("completion", p.id), p.references), p.id
+    for p in suite.probability:
+        assert not copied(ctx("probability", p.id), [p.target]), p.id
+    with_examples = sum(bool(ctx("completion", p.id)) for p in suite.completion)
+    assert with_examples > len(suite.completion) // 2  # most items still get examples
+
+
+def test_passage_variants_are_what_their_names_say(tiny_llama):
+    """ATK-I2: ``passage`` is the suite's passage.txt (a pastiche), ``heldout-text`` the held-out target text."""
+    from llm_unlearn.attacks.base import AttackContext
+    from llm_unlearn.attacks.in_context import passage_texts
+    from llm_unlearn.attacks.scoring import Scorer
+
+    suite = load_suite(SHERLOCK_SUITE)
+    held = " ".join(f"word{i}" for i in range(400))
+    ctx = AttackContext(base=tiny_llama, unlearned=tiny_llama, suites=[suite], scorer=Scorer(progress=False),
+                        config=AttackConfig(), heldout_texts=[held])
+    texts = passage_texts(ctx, suite)
+    assert texts["passage"] == (SHERLOCK_SUITE / "passage.txt").read_text(encoding="utf-8").strip()
+    assert texts["heldout-text"].split() == held.split()[:150]
+    ctx.heldout_texts = []
+    assert list(passage_texts(ctx, suite)) == ["passage"]
+
+
+def test_run_heldout_text_is_the_relearn_split_never_validation(tmp_path, smol_tokenizer):
+    """ATK-RL2: the validation blocks chose the checkpoint: a run without a relearn split gives no held-out text."""
+    from llm_unlearn.attacks import heldout_from_run
+    from llm_unlearn.corpus import Document, make_blocks, save_blocks
+
+    blocks = make_blocks([Document("d", "Holmes and Watson walked to Baker Street. " * 40)], smol_tokenizer, 32)
+    (tmp_path / "corpus").mkdir()
+    save_blocks(blocks, tmp_path / "corpus" / "blocks.jsonl")
+    split = {"train": list(range(2, len(blocks))), "validation": [0, 1], "relearn": []}
+    (tmp_path / "corpus" / "split.json").write_text(json.dumps(split))
+    assert heldout_from_run(tmp_path) == []
+    split.update(relearn=[2], train=list(range(3, len(blocks))))
+    (tmp_path / "corpus" / "split.json").write_text(json.dumps(split))
+    assert heldout_from_run(tmp_path) == [blocks[2].text]
 
 
 # ---- languages (ATK-L1) -------------------------------------------------------------------------------------
@@ -261,13 +336,15 @@ def test_attack_end_to_end(tmp_path, mini_suite, smol_tokenizer):
     from llm_unlearn.attacks import attack
 
     base, unlearned = build_tiny_llama(smol_tokenizer, seed=0), build_tiny_llama(smol_tokenizer, seed=1)
-    cfg = AttackConfig(relearn_steps=[2], in_context_k=[2], quant_bits=[4], bootstrap=100, relearn_block_size=32)
+    cfg = AttackConfig(relearn_steps=[2], in_context_k=[2], quant_bits=[4], quant_formats=["Q8_0"], bootstrap=100,
+                       relearn_block_size=32)
     doc = attack((unlearned, smol_tokenizer), (base, smol_tokenizer), [mini_suite], tmp_path / "out", config=cfg,
                  eval_config=EvalConfig(max_new_tokens=4), heldout_texts=["Holmes and Watson walked. " * 20],
                  relearn_lr=1e-3, progress=False)
     assert set(doc["attacks"]) == {"in_context", "jailbreak", "languages", "chat", "quantization", "relearn"}
     variants = {(r["attack"], r["variant"]) for r in doc["results"]}
-    assert {("none", "plain"), ("in_context", "k=2"), ("in_context", "passage"), ("quantization", "int4"),
+    assert {("none", "plain"), ("in_context", "k=2"), ("in_context", "heldout-text"), ("quantization", "int4"),
+            ("quantization", "gguf Q8_0"),
             ("relearn", "heldout-2"), ("languages", "fr"), ("chat", "questions"), ("chat", "two-choice"),
             ("jailbreak", "permission"), ("jailbreak", "chat-system")} <= variants
     for r in doc["results"]:

@@ -24,7 +24,10 @@ __all__ = ["ATTACKS", "attack", "attack_run", "parse_attacks", "heldout_from_run
 
 
 def heldout_from_run(run_dir: str | Path) -> list[str]:
-    """Target text of a run that no stage trained on: its ``relearn`` blocks, else its ``validation`` blocks."""
+    """ATK-RL2: target text of a run that neither training nor checkpoint selection saw: its ``relearn`` blocks
+    (``corpus.relearn_fraction`` > 0). The ``validation`` blocks are never used: they chose the checkpoint, so
+    relearning on them would train on text the run was tuned against. A run without a relearn split gives none
+    (a warning says so)."""
     from ..corpus import read_blocks
     from ..errors import RunDirError
     from ..rundir import RunPaths
@@ -35,8 +38,15 @@ def heldout_from_run(run_dir: str | Path) -> list[str]:
                           "corpus stage")
     split = json.loads(run.split.read_text())
     blocks = read_blocks(run.blocks)
-    key = "relearn" if split.get("relearn") else "validation"
-    return [blocks[i].text for i in split.get(key, [])]
+    if not split.get("relearn"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s has no relearn split (corpus.relearn_fraction was 0): no held-out text from it; its validation blocks "
+            "chose the checkpoint and are not used. Give --heldout FILE, or rerun with corpus.relearn_fraction > 0",
+            run.root)
+        return []
+    return [blocks[i].text for i in split["relearn"]]
 
 
 def _named_texts(entries: list[str]) -> dict[str, list[str]]:

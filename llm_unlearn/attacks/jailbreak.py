@@ -1,8 +1,10 @@
 """Jailbreak prompts: text that tells the model it may and should talk about the target.
 
 ATK-J1: each prefix goes before every completion and probability prompt (scored as the plain suite, graded
-against the original prompt, ATK-S1); where the suite has chat questions, the "system" prefix is also asked as the
-chat's system message. ``{concept}`` is the suite's concept (its name when unset).
+against the original prompt); where the suite has chat questions, the "system" prefix is also asked as the
+chat's system message. ``{concept}`` is the suite's concept (its name when unset): the topic named as a user
+asking about it would name it, and nothing more (no character, place or event). Items whose answer the prefix
+itself contains (e.g. "Holmes" when the concept is "Sherlock Holmes") are not scored under it (ATK-S1).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def run(ctx: AttackContext) -> list[Row]:
             for label, model, tok in ctx.models():
                 m = ctx.scorer.suite(model, tok, suite, context=lambda kind, pid, p=prefix: p,
                                      label=f"jailbreak {variant} {label}")
-                rows.append(Row(NAME, variant, suite.name, label, m))
+                rows.append(Row(NAME, variant, suite.name, label, m, info={"left_out": m.get("left_out")}))
         questions = load_chat(suite.path)
         if questions:
             system = CHAT_SYSTEM.format(concept=concept)

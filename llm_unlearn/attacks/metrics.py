@@ -97,13 +97,14 @@ def cross_recovery_ci(probe_base, probe_unlearned, plain_base, plain_unlearned, 
 
 
 def aligned(measure: dict, key: str, ids: list[str] | None = None) -> tuple[list[str], list[float]]:
-    """(ids, values) of a measurement's items for ``key``, reordered to ``ids`` when given."""
+    """(ids, values) of a measurement's items for ``key``, reordered to ``ids`` when given (``ids`` may be a subset:
+    the items an attack scored, ATK-S1)."""
     part = (measure.get("items") or {}).get(key)
     if not part:
         return [], []
     if ids is None:
         return list(part["ids"]), list(part["values"])
     by_id = dict(zip(part["ids"], part["values"], strict=True))
-    if set(by_id) != set(ids):
+    if not set(ids) <= set(by_id):
         raise ValueError(f"measurements of {key} are on different items")
     return list(ids), [by_id[i] for i in ids]

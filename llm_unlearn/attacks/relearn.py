@@ -5,8 +5,9 @@ Hu et al. 2025).
   causal-LM loss for ``max(steps)`` optimizer steps at a constant learning rate (default: the recipe's
   ``finetune.learning_rate``), one run per text source and model; the adapter is snapshotted after each of
   ``steps`` (20 and 100 by default), so the 20-step model is exactly a 20-step run.
-* ATK-RL2: sources are (a) held-out target text that no stage trained on (the run's ``relearn`` blocks, else its
-  ``validation`` blocks, or ``--heldout FILE``) and (b) any text the user names (``--relearn-text NAME=FILE``).
+* ATK-RL2: sources are (a) held-out target text that neither training nor checkpoint selection saw (the run's
+  ``relearn`` blocks, never its ``validation`` blocks, which chose the checkpoint; or ``--heldout FILE``) and
+  (b) any text the user names (``--relearn-text NAME=FILE``).
 * ATK-RL3: the loss curve (every step) and the mean loss on the relearn text before and at each snapshot are
   recorded; the base model is relearned the same way as the control (``attack.relearn_control``).
 

@@ -80,6 +80,11 @@ def render_markdown(doc: dict) -> str:
                          f"{surv['share_codes_changed']:.1%} "
                          f"of the integer codes change vs {surv['share_delta_nonzero']:.1%} of the full-precision "
                          f"weights; mean |ΔW| = {_f(surv['mean_abs_delta_in_steps'], 3)} quantization steps.")
+        left = (r.get("info") or {}).get("left_out")
+        if left and any(left.values()):
+            extra.append(f"- {r['attack']} {r['variant']} ({r['suite']}): {left['completion']} completion and "
+                         f"{left['probability']} probability items not scored: the attack text names their answer "
+                         "(their recovery would be copying)")
         gd = (r.get("info") or {}).get("gguf_delta")
         if gd:
             below = gd.get("share_below_half_step")

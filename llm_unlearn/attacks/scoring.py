@@ -8,8 +8,12 @@ Without an attack context the two functions of :mod:`llm_unlearn.evaluation.fami
 Rules:
 
 * ATK-S1: a prompt-side attack (in-context examples, a passage, a jailbreak prefix) changes only what the model
-  reads. The completion is graded against the ORIGINAL prompt, so anchors that the attack text itself names
-  still count when the model produces them (the grader would otherwise skip them as "already in the prompt").
+  reads, and the completion is graded against the ORIGINAL prompt. An item whose answer the attack text itself
+  contains is not scored under that attack (a model that repeats it copies, it does not recover): a completion
+  item when one of its references, or the first word of a multi-word reference (a first name: "Mycroft" of
+  "Mycroft Holmes"), occurs in the attack text as a whole word (casefolded); a probability item when its target
+  does. The row records how many items were left out; its recovery is computed on the items kept, for the base
+  and unlearned models too (:func:`copied`).
 * ATK-S2: with in-context examples one per line, a completion ends at its first newline: the next line is the
   model inventing another example, not its answer to the scored prompt.
 * ATK-S3: chat answers are matched on the grader's normalised tokens (casefold, lemmas), any accepted answer.
@@ -20,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +35,28 @@ from ..evaluation.suites import Suite
 from ..recipe import EvalConfig
 
 ContextFn = Callable[[str, str], str]  # (kind "completion" | "probability", item id) -> text put before the prompt
+
+_NOT_NAMES = {"the", "a", "an", "dr", "dr.", "mr", "mr.", "mrs", "mrs.", "miss", "sir", "lord", "lady", "of"}
+
+
+def answer_terms(references: list[str]) -> list[str]:
+    """ATK-S1: the strings whose presence in an attack text gives an item's answer away."""
+    out = []
+    for ref in references:
+        ref = ref.strip()
+        if not ref:
+            continue
+        out.append(ref)
+        words = ref.split()
+        if len(words) > 1 and words[0][:1].isupper() and words[0].casefold() not in _NOT_NAMES and len(words[0]) > 2:
+            out.append(words[0])
+    return list(dict.fromkeys(out))
+
+
+def copied(text: str, references: list[str]) -> bool:
+    """ATK-S1: whether ``text`` contains one of the answer terms as a whole word (casefolded)."""
+    low = text.casefold()
+    return any(re.search(r"(?<!\w)" + re.escape(t.casefold()) + r"(?!\w)", low) for t in answer_terms(references))
 
 
 @dataclass
@@ -69,11 +96,15 @@ class Scorer:
                 comp_items = [(it["id"], it["grade"] / 3, it["completions"][0]) for it in comp.get("items", [])]
                 prob_items = [(it["id"], it["prob"]) for it in prob.get("items", [])]
             else:
+                suite, left_out = _without_copied(suite, context)
                 comp_items = self._completion(model, tokenizer, suite, context, cut_at_newline, label)
                 prob_items = self._probability(model, tokenizer, suite, context, label)
         finally:
             model.train(was_training)
-        return _measure(familiarity=comp_items, prob=prob_items)
+        m = _measure(familiarity=comp_items, prob=prob_items)
+        if context is not None:
+            m["left_out"] = left_out
+        return m
 
     def _completion(self, model, tokenizer, suite, context, cut, label):
         if not suite.completion:
@@ -133,6 +164,18 @@ class Scorer:
         for it, (t, f) in zip(items, scored, strict=True):
             rows.append((it.id, float(t.logprob > f.logprob), f"{t.logprob:.2f} vs {f.logprob:.2f}"))
         return _measure(accuracy=rows)
+
+
+def _without_copied(suite: Suite, context: ContextFn | None) -> tuple[Suite, dict]:
+    """ATK-S1: the suite without the items whose answer the attack text contains, and how many were left out."""
+    import dataclasses
+
+    if context is None:
+        return suite, {"completion": 0, "probability": 0}
+    comp = [p for p in suite.completion if not copied(context("completion", p.id), p.references)]
+    prob = [p for p in suite.probability if not copied(context("probability", p.id), [p.target])]
+    left = {"completion": len(suite.completion) - len(comp), "probability": len(suite.probability) - len(prob)}
+    return dataclasses.replace(suite, completion=comp, probability=prob), left
 
 
 def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
