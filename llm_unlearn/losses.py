@@ -62,3 +62,32 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     per_token = torch.nn.functional.cross_entropy(shift.transpose(1, 2), target, ignore_index=-100, reduction="none")
     count = (target != -100).sum(-1)
     return per_token.sum(-1), count
+
+
+def chat_answer_labels(input_ids: list[int], header: list[int], end: list[int]) -> list[int] | None:
+    """Rule L1 (answer tokens only, as TOFU and open-unlearning train): the labels of a chat-formatted row: the
+    tokens after each assistant header (``header``: the ids the chat template puts before an answer) up to and
+    including the end-of-turn marker (``end``), -100 everywhere else (system prompt, question, template). None when
+    the row holds no assistant header (plain text: every token is supervised, as before)."""
+    n, h = len(input_ids), len(header)
+    if not h or not end:
+        return None
+    labels = [-100] * n
+    found = False
+    i = 0
+    while i <= n - h:
+        if input_ids[i:i + h] != header:
+            i += 1
+            continue
+        found = True
+        j = i + h
+        while j < n:
+            labels[j] = input_ids[j]
+            if input_ids[j:j + len(end)] == end:
+                for k in range(j, min(n, j + len(end))):
+                    labels[k] = input_ids[k]
+                j += len(end)
+                break
+            j += 1
+        i = j
+    return labels if found else None

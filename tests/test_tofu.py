@@ -252,6 +252,11 @@ def test_tiny_end_to_end_benchmark(tmp_path, tiny_model_dir, monkeypatch):
     assert res["retain_model"]["trained_tokens"] > 0 and res["retain_model"]["flops"] > 0
     assert (out / "results.md").read_text().count("| whp |") == 1 and (out / "tofu_plot.png").stat().st_size > 0
     assert {c["check"][:6] for c in res["sanity"]} >= {"target", "retain"}
+    # TOFU-S1: no check compares the retain model with itself (always 1: a check that cannot fail)
+    assert not any("itself" in c["check"] for c in res["sanity"])
+    # TOFU-S2: forget quality worded as the test, with its item count and the base model's figure
+    table = (out / "results.md").read_text()
+    assert f"on {res['forget_items']} items: " in table and "base model" in table and "fails to reject" in table
     # a rerun reuses the cached models and results: no training, no unlearning
     import llm_unlearn.tofu.models as tm
 
@@ -380,3 +385,60 @@ def test_bf16_training_runs_on_a_machine_without_gpu(tmp_path, tiny_model_dir):
     record = train_qa_model(str(tiny_model_dir), items, cfg, tmp_path / "m", device=None, progress=False)
     assert record["steps"] >= 1 and record["train_loss"] > 0
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_baselines_train_on_answer_tokens_only(tmp_path, tiny_model_dir, monkeypatch):
+    """TOFU-C4 / rule L1: a baseline unlearning chat-formatted TOFU QA supervises the answers and end-of-turn markers
+    only (no system prompt, no question, no template), exactly the tokens the target model was fine-tuned on."""
+    import llm_unlearn.training as training
+    from llm_unlearn.corpus import texts_jsonl
+    from llm_unlearn.models import load_tokenizer
+    from llm_unlearn.pipeline import Pipeline
+    from llm_unlearn.recipe import Recipe
+    from llm_unlearn.tofu.bench import unlearning_texts
+    from llm_unlearn.tofu.chat import encode_qa
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    items = load_split(TOFU, "forget01")[:6]
+    corpus = tmp_path / "forget.jsonl"
+    corpus.write_text(texts_jsonl(unlearning_texts("npo", tok, items)), encoding="utf-8")
+    seen = {}
+
+    def fake_train_stage(model, tokenizer, cfg, stage_dir, train, val, label_key=None, **kw):
+        seen.update(train=train, label_key=label_key)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(training, "train_stage", fake_train_stage)
+    recipe = Recipe.from_dict({"name": "t", "target": "TOFU", "method": "npo", "model": {"spec": str(tiny_model_dir)},
+                               "corpus": {"path": str(corpus), "block_size": 256, "validation_fraction": 0.0},
+                               "finetune": {"max_steps": 1, "batch_size": 2}, "eval": {"enabled": False}})
+    with pytest.raises(RuntimeError, match="stop here"):
+        Pipeline(recipe, tmp_path / "run", progress=False).run_stages(until="unlearn")
+    assert seen["label_key"] == "labels"
+    expected = set()
+    for it in items:
+        ref = encode_qa(tok, it.question, it.answer)
+        expected.add(tok.decode([t for t, lab in zip(ref["input_ids"], ref["labels"], strict=True) if lab != -100]))
+    got = [tok.decode([t for t in r["labels"] if t != -100]) for r in seen["train"]]
+    assert got and set(got) <= expected  # one QA per row: its answer and <|im_end|>, as the target's fine-tune
+    for r in seen["train"]:
+        assert r["labels"][: r["input_ids"].index(tok.convert_tokens_to_ids("<|im_start|>")) + 1] == [-100] * (
+            r["input_ids"].index(tok.convert_tokens_to_ids("<|im_start|>")) + 1)
+
+
+def test_sanity_checks_can_fail_and_forget_quality_reads_as_a_test():
+    """TOFU-S1: every check can fail (a target the KS test does not reject fails); TOFU-S2: p = 0.12 on 80 items is
+    'not rejected', never 'reached the retrained model', and the base's figure stands beside it."""
+    from llm_unlearn.tofu.bench import forget_quality_verdict, sanity_checks
+
+    def ev(p_forget, fq=None):
+        return {"splits": {"forget": {"probability": p_forget}}, "forget_quality": fq,
+                "forget_truth_ratios": [0.5] * 80}
+
+    good = sanity_checks(ev(0.1), ev(0.5, fq=1e-6), ev(0.12))
+    assert all(c["ok"] for c in good)
+    bad = sanity_checks(ev(0.1), ev(0.5, fq=0.3), ev(0.12))
+    assert [c["ok"] for c in bad] == [True, True, False] and "80 items" in bad[2]["value"]
+    text = forget_quality_verdict(0.12, 80, base_p=0.081)
+    assert text == "p = 0.12 on 80 items: not rejected (no evidence of a difference); base model 0.081"
+    assert "rejected (differs" in forget_quality_verdict(0.001, 80)

@@ -228,9 +228,12 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
                                        or cfg.batch_size, tokenizer.pad_token_id)
     objective = config.objective(retain_batches, reference)
     train, val = split_rows(run)
+    from ..tofu.chat import answer_only_rows
+
+    label_key = answer_only_rows(tokenizer, train, val)  # chat QA: the answer tokens only (rule L1, TOFU-C4)
     stage_dir = Path(run.root) / method.weights_stage
     result, trainer = train_stage(model, tokenizer, cfg, stage_dir, train, val, objective=objective,
-                                  select_best=False, desc=method.name, progress=progress)
+                                  label_key=label_key, select_best=False, desc=method.name, progress=progress)
     if trainer.accelerator.is_main_process:
         weights = method.weights(run)
         shutil.rmtree(weights, ignore_errors=True)

@@ -7,10 +7,15 @@
    baselines (TOFU-U1);
 3. every model is scored on forget / retain / real authors / world facts; forget quality against the retain
    model, model utility, and efficiency = unlearning cost / retain-model training cost (TOFU-M1..M8);
-4. sanity checks (rule TOFU-S1), printed and stored: the target answers the forget questions far better than the
-   base model (forget-set answer probability at least twice the base's); the retain model does not (below half
-   of the target's); forget quality of the target model is low (< 0.05 is the bar TOFU's plots use); the retain
-   model against itself is 1;
+4. sanity checks (rule TOFU-S1), printed and stored, each of which can fail: the target answers the forget
+   questions far better than the base model (forget-set answer probability at least twice the base's); the retain
+   model does not (below half of the target's); the KS test rejects the target model against the retain model
+   (p < 0.05: at this item count the test can tell a model that learned the forget authors). The retain model's
+   own forget quality (1 by construction) is not a check;
+   rule TOFU-S2: forget quality is reported as the test it is, with its item count and the base model's own
+   figure: p < 0.05 rejects "same truth-ratio distribution as the retain model"; p >= 0.05 only fails to reject
+   (no equivalence), and the base model, which never saw the forget authors, is the reference a method is read
+   against;
 5. ``results.json``, ``results.md`` (table) and ``tofu_plot.png`` (model utility vs log forget quality) in ``--out``.
 """
 
@@ -32,6 +37,7 @@ import yaml
 from ..datadir import is_data_ref, resolve_data_ref
 from ..errors import RecipeError, RunDirError
 from ..runio import atomic_write_json, atomic_write_text, save_figure
+from ..yamlio import load_yaml
 from .chat import chat_corpus_text, template_terms
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
@@ -111,7 +117,7 @@ class TofuBenchConfig:
         if not path.is_file():
             raise RecipeError(f"TOFU recipe not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = load_yaml(path.read_text(encoding="utf-8")) or {}  # no aliases, no duplicate keys
         except yaml.YAMLError as exc:
             raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
         dpath = (data.get("data") or {}).get("path")
@@ -217,11 +223,19 @@ def sanity_checks(base: dict, target: dict, retain: dict) -> list[dict]:
          "value": f"target {pt:.3g} vs base {pb:.3g}", "ok": pt >= 2 * pb},
         {"check": "retain model does not (P(answer) on forget < half of target's)",
          "value": f"retain {pr:.3g} vs target {pt:.3g}", "ok": pr < 0.5 * pt},
-        {"check": "forget quality of the target model is low (< 0.05)",
-         "value": f"{target['forget_quality']:.3g}", "ok": target["forget_quality"] < 0.05},
-        {"check": "forget quality of the retain model against itself is 1",
-         "value": f"{retain['forget_quality']:.3g}", "ok": math.isclose(retain["forget_quality"], 1.0)},
+        {"check": "the KS test rejects the target model against the retain model (forget quality < 0.05)",
+         "value": f"{target['forget_quality']:.3g} on {len(retain.get('forget_truth_ratios') or [])} items",
+         "ok": target["forget_quality"] < 0.05},
     ]
+
+
+def forget_quality_verdict(p: float | None, n: int, base_p: float | None = None) -> str:
+    """TOFU-S2: the forget quality as the KS test it is, with its item count and the base model's figure."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    verdict = "rejected (differs from the retain model)" if p < 0.05 else "not rejected (no evidence of a difference)"
+    base = "" if base_p is None else f"; base model {base_p:.3g}"
+    return f"p = {p:.3g} on {n} items: {verdict}{base}"
 
 
 def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = True) -> dict:
@@ -253,7 +267,8 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
                      "models": {}}
     retain_eval = _eval_cached("retain", retain.path, out, data, cfg, None, progress, tokenizer)
     ratios = retain_eval["forget_truth_ratios"]
-    retain_eval.update(forget_quality(ratios, ratios))  # the retain model against itself (TOFU-S1: 1)
+    retain_eval.update(forget_quality(ratios, ratios))  # the retain model against itself: 1, not a check
+    results["forget_items"] = len(ratios)
     base_eval = _eval_cached("base", Path(_base_path(cfg.model)), out, data, cfg, ratios, progress, tokenizer,
                              ["forget"])
     target_eval = _eval_cached("target", target.path, out, data, cfg, ratios, progress, tokenizer)
@@ -335,18 +350,26 @@ def _fmt(x, spec=".3f") -> str:
 
 
 def render_table(results: dict) -> str:
-    lines = ["| model | forget quality | model utility | forget ROUGE-L | forget P(answer) | efficiency (time) "
-             "| efficiency (FLOPs) | unlearning s |",
+    n = results.get("forget_items") or "?"
+    base_p = (results["models"].get("base") or {}).get("forget_quality")
+    lines = ["| model | forget quality (KS test vs retain model) | model utility | forget ROUGE-L | forget P(answer) "
+             "| efficiency (time) | efficiency (FLOPs) | unlearning s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
-        lines.append(f"| {name} | {_fmt(r.get('forget_quality'), '.3g')} | {_fmt(r.get('model_utility'))} "
+        fq = "1 (itself)" if name == "retain" else forget_quality_verdict(
+            r.get("forget_quality"), n, None if name == "base" else base_p)
+        lines.append(f"| {name} | {fq} | {_fmt(r.get('model_utility'))} "
                      f"| {_fmt(r.get('forget.rougeL_recall'))} | {_fmt(r.get('forget.probability'))} "
                      f"| {_fmt(r.get('time_ratio'))} | {_fmt(r.get('flops_ratio'))} "
                      f"| {_fmt(r.get('unlearn_seconds'), '.0f')} |")
     rm, tm = results["retain_model"], results["target_model"]
     lines += ["", f"Retain model (the retraining cost): {rm['wall_seconds']:.0f} s, {rm['flops']:.3g} FLOPs "
               f"({rm['qa']} QA x {rm['epochs']:g} epochs). Target model: {tm['wall_seconds']:.0f} s.",
-              "Efficiency = unlearning / retain-model training (the challenge's bar: < 0.2).", "", "Sanity checks:"]
+              "Efficiency = unlearning / retain-model training (the challenge's bar: < 0.2).",
+              f"Forget quality is the p-value of a two-sample KS test of a model's forget-set truth ratios against "
+              f"the retain model's ({n} items): p < 0.05 rejects 'same distribution'; p >= 0.05 only fails to reject, "
+              "it does not show equivalence. The base model never saw the forget authors: a method is read against "
+              "its figure.", "", "Sanity checks:"]
     lines += [f"- [{'x' if c['ok'] else ' '}] {c['check']}: {c['value']}" for c in results.get("sanity", [])]
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,10 @@ prompt (what the model sees before it answers).
 Rule TOFU-C2: the supervised / scored tokens are the answer's tokens and what the template appends after it up to
 the end of the turn (the end-of-turn marker), as TOFU supervises the answer plus the EOS token; every token of the
 question and the template before the answer gets label -100.
+Rule TOFU-C4: unlearning trains on the same tokens: every baseline's forget loss on a chat-formatted row is taken on
+the answer tokens and the end-of-turn marker only (:func:`answer_markers` gives the template's assistant header and
+end-of-turn ids; :func:`llm_unlearn.losses.chat_answer_labels`, rule L1, masks the rest), as TOFU's and
+open-unlearning's collators put -100 on the question, the template and the system prompt.
 """
 
 from __future__ import annotations
@@ -80,3 +84,42 @@ def template_terms(tokenizer) -> list[str]:
     words = re.findall(r"[A-Za-z][A-Za-z0-9'\-]*", text)
     phrases = re.findall(r"[A-Z][\w'\-]*(?:\s+[A-Z][\w'\-]*)+", text)
     return list(dict.fromkeys(phrases + words))
+
+
+def answer_markers(tokenizer) -> tuple[list[int], list[int]] | None:
+    """TOFU-C4: (ids of the assistant header the template puts before an answer, ids of the end-of-turn marker after
+    it), or None without a chat template (the plain format has no markers to find in a block)."""
+    if not has_chat_template(tokenizer):
+        return None
+    msgs = [{"role": "user", "content": "QQQ"}]
+    with_prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    without = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    if not with_prompt.startswith(without) or len(with_prompt) == len(without):
+        return None
+    header = with_prompt[len(without):]
+    full, start = conversation_text(tokenizer, "QQQ", "AAA")
+    after = full[start + len("AAA"):]
+    end = after.rstrip()  # the end-of-turn marker (what follows the answer, without the trailing newline)
+    enc = tokenizer(header, add_special_tokens=False)["input_ids"]
+    end_ids = tokenizer(end, add_special_tokens=False)["input_ids"] if end else []
+    if not enc or not end_ids:
+        return None
+    return list(enc), list(end_ids)
+
+
+def answer_only_rows(tokenizer, *row_lists: list[dict]) -> str | None:
+    """TOFU-C4 / rule L1 on training rows: give each row holding a chat answer a ``labels`` column (answer and
+    end-of-turn tokens; -100 elsewhere; a row without one keeps every token). Returns the label key to train on
+    ("labels"), or None when no row holds a chat answer (nothing changes)."""
+    from ..losses import chat_answer_labels
+
+    markers = answer_markers(tokenizer)
+    if markers is None:
+        return None
+    rows = [r for rows in row_lists for r in rows]
+    labelled = {id(r): chat_answer_labels(r["input_ids"], *markers) for r in rows}
+    if not any(v is not None for v in labelled.values()):
+        return None
+    for r in rows:
+        r["labels"] = labelled[id(r)] if labelled[id(r)] is not None else list(r["input_ids"])
+    return "labels"
