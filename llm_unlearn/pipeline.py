@@ -14,14 +14,33 @@ stage is skipped when it is done and its fingerprint is unchanged; a changed fin
 the fingerprints, everything downstream; an interrupted stage resumes (the trainers restart from their last
 checkpoint); a finished stage whose recorded outputs were deleted is rerun, with everything after it. A finished
 run is never overwritten unless asked (``overwrite=True``), and one run at a time holds the directory's lock.
+
+Trust and replacement rules (what a run directory, a file people share, may cause):
+
+T2. ``model.trust_remote_code`` in a recipe file (a run directory's ``recipe.yaml`` included) is ignored
+    (:mod:`llm_unlearn.recipe`); it is not part of any fingerprint, so a run started with the flag resumes without it.
+T3. Nothing is written or deleted through a symbolic link: a stage folder (or a file or folder in it, or
+    ``manifest.json``, ``recipe.yaml``, ``inputs``) that is a link stops the run before anything changes; every
+    deletion is of a path inside the run directory.
+T5. Replace, never destroy first: a stage that is redone or rerun has its old folder moved aside, and the old one is
+    put back (with its manifest entries and the earlier ``recipe.yaml``) when the new one fails; it is deleted only
+    when the new one succeeded. The checks that need no stage (the model spec, the model's context length against
+    ``corpus.block_size``, the corpus paths, the judge / chat endpoints, ``--out``) run before any stage, in
+    ``--dry-run`` too.
+T9. The manifest records every file a finished stage wrote (size and a hash of its first and last 64 KiB); a stage
+    whose files differ from the record (deleted, truncated, replaced) is rerun, with everything after it.
+T10. Temporary files and folders left by a killed run (``.NAME.*.tmp``, ``.NAME.old``, a stage folder moved aside)
+    are removed by the next run, under the lock; a finished stage's files get the permissions of the user's umask.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -33,8 +52,8 @@ from .errors import CorpusError, RecipeError, RunDirError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import StageSpec, needs_retain_text
 from .recipe import TARGET_RISE_SETTINGS, Recipe
-from .rundir import RunPaths
-from .runio import RunLock, atomic_write_json, atomic_write_text
+from .rundir import RunPaths, changed_files, links_in, remove_stale_temporaries, stage_files
+from .runio import RunLock, atomic_write_json, atomic_write_text, share_like_umask
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +227,7 @@ class Pipeline:
         if self.run.root.exists() and not self.run.root.is_dir():
             raise RunDirError(f"--out {self.run.root} is a file, not a directory: choose another --out")
         self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline
+        self._finished_here, self._recipe_before = False, None  # rule T5 (set per run_stages call)
         from .training import process_state
 
         self.state = process_state()
@@ -220,6 +240,8 @@ class Pipeline:
             manifest = json.loads(self.run.manifest.read_text(encoding="utf-8"))
             ok = isinstance(manifest, dict) and isinstance(manifest.get("stages"), dict) and all(
                 isinstance(e, dict) and isinstance(e.get("status"), str) and isinstance(e.get("fingerprint"), str)
+                and isinstance(e.get("outputs", []), list) and all(isinstance(o, str) for o in e.get("outputs", []))
+                and isinstance(e.get("files", {}), dict) and isinstance(e.get("attempts", 0), int)
                 for e in manifest["stages"].values())
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             ok, manifest = False, exc
@@ -239,6 +261,13 @@ class Pipeline:
             if not path.exists() or (path.is_dir() and not any(path.iterdir())):
                 missing.append(rel)
         return missing
+
+    def _outputs_changed(self, name: str, entry: dict) -> bool:
+        """Rule T9: a finished stage's recorded files differ now (manifests from before the file records: a
+        recorded output is gone or empty)."""
+        if isinstance(entry.get("files"), dict):
+            return bool(changed_files(self.run.stage_dir(name), entry["files"]))
+        return bool(self._outputs_missing(entry))
 
     def _save_manifest(self, manifest: dict) -> None:
         if self.state.is_main_process:
@@ -260,6 +289,7 @@ class Pipeline:
         """Hash of what a stage reads. Where the model is pushed is not part of what it computes."""
         data = self.recipe.to_dict()
         data["export"] = {k: v for k, v in data["export"].items() if k not in ("push_to_hub", "private")}
+        data["model"]["trust_remote_code"] = False  # rule T2: who allowed the code is not what it computes
         # runs made before these settings existed keep their fingerprints while the settings are off
         for (section, key), off in ADDED_SETTINGS.items():
             if data[section].get(key) in (off, None):
@@ -278,6 +308,9 @@ class Pipeline:
         if until not in self.stages:
             raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
                               f"{', '.join(self.order)}")
+        from .preflight import check_all
+
+        check_all(self.recipe, self.run.root, self.order[: self.order.index(until) + 1])  # rule T5: before any stage
         for name in self.order[: self.order.index(until) + 1]:
             entry = manifest["stages"].get(name)
             if entry is None:
@@ -288,7 +321,7 @@ class Pipeline:
                 # Done means the outputs are there too: deleted ones are made again (nothing to overwrite), and
                 # so is every stage after it, which read the old ones.
                 upstream_rerun = any(a == "rerun" and d in self._ancestors(name) for d, a in out)
-                action = "rerun" if upstream_rerun or self._outputs_missing(entry) else "skip"
+                action = "rerun" if upstream_rerun or self._outputs_changed(name, entry) else "skip"
             else:
                 action = "resume"
             out.append((name, action))
@@ -314,8 +347,11 @@ class Pipeline:
                 f"{', '.join(redo)}). Pass --overwrite to redo them, or use a new --out directory."
             )
 
-    def run_stages(self, until: str = "eval", only: str | None = None) -> dict:
-        """Run every stage up to ``until`` (skipping finished, unchanged ones). Returns the manifest."""
+    def run_stages(self, until: str = "eval", only: str | None = None, prepare: Callable | None = None) -> dict:
+        """Run every stage up to ``until`` (skipping finished, unchanged ones). Returns the manifest.
+
+        ``prepare()`` runs once the lock is held, before anything else is read or written (the API writes the texts
+        it was given into the run directory there)."""
         if until not in self.stages:
             raise RecipeError(f"unknown stage '{until}' for method {self.method.name}; its stages: "
                               f"{', '.join(self.order)}")
@@ -329,18 +365,41 @@ class Pipeline:
                 raise RunDirError(f"cannot use {self.run.root} as a run directory: {exc.strerror or exc} "
                                   "(is it a file, or read-only?); choose another --out") from exc
         try:
+            if prepare is not None and self.state.is_main_process:
+                prepare()
+            self.state.wait_for_everyone()
             return self._run_locked(until, only)
         finally:
             lock.release()
 
+    def _check_links(self, plan: list[tuple[str, str]]) -> None:
+        """Rule T3: nothing is written or deleted through a symbolic link."""
+        root = self.run.root
+        paths = [self.run.manifest, self.run.recipe, self.run.inputs]
+        paths += [self.run.stage_dir(n) for n, a in plan if a != "skip"]
+        links = [link for path in paths for link in links_in(path)]
+        if links:
+            raise RunDirError(f"{links[0]} is a symbolic link{f' (and {len(links) - 1} more)' if len(links) > 1 else ''}"
+                              f": llm-unlearn replaces the folders of the stages it runs in {root} and will not write "
+                              "or delete through a link. Replace the link with a copy of what it points to, or use a "
+                              "new --out")
+
     def _run_locked(self, until: str, only: str | None) -> dict:
         plan = self.plan(until)
         self._check_run_dir(plan)
+        self._check_links(plan)
+        if self.state.is_main_process:  # rule T10, under the lock: nobody else writes here
+            for item in remove_stale_temporaries(self.run.root, [self.run.stage_dir(n) for n in self.order]):
+                logger.info("removed %s, left by an interrupted run", item)
         self.state.wait_for_everyone()
+        self._finished_here = False  # a stage of this call finished (rule T5: recipe.yaml is then kept)
+        self._recipe_before = None
         # recipe.yaml describes the run's finished stages: a call that only skips (e.g. a sweep reading a shared
         # run's early stages with other later settings) must not rewrite it
         if self.state.is_main_process and any(action != "skip" for _, action in plan):
             try:
+                if self.run.recipe.is_file():
+                    self._recipe_before = self.run.recipe.read_text(encoding="utf-8")
                 atomic_write_text(self.run.recipe, self.recipe.to_yaml())
             except OSError as exc:
                 raise RunDirError(f"cannot write into {self.run.root}: {exc.strerror or exc} (read-only?); "
@@ -386,8 +445,11 @@ class Pipeline:
     def _run_stage(self, manifest: dict, name: str, action: str, fingerprint: str) -> None:
         stage = self.stages[name]
         stage_dir = self.run.stage_dir(name)
-        if action in ("redo", "rerun") and self.state.is_main_process:
-            shutil.rmtree(stage_dir, ignore_errors=True)  # stale outputs and checkpoints of the old config
+        before = copy.deepcopy(manifest["stages"])
+        aside = stage_dir.with_name(f".{name}.aside")  # rule T5: the old output, until the new one succeeds
+        if action in ("redo", "rerun") and self.state.is_main_process and stage_dir.is_dir():
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(stage_dir, aside)
         self.state.wait_for_everyone()
         logger.info("stage %-9s %s", name, {"run": "starting", "redo": "config changed: redoing",
                                              "resume": "interrupted earlier: resuming",
@@ -404,22 +466,60 @@ class Pipeline:
         t0 = time.perf_counter()
         fn = _stage_fn(stage)
         try:
-            if stage.distributed or self.state.is_main_process:
-                metrics = fn(self.run, self.recipe, progress=self.progress)
-            else:
-                metrics = {}
-        except pickle.UnpicklingError as exc:  # checkpoints load with weights_only: never run code from a run dir
-            raise RunDirError(
-                f"stage '{name}': a checkpoint in {stage_dir} holds more than tensors and plain data, so it was not "
-                f"loaded ({str(exc).splitlines()[0]}). It was not written by llm-unlearn; delete "
-                f"{stage_dir / 'checkpoints'} to start the stage over") from exc
+            try:
+                if stage.distributed or self.state.is_main_process:
+                    metrics = fn(self.run, self.recipe, progress=self.progress)
+                else:
+                    metrics = {}
+            except pickle.UnpicklingError as exc:  # checkpoints load with weights_only: never run code from a run dir
+                raise RunDirError(
+                    f"stage '{name}': a checkpoint or adapter it reads holds more than tensors and plain data, so it "
+                    f"was not loaded ({str(exc).splitlines()[0]}). It was not written by llm-unlearn; delete "
+                    f"{self._pickle_hint(name)} and run again") from exc
+        except Exception:
+            self._put_back(manifest, name, before, aside)
+            raise
         self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            shutil.rmtree(aside, ignore_errors=True)
+            if stage_dir.is_dir():
+                share_like_umask(stage_dir)  # rule T10: whatever wrote the files, they follow the umask
         entry.update({"status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics,
                       "outputs": sorted(str(p.relative_to(self.run.root)) for p in stage_dir.glob("*")
-                                        if not p.name.startswith(".")) if stage_dir.exists() else []})
+                                        if not p.name.startswith(".")) if stage_dir.exists() else [],
+                      "files": stage_files(stage_dir)})
+        for earlier in self._ancestors(name):  # a stage may add to an earlier one's folder (eval: the model card)
+            old = manifest["stages"].get(earlier)
+            if old and old.get("status") == "done" and isinstance(old.get("files"), dict):
+                old["files"] = stage_files(self.run.stage_dir(earlier))
+        self._finished_here = True
         self._save_manifest(manifest)
         logger.info("stage %-9s done in %.1f s", name, entry["seconds"])
+
+    def _put_back(self, manifest: dict, name: str, before: dict, aside) -> None:
+        """Rule T5: a failed redo leaves the run as it was: the old output, its manifest entries and (when no stage
+        of this call finished) the earlier recipe.yaml. A stage that had no earlier output keeps what it wrote, to
+        resume from."""
+        if not self.state.is_main_process or not aside.is_dir():
+            return
+        stage_dir = self.run.stage_dir(name)
+        if stage_dir.is_dir() and not stage_dir.is_symlink():
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        os.replace(aside, stage_dir)
+        manifest["stages"] = before
+        self._save_manifest(manifest)
+        if not self._finished_here and self._recipe_before is not None:
+            atomic_write_text(self.run.recipe, self._recipe_before)
+        logger.warning("stage %s failed: its earlier output in %s is kept, unchanged", name, stage_dir)
+
+    def _pickle_hint(self, name: str) -> str:
+        """The pickle files a stage may have read (its folder's and its upstream stages'), for the message."""
+        found = [f for d in [name, *sorted(self._ancestors(name))] for pattern in ("*.bin", "*.pt", "*.pth", "*.pkl")
+                 for f in sorted(self.run.stage_dir(d).rglob(pattern)) if self.run.stage_dir(d).is_dir()]
+        if found:
+            return " and ".join(str(f) for f in found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+        return f"the folder of stage '{name}' ({self.run.stage_dir(name)})"
 
     def _ancestors(self, name: str) -> set[str]:
         out, todo = set(), list(self.stages[name].depends)

@@ -29,6 +29,7 @@ from .methods.grad_diff import GradDiffConfig
 from .methods.npo import NPOConfig
 from .methods.rmu import RMUConfig
 from .methods.simnpo import SimNPOConfig
+from .yamlio import load_yaml, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "inverse_sqrt")
 BLOCK_SAMPLING = ("first", "spread")
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+_CHAT_SPEC = re.compile(r"^(hf:.+|openai(:.+)?)$")  # a judge / substitute writer (endpoint rules: openai_chat T1a)
 
 
 class _SectionChecks:
@@ -248,6 +250,11 @@ class AnchorsConfig(_SectionChecks):
     # hand-labelled YAML file {kinds: {term: person|animal|place|object|organisation|invented}} when given.
     quality_tokens: int = 4096
     kind_labels: Optional[str] = None
+    # Beyond the paper (llm_unlearn/anchors/kinds.py, period.py): "evidence" = each term's kind of substitute and a
+    # person's gender from cues at all its mentions (rules K1-K14, G1-G3); "ner" = spaCy's labels, Faker's name
+    # lists for gender. period_words: ordinary words of another time or dialect spellings are not anchors (D1-D3).
+    kinds: str = "evidence"
+    period_words: bool = True
 
     def validate(self) -> None:
         from .anchors import DEFAULT_TYPE_QUOTAS  # lazy: anchors imports this module
@@ -273,6 +280,8 @@ class AnchorsConfig(_SectionChecks):
         self._float("ordinary_word_zipf", 0, 8)
         self._float("ordinary_capitalised_zipf", 0, 8)
         self._choice("substitutes", ("faker", "model", "chat"))
+        self._choice("kinds", ("evidence", "ner"))
+        self._bool("period_words")
         self._text("substitute_model", optional=True)
         self._int("substitute_occurrences", 1)
         self._int("substitute_context_tokens", 1)
@@ -281,7 +290,10 @@ class AnchorsConfig(_SectionChecks):
         self._text("substitute_chat_model", optional=True)
         if self.substitutes == "chat" and not self.substitute_chat:
             raise RecipeError("anchors.substitutes: chat needs anchors.substitute_chat ('hf:MODEL_SPEC' or "
-                              "'openai:BASE_URL')")
+                              "'openai'; the endpoint comes from $LLM_UNLEARN_CHAT_URL)")
+        if self.substitute_chat is not None and not _CHAT_SPEC.match(self.substitute_chat):
+            self._fail("substitute_chat", "'hf:MODEL_SPEC', 'openai' (endpoint from $LLM_UNLEARN_CHAT_URL) or "
+                                          "'openai:BASE_URL'")
         self._int("quality_tokens", 0)
         self._text("kind_labels", optional=True)
 
@@ -525,8 +537,9 @@ class EvalConfig(_SectionChecks):
         self._float("temperature", 0, low_open=True)
         self._float("top_p", 0, 1, low_open=True)
         if self.judge is not None and (not isinstance(self.judge, str) or not (
-                self.judge.lower() in ("off", "none", "false") or re.match(r"^(hf|openai):.+", self.judge))):
-            self._fail("judge", "'hf:MODEL_SPEC', 'openai:BASE_URL', 'off' or null")
+                self.judge.lower() in ("off", "none", "false") or _CHAT_SPEC.match(self.judge))):
+            self._fail("judge", "'hf:MODEL_SPEC', 'openai' (endpoint from $LLM_UNLEARN_JUDGE_URL), "
+                                "'openai:BASE_URL', 'off' or null")
         self._text("judge_model", optional=True)
         self._texts("lm_eval_tasks")
         self._text("spacy_model", optional=True)
@@ -631,14 +644,15 @@ class Recipe:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Recipe:
         path = Path(path)
+        if path.is_dir():
+            raise RecipeError(f"{path} is a folder, not a recipe file: pass a recipe YAML (a run directory's is "
+                              f"{path / 'recipe.yaml'})")
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        data = read_yaml_file(path, RecipeError, "recipe") or {}  # rules Y1-Y3: no aliases, no duplicate keys
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+        _drop_file_trust(data, path)
         data = _resolve_relative_paths(data, path.parent)
         recipe = cls.from_dict(data, source=str(path))
         for item in overrides or []:
@@ -663,9 +677,10 @@ class Recipe:
             raise RecipeError(f"override '{item}' must look like section.key=value")
         dotted, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise RecipeError(f"override '{item}': value is not valid YAML: {exc}") from exc
+        value = _resolve_override_path(tuple(dotted.strip().split(".")), value)
         data = self.to_dict()
         node = data
         parts = dotted.strip().split(".")
@@ -781,6 +796,30 @@ def _resolve_path(value: Any, base: Path, maybe_name: bool, key: str) -> Any:
     if maybe_name and Path(value).suffix.lower() not in _FILE_SUFFIXES:
         return value
     return str(here.resolve())
+
+
+def _resolve_override_path(parts: tuple[str, ...], value: Any) -> Any:
+    """Rule T6: a path given with ``--set`` (or the API's overrides) is relative to the current folder, resolved once,
+    here, and stored absolute, so a run resumed from another folder reads the same file."""
+    if len(parts) != 2:
+        return value
+    key, maybe_name = f"{parts[0]}.{parts[1]}", parts in _MAYBE_NAME_KEYS
+    if parts in _PATH_KEYS and isinstance(value, str):
+        return _resolve_path(value, Path.cwd(), maybe_name, key)
+    if parts in _PATH_LIST_KEYS and isinstance(value, list):
+        return [_resolve_path(v, Path.cwd(), maybe_name, key) for v in value]
+    return value
+
+
+def _drop_file_trust(data: dict, path: Path) -> None:
+    """Rule T2: ``model.trust_remote_code`` is honoured only from the person running (``--set
+    model.trust_remote_code=true``, ``--trust-remote-code``, the Python API), never from a file: a recipe or a run
+    directory someone shared must not run the code of a model folder it points at."""
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("trust_remote_code") is True:
+        model["trust_remote_code"] = False
+        logger.warning("%s: model.trust_remote_code is ignored in a recipe file (it would run code from the model "
+                       "folder); pass --set model.trust_remote_code=true yourself if you trust that code", path)
 
 
 def _resolve_data_refs(data: dict) -> dict:

@@ -59,13 +59,15 @@ def share_like_umask(path: str | Path) -> None:
     so a shared export or cache is readable by the colleagues it is shared with."""
     mask = _umask()
     path = Path(path)
+    if path.is_symlink():  # chmod follows links: never change what a link points at (rule T3)
+        return
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
     if path.is_dir():
         for root, dirs, files in os.walk(path):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o777 & ~mask)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o666 & ~mask)
+            for name in dirs + files:
+                item = os.path.join(root, name)
+                if not os.path.islink(item):
+                    os.chmod(item, (0o777 if name in dirs else 0o666) & ~mask)
 
 
 def strict_json(obj):

@@ -401,7 +401,7 @@ def test_chat_answers_are_parsed_and_filtered():
     assert parse_list("Dog, Fox") == ["Dog", "Fox"]
 
 
-def test_chat_substitutes_from_an_openai_compatible_endpoint():
+def test_chat_substitutes_from_an_openai_compatible_endpoint(monkeypatch):
     """A local fake endpoint answers like a chat model; the prompt names the term, the target and the term's
     sentences (C1); wrong shapes and the target itself are dropped (C2); a term without a usable answer falls
     back (C3)."""
@@ -434,6 +434,7 @@ def test_chat_substitutes_from_an_openai_compatible_endpoint():
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LLM_UNLEARN_CHAT_URL", f"http://127.0.0.1:{server.server_port}/v1")  # the person's choice
     try:
         config = AnchorsConfig(min_count=2, substitutes="chat", translations_per_key=2,
                                substitute_chat=f"openai:http://127.0.0.1:{server.server_port}/v1",

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import AnchorError
-from ..openai_chat import ask_chat, chat_completions_url
+from ..openai_chat import ask_chat, chat_completions_url, choose_endpoint
 from .proposals import _not_target, _shape_ok, find_contexts
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,11 @@ def make_writer(spec: str, model: str | None = None):
     kind, _, rest = (spec or "").partition(":")
     if kind == "hf" and rest:
         return _HFChat(rest)
-    if kind == "openai" and rest:
-        return _OpenAIChat(rest, model)
+    if kind == "openai":  # the endpoint is the person's ($LLM_UNLEARN_CHAT_URL / --chat-url), rule T1a
+        if not model:
+            raise AnchorError("an OpenAI-compatible substitute writer needs a model name "
+                              "(anchors.substitute_chat_model)")
+        return _OpenAIChat(choose_endpoint("chat", rest, AnchorError, "anchors.substitute_chat"), model)
     raise AnchorError(f"anchors.substitute_chat must be 'hf:MODEL_SPEC' or 'openai:BASE_URL' (got {spec!r})")
 
 

@@ -40,7 +40,11 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--judge", metavar="hf:SPEC|openai:URL", help="optional LLM judge of completions (off by default)")
+    p.add_argument("--judge", metavar="hf:SPEC|openai[:URL]", help="optional LLM judge of completions (off by "
+                   "default); openai uses --judge-url / $LLM_UNLEARN_JUDGE_URL")
+    p.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible endpoint of the judge; your OPENAI_API_KEY "
+                   "goes only to an endpoint you name here, in --judge or in $LLM_UNLEARN_JUDGE_URL, never to one a "
+                   "recipe names")
     p.add_argument("--judge-model", help="model name for an OpenAI-compatible judge endpoint")
     p.add_argument("--lm-eval-tasks", metavar="LIST", help="also run these named lm-eval tasks (needs the network)")
     p.add_argument("--seed", type=int)
@@ -97,8 +101,13 @@ def _safe(name: str) -> str:
 
 
 def _config(args):
+    from ..openai_chat import allow_endpoint
     from ..recipe import EvalConfig, Recipe
 
+    if args.judge_url is not None:
+        allow_endpoint("judge", args.judge_url, EvalError)
+    if args.judge and args.judge.startswith("openai:"):  # an endpoint typed by the person running (rule T1a)
+        allow_endpoint("judge", args.judge.partition(":")[2], EvalError)
     cfg = Recipe.from_yaml(args.recipe).eval if args.recipe else EvalConfig()
     if args.suite:
         cfg.suites = list(args.suite)

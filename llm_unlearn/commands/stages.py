@@ -21,8 +21,15 @@ def _common(p) -> None:
     p.add_argument("--out", "-o", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe field (repeatable), e.g. --set labels.alpha=5")
-    p.add_argument("--overwrite", action="store_true", help="allow redoing finished stages whose config changed")
+    p.add_argument("--overwrite", action="store_true", help="allow redoing finished stages whose config changed "
+                   "(the new output replaces the old one only when its stage succeeds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code of the model folder / Hub repo (never taken from a recipe file)")
+    p.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible endpoint for eval.judge: openai (default "
+                   "$LLM_UNLEARN_JUDGE_URL); your OPENAI_API_KEY goes only to endpoints you name here or there")
+    p.add_argument("--chat-url", metavar="URL", help="OpenAI-compatible endpoint for anchors.substitute_chat: openai "
+                   "(default $LLM_UNLEARN_CHAT_URL)")
 
 
 def register(subparsers) -> None:
@@ -43,13 +50,21 @@ def register(subparsers) -> None:
 
 
 def load_recipe(args):
+    from ..openai_chat import allow_endpoint
     from ..recipe import Recipe
 
     overrides = list(args.overrides)
+    if getattr(args, "public", False) and not args.push_to_hub:
+        raise RecipeError("--public applies to a push: add --push-to-hub REPO_ID (or leave --public out)")
     if getattr(args, "push_to_hub", None):
         overrides.append(f"export.push_to_hub={args.push_to_hub}")
         if args.public:
             overrides.append("export.private=false")
+    if getattr(args, "trust_remote_code", False):
+        overrides.append("model.trust_remote_code=true")
+    for use, url in (("judge", getattr(args, "judge_url", None)), ("chat", getattr(args, "chat_url", None))):
+        if url is not None:
+            allow_endpoint(use, url, RecipeError)
     if args.recipe:
         return Recipe.from_yaml(args.recipe, overrides)
     saved = Path(args.out) / "recipe.yaml"

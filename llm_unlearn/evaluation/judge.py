@@ -4,8 +4,10 @@ The paper graded completions with GPT-4 on a 0-3 scale. Here any judge can do it
 
 * ``hf:SPEC``: a local model (any llm-unlearn model spec: alias, folder, .gguf, Hub id), prompted with its
   chat template when it has one;
-* ``openai:BASE_URL``: any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, llama.cpp server,
-  Ollama ...), model name from ``judge_model``, key from ``$OPENAI_API_KEY`` when set.
+* ``openai`` (or ``openai:BASE_URL``): any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM,
+  llama.cpp server, Ollama ...), model name from ``judge_model``, key from ``$OPENAI_API_KEY`` when set. The endpoint
+  is the one the person running chose (``$LLM_UNLEARN_JUDGE_URL`` / ``--judge-url``); a recipe naming another one is
+  refused (rule T1a of :mod:`llm_unlearn.openai_chat`).
 
 The judge sees the concept, the prompt, the reference answers and the completion, and must answer with one
 digit. Unparseable answers are recorded as ``None`` and counted, not guessed.
@@ -18,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from ..errors import EvalError
-from ..openai_chat import ask_chat, chat_completions_url
+from ..openai_chat import ask_chat, chat_completions_url, choose_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +89,15 @@ class OpenAIJudge:
 
 
 def make_judge(spec: str | None, model: str | None = None, device: str | None = None):
-    """``None``/``off`` -> no judge; ``hf:SPEC`` or ``openai:URL`` -> a judge object."""
+    """``None``/``off`` -> no judge; ``hf:SPEC``, ``openai`` or ``openai:URL`` -> a judge object. An ``openai``
+    endpoint is the person's (``$LLM_UNLEARN_JUDGE_URL`` / ``--judge-url``), or one they allowed (rule T1a)."""
     if not spec or spec.lower() in ("off", "none", "false"):
         return None
     kind, _, rest = spec.partition(":")
     if kind == "hf" and rest:
         return HFJudge(rest, device=device)
-    if kind == "openai" and rest:
-        return OpenAIJudge(rest, model)
-    raise EvalError(f"judge must be 'hf:MODEL_SPEC' or 'openai:BASE_URL' (got {spec!r})")
+    if kind == "openai":
+        if not model:
+            raise EvalError("an OpenAI-compatible judge needs a model name (--judge-model / eval.judge_model)")
+        return OpenAIJudge(choose_endpoint("judge", rest, EvalError, "eval.judge"), model)
+    raise EvalError(f"judge must be 'hf:MODEL_SPEC', 'openai' or 'openai:BASE_URL' (got {spec!r})")

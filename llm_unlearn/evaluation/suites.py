@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import EvalError
+from ..yamlio import load_yaml
 
 SUBTLETIES = ("explicit", "partial", "indirect")
 
@@ -127,7 +128,7 @@ def load_suite(path: str | Path, language: str | None = None) -> Suite:
     meta_path = next((folder / n for n in ("suite.yaml", "suite.yml", "suite.json") if (folder / n).is_file()), None)
     if meta_path is not None:
         try:
-            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+            meta = load_yaml(meta_path.read_text(encoding="utf-8")) or {}  # no aliases, no duplicate keys
         except yaml.YAMLError as exc:
             raise EvalError(f"{meta_path}: not valid YAML ({exc})") from exc
         if not isinstance(meta, dict):
@@ -197,7 +198,7 @@ def read_anchor_terms(path: str | Path) -> list[str]:
     if not p.is_file():
         raise EvalError(f"anchors file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))  # no aliases, no duplicate keys
     except yaml.YAMLError as exc:
         raise EvalError(f"{p}: not valid YAML/JSON ({exc})") from exc
     if isinstance(data, dict) and "anchors" in data:

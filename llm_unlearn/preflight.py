@@ -1,0 +1,120 @@
+"""Checks that need no stage, run before any stage changes a run directory (``--dry-run`` included): rule T5 of
+:mod:`llm_unlearn.pipeline`. Each raises the typed error of what is wrong, naming the setting to fix.
+
+P1. ``--out``: the nearest existing folder on its path is a folder (not a file).
+P2. ``model.spec`` resolves (an alias that is installed, a folder with config.json, a .gguf file, a Hub id); when its
+    config is on disk (a folder, an already converted alias or GGUF), ``corpus.block_size`` fits the context length.
+P3. ``corpus.path`` and ``corpus.extra_paths``: a path that exists is a regular file or a folder (never a device or a
+    FIFO, which would hang or fill memory); an absolute path that does not exist is an error (a relative name that
+    does not exist is a datasets id).
+P4. ``anchors.user_dictionary``: exists and is YAML without aliases or duplicate keys (rules Y1, Y2).
+P5. The judge / chat endpoints of the stages to run are ones the person running allowed (rule T1a).
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from .errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
+
+
+def check_out(root: Path) -> None:
+    """P1."""
+    for parent in [root, *root.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"--out {root}: {parent} is a file, not a folder; choose another --out")
+            return
+
+
+def config_context_length(folder: Path) -> int | None:
+    """The context length in a model folder's config.json (also a nested text_config's), or None."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for cfg in (config, config.get("text_config")):
+        if isinstance(cfg, dict):
+            for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+                value = cfg.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+    return None
+
+
+def check_model(recipe) -> None:
+    """P2."""
+    from .models import resolve_spec
+
+    resolved = resolve_spec(recipe.model.spec)
+    folder = resolved.path if resolved.kind == "local" else resolved.cached_path
+    if folder is None:
+        return
+    ctx = config_context_length(Path(folder))
+    if ctx and recipe.corpus.block_size > ctx:
+        raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "
+                          f"length ({ctx}); lower it with --set corpus.block_size={min(512, ctx)}")
+
+
+def check_corpus_path(value: str, key: str) -> None:
+    """P3 for one path."""
+    path = Path(value).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_absolute():
+            raise CorpusError(f"{key}: {path} does not exist; check the path") from None
+        return  # a datasets id or hf: source
+    except OSError as exc:
+        raise CorpusError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise CorpusError(f"{key}: {path} is not a regular file or a folder (a device, FIFO or socket would never "
+                          "end); point it at a text file, a .jsonl file or a folder of them")
+
+
+def check_corpus(recipe) -> None:
+    """P3."""
+    if recipe.corpus.path:
+        check_corpus_path(recipe.corpus.path, "corpus.path")
+    for extra in recipe.corpus.extra_paths:
+        check_corpus_path(extra, "corpus.extra_paths")
+
+
+def check_user_dictionary(recipe) -> None:
+    """P4."""
+    from .yamlio import read_yaml_file
+
+    path = recipe.anchors.user_dictionary
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise AnchorError(f"anchors.user_dictionary: {path} is not a file; check the path")
+    if Path(path).suffix.lower() != ".json":
+        read_yaml_file(path, AnchorError, "anchor dictionary")
+
+
+def check_endpoints(recipe, stages: list[str]) -> None:
+    """P5: the endpoints of the stages in ``stages``."""
+    from .openai_chat import choose_endpoint
+
+    judge = recipe.eval.judge
+    if "eval" in stages and recipe.eval.enabled and isinstance(judge, str) and judge.partition(":")[0] == "openai":
+        choose_endpoint("judge", judge.partition(":")[2], EvalError, "eval.judge")
+    chat = recipe.anchors.substitute_chat
+    if ("anchors" in stages and recipe.anchors.substitutes == "chat" and isinstance(chat, str)
+            and chat.partition(":")[0] == "openai"):
+        choose_endpoint("chat", chat.partition(":")[2], AnchorError, "anchors.substitute_chat")
+
+
+def check_all(recipe, root: Path, stages: list[str]) -> None:
+    """P1-P5, for a run of ``stages`` into ``root``."""
+    check_out(root)
+    check_model(recipe)
+    check_corpus(recipe)
+    if "anchors" in stages:
+        check_user_dictionary(recipe)
+    check_endpoints(recipe, stages)
