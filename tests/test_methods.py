@@ -18,7 +18,6 @@ from llm_unlearn.methods.npo import NPOConfig, npo_loss
 from llm_unlearn.methods.rmu import (
     RMUConfig,
     default_layer,
-    default_steering_coeff,
     random_direction,
     rmu_forget_loss,
     rmu_retain_loss,
@@ -91,22 +90,26 @@ def test_npo_formula_sign_and_reference():
 
 
 def test_simnpo_formula_length_normalisation_and_no_reference():
+    """SN1 on a hand-computed case: gamma weighs the forget term, delta is the margin (the authors' TOFU settings:
+    beta 4.5, gamma 0.125, delta 0)."""
     nll = torch.tensor([6.0, 6.0])
     count = torch.tensor([2, 6])
-    beta, gamma = 4.5, 0.125
-    mean = nll / count
-    want = torch.mean(-(2 / beta) * torch.nn.functional.logsigmoid(beta * mean - gamma))
-    assert float(simnpo_loss(nll, count, beta, gamma)) == pytest.approx(float(want), rel=1e-6)
-    # delta shifts the mean NLL
-    want_d = torch.mean(-(2 / beta) * torch.nn.functional.logsigmoid(beta * (mean - 0.5) - gamma))
-    assert float(simnpo_loss(nll, count, beta, gamma, delta=0.5)) == pytest.approx(float(want_d), rel=1e-6)
+    # by hand: mean NLLs 3 and 1; -(2/4.5) log sigmoid(4.5 * 3) = 6.1e-7 (to 2 digits), -(2/4.5) log sigmoid(4.5) =
+    # (2/4.5) * log(1 + e^-4.5) = 0.0049106; mean 0.0024556; times gamma 0.125 = 0.00030695
+    hand = 0.125 * 0.5 * ((2 / 4.5) * math.log1p(math.exp(-13.5)) + (2 / 4.5) * math.log1p(math.exp(-4.5)))
+    assert hand == pytest.approx(0.00030695, rel=1e-3)
+    assert float(simnpo_loss(nll, count, 4.5, 0.125)) == pytest.approx(hand, rel=1e-6)
+    # delta = 0.5 shifts the mean NLLs to 2.5 and 0.5
+    hand_d = 0.125 * 0.5 * (2 / 4.5) * (math.log1p(math.exp(-11.25)) + math.log1p(math.exp(-2.25)))
+    assert float(simnpo_loss(nll, count, 4.5, 0.125, delta=0.5)) == pytest.approx(hand_d, rel=1e-6)
     x = nll.clone().requires_grad_(True)
-    simnpo_loss(x, count, beta, gamma).backward()
+    simnpo_loss(x, count, 4.5, 0.125).backward()
     assert (x.grad < 0).all()  # forgetting direction
     # per token: the first sequence (mean NLL 3) is already forgotten far more than the second (1): smaller push
     assert abs(float(x.grad[0])) < abs(float(x.grad[1]))
-    assert SimNPOConfig().beta == 4.5 and SimNPOConfig().gamma == 0.125 and SimNPOConfig().delta == 0.0
-    assert not SimNPOConfig().needs_reference()
+    cfg = SimNPOConfig()
+    assert (cfg.beta, cfg.gamma, cfg.delta, cfg.retain_weight, cfg.retain_loss) == (4.5, 0.125, 0.0, 1.0, "nll")
+    assert not cfg.needs_reference()
 
 
 def test_retain_kl_is_zero_at_the_reference_and_positive_elsewhere():
@@ -124,22 +127,52 @@ def test_retain_kl_is_zero_at_the_reference_and_positive_elsewhere():
 
 
 def test_rmu_losses_defaults_and_direction():
+    """RMU on a hand-computed case: the squared error is averaged per sequence over its masked tokens and hidden
+    dims, then over the batch (the reference's compute_activation_loss)."""
     u = random_direction(16, seed=3)
     assert float(u.norm()) == pytest.approx(1.0, rel=1e-6) and (u >= 0).all()
     torch.testing.assert_close(u, random_direction(16, seed=3))
-    c = 2.0
-    h = torch.randn(2, 3, 16)
+    # by hand, d = 2: control (1, 0); sequence 1 tokens (1, 2) and (3, 0) -> squared errors (0 + 4) / 2 = 2 and
+    # (4 + 0) / 2 = 2, mean 2; sequence 2 one token (1, 1) -> (0 + 1) / 2 = 0.5; batch mean (2 + 0.5) / 2 = 1.25
+    h = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [9.0, 9.0]], [[1.0, 1.0], [7.0, 7.0], [7.0, 7.0]]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    want = ((h[mask.bool()] - c * u) ** 2).mean()
-    assert float(rmu_forget_loss(h, c * u, mask)) == pytest.approx(float(want), rel=1e-6)
-    assert float(rmu_forget_loss((c * u).expand(2, 3, 16), c * u, mask)) == pytest.approx(0.0, abs=1e-10)
-    base = torch.randn(2, 3, 16)
-    assert float(rmu_retain_loss(base, base, mask)) == 0.0
-    assert float(rmu_retain_loss(h, base, mask)) == pytest.approx(float(((h - base)[mask.bool()] ** 2).mean()), rel=1e-6)
-    # scaled to the model: the paper's layer 7 of 32 and c = 6.5 at width 4096
-    assert default_layer(32) == 7 and default_layer(30) == 7 and default_layer(2) == 1
-    assert default_steering_coeff(4096) == pytest.approx(6.5)
-    assert default_steering_coeff(1024) == pytest.approx(3.25)
+    assert float(rmu_forget_loss(h, torch.tensor([1.0, 0.0]), mask)) == pytest.approx(1.25)
+    assert float(rmu_retain_loss(h, h, mask)) == 0.0
+    assert float(rmu_retain_loss(h, torch.zeros_like(h), mask)) == pytest.approx(((2.5 + 4.5) / 2 + 1.0) / 2)
+    # RMU1: the reference's layer 7 of 32 as a 0-based index into model.layers
+    assert default_layer(32) == 7 and default_layer(30) == 7 and default_layer(2) == 0
+    cfg = RMUConfig()
+    assert (cfg.layer, cfg.steering_coeff, cfg.steering_ratio, cfg.retain_weight) == (None, None, 1.0, 1200.0)
+
+
+def test_rmu_steers_the_reference_layer_trains_its_mlp_and_scales_c_to_the_norm(smol_tokenizer):
+    """RMU1: h_l is the output of model.layers[l] (hidden_states[l + 1]); RMU2: only the MLP adapters of layers
+    l-2..l train; RMU3: c = ratio x the base's mean activation norm on the forget batch."""
+    from llm_unlearn.methods.rmu import RMUObjective, layer_output
+    from llm_unlearn.training import TrainConfig, wrap_lora
+
+    model = build_tiny_llama(smol_tokenizer, layers=4)
+    ids = torch.tensor([smol_tokenizer("Holmes and Watson walked to Baker Street.")["input_ids"]])
+    att = torch.ones_like(ids)
+    with torch.no_grad():
+        hs = model(input_ids=ids, attention_mask=att, output_hidden_states=True).hidden_states
+        torch.testing.assert_close(layer_output(model, 2, input_ids=ids, attention_mask=att), hs[3])
+        norm = float(layer_output(model, 3, input_ids=ids, attention_mask=att)[0].norm(dim=-1).mean())
+    cfg = TrainConfig(max_steps=1, batch_size=1, learning_rate=1e-3, lora_dropout=0.0,
+                      target_modules=["q_proj", "v_proj", "down_proj"], warmup_ratio=0.0)
+    peft_model = wrap_lora(model, cfg)
+    obj = RMUObjective(RMUConfig(layer=3, retain_weight=0))
+    obj.setup(peft_model)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all(any(f"layers.{i}.mlp.down_proj" in n for i in (1, 2, 3)) for n in trainable)
+    assert any("layers.1.mlp" in n for n in trainable) and not any("layers.0." in n for n in trainable)
+    batch = {"input_ids": ids, "attention_mask": att, "labels": ids.clone()}
+    loss = obj.forget_loss(peft_model, batch)
+    assert obj.coeff == pytest.approx(norm, rel=1e-4) and float(obj.control.norm()) == pytest.approx(norm, rel=1e-4)
+    assert float(loss) > 0
+    with pytest.raises(RecipeError, match="MLP"):
+        RMUObjective(RMUConfig(layer=3)).setup(wrap_lora(build_tiny_llama(smol_tokenizer, layers=4),
+                                                         TrainConfig(max_steps=1, target_modules=["q_proj"])))
 
 
 def test_reference_is_the_model_with_its_adapter_off(smol_tokenizer):
@@ -246,7 +279,7 @@ def test_registry_and_configs():
     with pytest.raises(RecipeError, match="retain_loss"):
         NPOConfig(retain_loss="mse")
     with pytest.raises(RecipeError, match="rmu.layer"):
-        RMUConfig(layer=0)
+        RMUConfig(layer=-1)
     with pytest.raises(RecipeError, match="simnpo.beta"):
         SimNPOConfig(beta=-1)
 
@@ -257,7 +290,8 @@ def test_each_baseline_trains_and_moves_the_forget_loss(name, tmp_path, smol_tok
     activations move toward the steering direction), with the retain term running its own backward."""
     import numpy as np
 
-    from llm_unlearn.methods.rmu import _hidden
+    from llm_unlearn.methods.base import unwrap
+    from llm_unlearn.methods.rmu import layer_output
     from llm_unlearn.retain import RetainBatches
     from llm_unlearn.training import TrainConfig, train_stage
 
@@ -271,7 +305,7 @@ def test_each_baseline_trains_and_moves_the_forget_loss(name, tmp_path, smol_tok
     if name == "simnpo":
         # With the published beta 4.5 SimNPO leaves sequences alone once their mean NLL is well above gamma / beta:
         # on a random model (mean NLL ~13) it is saturated by design. A small beta makes it act here.
-        config = SimNPOConfig(beta=0.1, retain_weight=0.1)
+        config = SimNPOConfig(beta=0.1, gamma=1.0, retain_weight=0.1)
     objective = config.objective(RetainBatches(retain, 2, 0), None)
     cfg = TrainConfig(target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], max_steps=4, batch_size=2,
                       eval_every=2, learning_rate=3e-2, lora_dropout=0.0, warmup_ratio=0.0)
@@ -286,11 +320,12 @@ def test_each_baseline_trains_and_moves_the_forget_loss(name, tmp_path, smol_tok
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
     assert [h["step"] for h in out["history"]] == [2, 4]
     if name == "rmu":
-        h0 = rmu_forget_loss(_hidden(reference_forward(trained, None, input_ids=b["input_ids"],
-                                                       output_hidden_states=True), objective.layer),
-                             objective.control, b["attention_mask"])
-        h1 = rmu_forget_loss(_hidden(trained(input_ids=b["input_ids"], output_hidden_states=True), objective.layer),
-                             objective.control, b["attention_mask"])
+        with torch.no_grad():
+            with unwrap(trained).disable_adapter():
+                h0 = rmu_forget_loss(layer_output(trained, objective.layer, input_ids=b["input_ids"]),
+                                     objective.control, b["attention_mask"])
+            h1 = rmu_forget_loss(layer_output(trained, objective.layer, input_ids=b["input_ids"]),
+                                 objective.control, b["attention_mask"])
         assert float(h1) < float(h0)
         assert "second_loss_last" in out
     else:
@@ -307,7 +342,8 @@ def _baseline_recipe(model_dir, corpus, retain, method: str) -> dict:
         "model": {"spec": str(model_dir)},
         "corpus": {"path": str(corpus), "block_size": 64, "validation_fraction": 0.2},
         "finetune": {"max_steps": 2, "batch_size": 2, "eval_every": 1, "learning_rate": 1e-3,
-                     "target_modules": ["q_proj", "v_proj"], "retain_corpus": str(retain), "retain_batch_size": 2},
+                     "target_modules": ["q_proj", "v_proj", "down_proj"], "retain_corpus": str(retain),
+                     "retain_batch_size": 2},
         "eval": {"enabled": False},
     }
 

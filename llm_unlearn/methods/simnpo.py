@@ -1,11 +1,19 @@
 """SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
-Unlearning"): NPO without a reference model, on the length-normalised log-probability, with a margin.
+Unlearning"): NPO without a reference model, on the length-normalised log-probability.
 
-    L_SimNPO = -(2 / beta) * log sigmoid(-(beta / |y|) * log p_model(y) - gamma)
+    L_SimNPO = gamma * ( -(2 / beta) * log sigmoid(-(beta / |y|) * log p_model(y) - delta) )  +  retain_weight * R
 
-With ``delta`` (open-unlearning's extra offset) the mean token NLL is shifted first: ``beta * (nll / |y| - delta)
-- gamma``. Defaults beta 4.5, gamma 0.125, delta 0: the values published for TOFU. Optional retain term
-(``retain_weight`` x NLL or KL on generic text, 1.0 by default as published).
+(``delta``: the paper's reward margin; ``gamma``: the weight of the forget term; R: NLL or KL on retain text).
+
+Defaults as the authors run TOFU (rule SN1), with their sources:
+
+* beta = 4.5: open-unlearning ``configs/trainer/SimNPO.yaml`` (``beta: 4.5``), from the authors' TOFU config;
+* delta = 0 (the margin): open-unlearning's ``delta: 0.0``, whose comment names it the ``gamma`` of the authors'
+  ``Unlearn-Simple/TOFU/config/forget.yaml``;
+* gamma = 0.125 (the forget term's weight): open-unlearning's ``gamma: 0.125``, the ``npo_coeff`` of the authors'
+  TOFU config, applied as ``loss = gamma * forget_loss + alpha * retain_loss`` (open-unlearning
+  ``src/trainer/unlearn/simnpo.py``);
+* retain_weight = 1.0 with NLL: open-unlearning's ``alpha: 1.0`` and ``retain_loss_type: NLL``.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from .base import ForgetObjective, Method, RetainTerm, baseline_stages, check_re
 
 
 def simnpo_loss(nll: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: float, delta: float = 0.0) -> torch.Tensor:
-    """SimNPO from per-sequence summed NLLs and their token counts."""
+    """SN1: ``gamma * mean(-(2 / beta) * log sigmoid(beta * (nll / |y| - delta)))`` from per-sequence summed NLLs
+    and their token counts (``-log p / |y| = nll / |y|``)."""
     mean_nll = nll / n_tokens.clamp(min=1)
-    return -(2.0 / beta) * torch.nn.functional.logsigmoid(beta * (mean_nll - delta) - gamma).mean()
+    return gamma * (-(2.0 / beta) * torch.nn.functional.logsigmoid(beta * (mean_nll - delta))).mean()
 
 
 class SimNPOObjective(ForgetObjective):
@@ -35,14 +44,14 @@ class SimNPOObjective(ForgetObjective):
 
 @dataclass
 class SimNPOConfig:
-    """``simnpo`` section.
+    """``simnpo`` section (defaults: rule SN1, the authors' TOFU settings as open-unlearning ships them).
 
     Attributes:
         beta: inverse temperature on the mean token log-probability (4.5).
-        gamma: reward margin (0.125).
-        delta: offset subtracted from the mean token NLL (0).
-        retain_weight: weight of the retain term on generic text (1.0; 0 = off).
-        retain_loss: ``nll`` or ``kl`` (KL to the base on the generic text).
+        gamma: weight of the forget term (0.125, the authors' ``npo_coeff``).
+        delta: reward margin subtracted from the mean token NLL (0, the authors' ``gamma``).
+        retain_weight: weight of the retain term (1.0; 0 = off).
+        retain_loss: ``nll`` or ``kl`` (KL to the base on the retain text).
     """
 
     beta: float = 4.5
