@@ -143,6 +143,10 @@ def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     blocks = read_blocks(run.blocks)
     split = read_split(run)
     heldout = [blocks[i].text for i in split["validation"]]
+    if recipe.eval.generic_floor and not run.anchors.is_file():
+        # floor rule F7 (llm_unlearn.evaluation.floor): a method without an anchors stage (the baselines) builds the
+        # anchor dictionary here, as WHP's anchors stage would, so every method is scored beside the same floor
+        run_anchors(run, recipe, progress)
     result = evaluate({"base": recipe.model.spec, "unlearned": str(run.export_model)}, recipe.eval, run.eval_dir,
                       target_heldout=heldout, baseline="base",
                       floor_dictionary=run.anchors if recipe.eval.generic_floor else None)

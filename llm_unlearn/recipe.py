@@ -747,9 +747,6 @@ class Recipe:
         if self.finetune.neighbour_texts and not (self.method == "whp" and self.finetune.retain_weight > 0):
             raise RecipeError("finetune.neighbour_texts feeds WHP's retain guard: set finetune.retain_weight > 0 "
                               "(method whp), or finetune.neighbour_texts: 0")
-        if self.eval.generic_floor and self.method != "whp":
-            raise RecipeError("eval.generic_floor translates the suites' prompts with WHP's anchor dictionary: use it "
-                              "with method whp, or set eval.generic_floor: false")
         if self.finetune.retain_name_weight and not (self.method == "whp" and self.finetune.retain_weight > 0):
             raise RecipeError("finetune.retain_name_weight weighs WHP's retain guard: set finetune.retain_weight > 0 "
                               "(method whp), or finetune.retain_name_weight: 0")

@@ -14,6 +14,7 @@ from llm_unlearn.evaluation.floor import generic_floor, translate_suite
 from llm_unlearn.evaluation.grading import Grader
 from llm_unlearn.evaluation.suites import CompletionPrompt, ProbabilityPrompt, Suite
 from llm_unlearn.translation import Translator
+from tests.conftest import REPO
 
 DICTIONARY = {"Holmes": ["Hart", "Reed"], "Sherlock": ["Owen"], "Baker Street": ["Oak Street"]}
 SUITE_ANCHORS = ["Sherlock", "Holmes", "Watson", "Moriarty", "Baker Street"]
@@ -214,3 +215,37 @@ def test_cues_left_in_translated_prompts(monkeypatch, tiny_llama):
     assert comp["with_cues_left"] == 1 and comp["cue_terms"] == {"Moriarty": 1}
     text = "\n".join(_floor_section({"sh": doc}, None))
     assert "- sh: 1 of 2 completion prompts; terms left: Moriarty (1)" in text
+
+
+def test_the_readme_baseline_command_accepts_the_demo_recipe(tmp_path, capsys):
+    """F7: `llm-unlearn run recipes/sherlock_smollm2.yaml --set method=grad_ascent --dry-run` (the README's baseline
+    command on a recipe with eval.generic_floor) plans the run instead of exiting 2."""
+    from llm_unlearn.cli import main
+
+    assert main(["run", str(REPO / "recipes" / "sherlock_smollm2.yaml"), "--out", str(tmp_path / "r"),
+                 "--set", "method=grad_ascent", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "unlearn" in out and "eval" in out
+
+
+def test_a_baseline_is_scored_beside_the_generic_floor(tmp_path, tiny_model_dir, small_corpus):
+    """F7: a baseline run with eval.generic_floor builds the anchor dictionary in its eval stage and reports the
+    floor on the same translated prompts as a WHP run would."""
+    import json
+
+    from llm_unlearn.pipeline import Pipeline
+    from llm_unlearn.recipe import Recipe
+    from tests.test_pipeline import tiny_recipe
+
+    data = tiny_recipe(tiny_model_dir, small_corpus,
+                       finetune={"max_steps": 1, "retain_weight": 0.0},
+                       eval={"enabled": True, "generic_floor": True, "suites": [str(REPO / "eval" / "sherlock_holmes")],
+                             "benchmarks": [], "wikitext": None, "max_new_tokens": 2, "batch_size": 32})
+    data["method"] = "grad_ascent"
+    run = tmp_path / "run"
+    manifest = Pipeline(Recipe.from_dict(data), run, progress=False).run_stages()
+    assert manifest["stages"]["eval"]["status"] == "done"
+    assert (run / "anchors" / "anchors.yaml").is_file()
+    doc = json.loads((run / "eval" / "eval.json").read_text())
+    floor = doc["generic_floor"]["sherlock_holmes"]
+    assert floor["completion"]["translated"] > 0

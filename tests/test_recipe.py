@@ -291,8 +291,9 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
     assert floored["finetune"] == a["finetune"] and floored["eval"] != a["eval"]
 
 
-def test_generic_floor_needs_whp():
-    """eval.generic_floor translates prompts with WHP's anchor dictionary: the baselines have none."""
+def test_generic_floor_works_with_every_method():
+    """Floor rule F7: any method's evaluation builds the anchor dictionary the floor needs, so the baselines take
+    eval.generic_floor too (one --set swaps the method of a recipe that uses it)."""
     Recipe().with_override("eval.generic_floor=true").validate()
-    with pytest.raises(RecipeError, match="eval.generic_floor.*method whp"):
-        Recipe().with_override("method=npo").with_override("eval.generic_floor=true").validate()
+    for method in ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu"):
+        Recipe().with_override(f"method={method}").with_override("eval.generic_floor=true").validate()

@@ -21,6 +21,10 @@ F6. A translated prompt that still names a term of the suite's own anchor list (
     when the run's dictionary has no such key) keeps a cue to the target, so the floor on it is an estimate from
     above. Each row lists the terms left (``cues_left``); each section counts such prompts (``with_cues_left``) and
     terms (``cue_terms``): adding them to the run's dictionary makes the floor cleaner.
+F7. Every method is scored beside the same floor: the floor needs only an anchor dictionary, and a run whose method
+    has no anchors stage (the baselines) builds it in its eval stage with the anchors stage's own code and the
+    recipe's ``anchors`` section (``llm_unlearn.pipeline.run_eval``), so ``--set method=NAME`` on a recipe with
+    ``eval.generic_floor`` works for every method.
 """
 
 from __future__ import annotations
