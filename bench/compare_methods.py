@@ -9,14 +9,22 @@ Protocol (docs/results.md, "Method comparison"):
 - Forget data: the recipe's target corpus blocks (one train / validation split, shared by all methods); retain
   data: the recipe's ``finetune.retain_corpus`` (WikiText-2 by default). Every method trains with the ``finetune``
   section's settings (LoRA rank, batch, epochs = the same number of optimizer steps); only the learning rate varies.
-- Learning rates: three per method (``LEARNING_RATES``, or ``--lrs METHOD=a,b,c``).
+- Learning rates (rule CMP1): one grid for every method (``GRID``: 1e-4, 3e-4, 1e-3, 3e-3); a method whose chosen
+  rate is at an end of the grid is marked "at the grid's edge" (the grid should be widened for it). ``--lrs
+  METHOD=a,b,c`` replaces a method's grid (the table then says the grids differ).
+- Selection prompts (rule CMP2): every suite is split once, by item order, into a selection third (items 0, 3, 6,
+  ...) and a report part (the rest); the learning rate is chosen on the selection prompts, and the reported numbers
+  of the chosen models come from the report prompts only, which no choice saw.
 - Selection rule (per method): among its learning rates whose WikiText-2 perplexity is at most
-  ``--max-ppl-change`` percent above the base model's, the one that forgets most (lowest mean of completion
-  familiarity and P(target), as % of base); when none qualifies, the one with the smallest perplexity change
-  (marked in the table).
-- Evaluation: every model on the same items: both suites, WikiText-2 and held-out target perplexity (``sweep/``),
-  then the base and each method's chosen model on the benchmarks (``final/``); ``--with-model LABEL=PATH`` adds
-  other models (e.g. the demo's full-length WHP model) to both.
+  ``--max-ppl-change`` percent above the base model's, the one that forgets most on the selection prompts (lowest
+  mean of completion familiarity and P(target), as % of base); when none qualifies, the one with the smallest
+  perplexity change (marked in the table).
+- Steps (rule CMP3): the table gives each model's optimizer steps over all its training stages (WHP: reinforce plus
+  fine-tune; a baseline: its unlearn stage). Checkpoints: WHP's fine-tune keeps its best validation checkpoint
+  (``llm_unlearn.finetune``), the baselines their last step; the column "kept" says which.
+- Evaluation: every model on the selection prompts, WikiText-2 and held-out target perplexity (``sweep/``), then
+  the base and each method's chosen model on the report prompts and the benchmarks (``final/``);
+  ``--with-model LABEL=PATH`` adds other models (e.g. the demo's full-length WHP model) to both.
 
 WHP's stages up to the labels come from ``--from-run`` (a finished run of the same recipe) or run once in
 ``OUT/shared``; every variant's run directory hard-links them (``bench.alpha_sweep.link_upstream``). Writes
@@ -44,17 +52,52 @@ from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.recipe import Recipe  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
-# LoRA learning rates tried per method: each spans 10x around where the method starts to move the target text in
-# a few dozen LoRA steps without destroying the model (gradient ascent diverges fastest, WHP's label fine-tune is
-# ordinary cross-entropy and takes the largest).
-LEARNING_RATES = {
-    "whp": (5.0e-4, 1.0e-3, 2.0e-3),
-    "grad_ascent": (1.0e-4, 3.0e-4, 1.0e-3),
-    "grad_diff": (1.0e-4, 3.0e-4, 1.0e-3),
-    "npo": (1.0e-4, 3.0e-4, 1.0e-3),
-    "simnpo": (1.0e-4, 3.0e-4, 1.0e-3),
-    "rmu": (1.0e-4, 3.0e-4, 1.0e-3),
-}
+# CMP1: one LoRA learning-rate grid for every method (30x wide, around the rates where the methods move the
+# target text in a few dozen LoRA steps; the earlier per-method grids stopped at 1e-3 for the baselines, and NPO's
+# choice sat at that edge)
+GRID = (1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3)
+LEARNING_RATES = {m: GRID for m in ("whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")}
+SELECT_EVERY = 3  # CMP2: items 0, 3, 6, ... of each suite choose the rate; the rest are reported
+
+
+def split_suite(suite_dir: str | Path, out_root: Path) -> tuple[Path, Path]:
+    """CMP2: (selection suite, report suite) folders under ``out_root`` with the suite's suite.yaml and its
+    completion / probability items split by position; the two share no item."""
+    import shutil
+
+    src = Path(suite_dir)
+    parts = {}
+    for part in ("select", "report"):
+        dst = out_root / part / src.name
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "suite.yaml", dst / "suite.yaml")
+        parts[part] = dst
+    for name in ("completion.jsonl", "probability.jsonl"):
+        if not (src / name).is_file():
+            continue
+        lines = [ln for ln in (src / name).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        chosen = [ln for i, ln in enumerate(lines) if i % SELECT_EVERY == 0]
+        rest = [ln for i, ln in enumerate(lines) if i % SELECT_EVERY != 0]
+        atomic_write_text(parts["select"] / name, "".join(ln + "\n" for ln in chosen))
+        atomic_write_text(parts["report"] / name, "".join(ln + "\n" for ln in rest))
+    return parts["select"], parts["report"]
+
+
+def training_steps(run_dir: Path) -> tuple[int | None, str]:
+    """CMP3: (optimizer steps over every training stage of a run, which checkpoint it kept)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return None, "-"
+    stages = json.loads(path.read_text()).get("stages", {})
+    total, seen = 0, False
+    for name in ("reinforce", "finetune", "unlearn"):
+        hist = ((stages.get(name) or {}).get("metrics") or {}).get("history") or []
+        steps = [h.get("step") for h in hist if isinstance(h.get("step"), int)]
+        if steps:
+            total += max(steps)
+            seen = True
+    kept = "best validation" if "finetune" in stages else "last step"
+    return (total if seen else None), kept
 
 
 def forgetting_score(row: dict, target: str) -> float | None:
@@ -122,29 +165,38 @@ def markdown(result: dict) -> str:
     summary, variants = result["summary"], result["variants"]
     head = ["method", "lr", "familiarity (% of base)", "P(target) (% of base)", "control familiarity (% of base)",
             "control P (% of base)", "WikiText-2 ppl", "held-out target ppl", "benchmarks mean (diff, points)",
-            "train s"]
+            "train s", "steps (all stages)", "kept"]
 
-    def line(method: str, lr: str, r: dict, seconds) -> str:
+    def line(method: str, lr: str, r: dict, v: dict | None) -> str:
+        v = v or {}
         bench = f"{r['benchmark_mean']:.3f} ({r['benchmark_diff_points']:+.1f})" if "benchmark_mean" in r else "-"
+        seconds = v.get("train_seconds")
         return "| " + " | ".join([method, lr, _fmt(r, f"familiarity/{target}"), _fmt(r, f"prob/{target}"),
                                   _fmt(r, f"familiarity/{control}"), _fmt(r, f"prob/{control}"),
                                   _fmt(r, "ppl/wikitext", "%change"), _fmt(r, "ppl/target_heldout", "%change"),
-                                  bench, f"{seconds:.0f}" if seconds is not None else "-"]) + " |"
+                                  bench, f"{seconds:.0f}" if seconds is not None else "-",
+                                  str(v.get("steps", "-")), v.get("kept", "-")]) + " |"
 
-    out = ["Chosen learning rate per method (benchmarks scored for these only):", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out.append(line("base model", "-", summary["base"], None))
+    reported = result.get("reported") or summary
+    grids = {tuple(v) for v in result.get("learning_rates", {}).values()}
+    out = ["Chosen learning rate per method, scored on the report prompts (which no choice saw; benchmarks for "
+           "these only):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out.append(line("base model", "-", reported.get("base", {}), None))
     for method, label in result["chosen"].items():
         v = variants[label]
         mark = "" if result["chosen_within_bound"][method] else " (no lr within the ppl bound)"
-        out.append(line(method + mark, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+        grid = result.get("learning_rates", {}).get(method) or []
+        if grid and v["lr"] in (min(grid), max(grid)):
+            mark += " (at the grid's edge)"
+        out.append(line(method + mark, f"{v['lr']:g}", reported.get(label, {}), v))
     for label in result.get("extra_models", {}):
-        out.append(line(label, "-", summary[label], None))
-    out += ["", "Every learning rate tried (suites and perplexities):", "", "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head)]
+        out.append(line(label, "-", reported.get(label, {}), None))
+    grid_note = "one grid for every method" if len(grids) <= 1 else "the grids differ between methods (--lrs)"
+    out += ["", f"Every learning rate tried, on the selection prompts ({grid_note}):", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, v in variants.items():
         chosen = " **(chosen)**" if result["chosen"].get(v["method"]) == label else ""
-        out.append(line(v["method"] + chosen, f"{v['lr']:g}", summary[label], v.get("train_seconds")))
+        out.append(line(v["method"] + chosen, f"{v['lr']:g}", summary[label], v))
     return "\n".join(out) + "\n"
 
 
@@ -223,6 +275,10 @@ def main(argv=None) -> int:
     if args.replot:
         result = json.loads((args.out / "compare.json").read_text())
         result["summary"] = full_summary(args.out, result["target_suite"], result["control_suite"])
+        final = args.out / "final" / "eval.json"
+        if final.is_file():
+            result["reported"] = summarize(json.loads(final.read_text()),
+                                           (result["target_suite"], result["control_suite"]))
         atomic_write_json(args.out / "compare.json", result)
         atomic_write_text(args.out / "compare.md", markdown(result))
         plot(result, args.out / "compare.png")
@@ -250,8 +306,10 @@ def main(argv=None) -> int:
             t1 = time.perf_counter()
             manifest = Pipeline(r, run_dir).run_stages(until="export")
             stage = manifest["stages"][get_method(method).weights_stage]
+            steps, kept = training_steps(run_dir)
             variants[label] = {"method": method, "lr": lr, "run_dir": str(run_dir),
-                               "train_seconds": stage.get("seconds"), "wall_s": round(time.perf_counter() - t1, 1)}
+                               "train_seconds": stage.get("seconds"), "wall_s": round(time.perf_counter() - t1, 1),
+                               "steps": steps, "kept": kept}
             models[label] = str(run_dir / "export" / "model")
     models.update(extra)
 
@@ -261,7 +319,8 @@ def main(argv=None) -> int:
     blocks = read_blocks(shared / "corpus" / "blocks.jsonl")
     heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
     t1 = time.perf_counter()
-    sweep_cfg = dataclasses.replace(recipe.eval, benchmarks=[])
+    splits = [split_suite(p, args.out / "suites") for p in recipe.eval.suites]  # CMP2
+    sweep_cfg = dataclasses.replace(recipe.eval, benchmarks=[], suites=[str(a) for a, _ in splits])
     doc = evaluate(models, sweep_cfg, args.out / "sweep", target_heldout=heldout, baseline="base")
     timings["eval_sweep_s"] = round(time.perf_counter() - t1, 1)
     names = [s["name"] for s in doc["suites"]]
@@ -273,19 +332,23 @@ def main(argv=None) -> int:
         rows = {label: summary[label] for label, v in variants.items() if v["method"] == method}
         chosen[method], within[method] = select(rows, target, args.max_ppl_change)
 
-    if recipe.eval.benchmarks:
-        t1 = time.perf_counter()
-        final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()},
-                        **extra}
-        bench_cfg = dataclasses.replace(recipe.eval, suites=[], wikitext=None)
-        bench_doc = evaluate(final_models, bench_cfg, args.out / "final", baseline="base")
-        timings["eval_benchmarks_s"] = round(time.perf_counter() - t1, 1)
-        add_benchmarks(summary, bench_doc)
+    t1 = time.perf_counter()
+    final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()}, **extra}
+    final_cfg = dataclasses.replace(recipe.eval, suites=[str(b) for _, b in splits], wikitext=None)
+    final_doc = evaluate(final_models, final_cfg, args.out / "final", baseline="base")
+    timings["eval_final_s"] = round(time.perf_counter() - t1, 1)
+    reported = summarize(final_doc, (target, control))
+    for label, row in reported.items():  # perplexities come from the sweep (same models, same text)
+        for key, value in summary.get(label, {}).items():
+            if key.startswith("ppl/"):
+                row.setdefault(key, value)
+    add_benchmarks(summary, final_doc)
 
     result = {"recipe": args.recipe, "overrides": list(args.set), "methods": methods,
               "learning_rates": {m: list(lrs[m]) for m in methods}, "max_ppl_change": args.max_ppl_change,
               "variants": variants, "extra_models": extra, "chosen": chosen, "chosen_within_bound": within,
-              "summary": summary, "timings": timings, "target_suite": target, "control_suite": control}
+              "summary": summary, "reported": reported, "timings": timings, "target_suite": target,
+              "control_suite": control, "selection": f"suite items i % {SELECT_EVERY} == 0 choose; the rest report"}
     atomic_write_json(args.out / "compare.json", result)
     table = markdown(result)
     atomic_write_text(args.out / "compare.md", table)

@@ -35,6 +35,8 @@ def test_bad_learning_rate_spec_is_refused():
     with pytest.raises(SystemExit, match="METHOD=lr1"):
         compare_methods.parse_lrs(["nosuch=1e-4"])
     assert compare_methods.parse_lrs(["npo=1e-5,2e-5"])["npo"] == (1e-5, 2e-5)
+    # CMP1: one grid for every method by default
+    assert len(set(compare_methods.LEARNING_RATES.values())) == 1
 
 
 def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus, monkeypatch):
@@ -74,6 +76,20 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
         assert "ppl/target_heldout" in result["summary"][label]
     md = (out / "compare.md").read_text()
     assert "(chosen)" in md and (out / "compare.png").exists()
+    # CMP2: the rate is chosen on a third of the prompts; the reported numbers come from the other, disjoint part
+    sel = (out / "suites" / "select" / "sherlock_holmes" / "completion.jsonl").read_text().splitlines()
+    rep = (out / "suites" / "report" / "sherlock_holmes" / "completion.jsonl").read_text().splitlines()
+    full = (REPO / "eval" / "sherlock_holmes" / "completion.jsonl").read_text().splitlines()
+    assert sel and rep and not set(sel) & set(rep) and sorted(sel + rep) == sorted(x for x in full if x.strip())
+    sweep_doc = json.loads((out / "sweep" / "eval.json").read_text())
+    final_doc = json.loads((out / "final" / "eval.json").read_text())
+    assert sweep_doc["suites"][0]["n_completion"] == len(sel) and final_doc["suites"][0]["n_completion"] == len(rep)
+    assert set(result["reported"]) == {"base", *result["chosen"].values()}
+    # CMP3: steps over every training stage (WHP: reinforce + fine-tune) and the checkpoint kept
+    whp = result["variants"]["whp lr 0.001"]
+    assert whp["steps"] == 4 + 6 and whp["kept"] == "best validation"
+    assert result["variants"]["npo lr 0.001"]["kept"] == "last step"
+    assert "steps (all stages)" in md and "the grids differ" in md
     (out / "compare.png").unlink()
     assert compare_methods.main([str(recipe), "--out", str(out), "--replot"]) == 0
     assert (out / "compare.png").exists()
