@@ -9,12 +9,13 @@ import shutil
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
 from test_reliability import assert_exit_2, run_cli, tiny_recipe
 
-from llm_unlearn.errors import AnchorError, EvalError, RecipeError
+from llm_unlearn.errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
 from llm_unlearn.recipe import Recipe
 
@@ -287,3 +288,242 @@ def test_t12_duplicate_keys_in_a_recipe_are_an_error(tmp_path, text, key):
     path.write_text(text)
     with pytest.raises(RecipeError, match=f"'{key}' appears twice"):
         Recipe.from_yaml(path)
+
+
+# ---- T5: replace, never destroy first ------------------------------------------------------------------------------
+def _finished_corpus(tmp_path, tiny_model_dir, **sections):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, **sections)
+    run = tmp_path / "run"
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    snapshot = {p.name: p.read_bytes() for p in [run / "recipe.yaml", run / "corpus" / "blocks.jsonl",
+                                                  run / "corpus" / "split.json"]}
+    snapshot["stages"] = json.loads((run / "manifest.json").read_text())["stages"]
+    return recipe, run, snapshot
+
+
+def _unchanged(run, snapshot) -> None:
+    for p in [run / "recipe.yaml", run / "corpus" / "blocks.jsonl", run / "corpus" / "split.json"]:
+        assert p.read_bytes() == snapshot[p.name], p
+    assert json.loads((run / "manifest.json").read_text())["stages"] == snapshot["stages"]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("corpus.block_size=4096", "context length (1024)"),
+    ("corpus.path=/nonexistent/corpus.txt", "does not exist"),
+])
+def test_t5_checks_that_need_no_stage_run_before_overwrite_deletes_anything(tmp_path, tiny_model_dir, override,
+                                                                            fragment):
+    """Item 5: `--set corpus.block_size=4096 --overwrite` passed --dry-run, deleted corpus/, then failed; the run
+    dir's recipe.yaml said 4096 and the plain rerun failed too. A missing corpus path did the same."""
+    recipe, run, snapshot = _finished_corpus(tmp_path, tiny_model_dir)
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--set", override,
+                          "--dry-run"), fragment)
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--set", override,
+                          "--overwrite"), fragment)
+    _unchanged(run, snapshot)
+    proc = run_cli("run", "--out", str(run), "--until", "corpus", "--dry-run")  # the plain rerun: nothing to do
+    assert proc.returncode == 0 and "corpus     skip" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_t5_a_failed_redo_puts_the_old_stage_back(tmp_path, tiny_model_dir):
+    """Item 5, a failure only the stage can find (a .jsonl corpus without the field named): the old output, its
+    manifest entry and the old recipe.yaml are put back."""
+    corpus = tmp_path / "texts.jsonl"
+    corpus.write_text("".join(json.dumps({"text": "Zorblax sailed from Quillmoor to Venn. " * 30}) + "\n"
+                              for _ in range(3)))
+    recipe, run, snapshot = _finished_corpus(tmp_path, tiny_model_dir, corpus={"path": str(corpus)})
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--overwrite",
+                   "--set", "corpus.text_field=body")
+    assert_exit_2(proc, "body")
+    _unchanged(run, snapshot)
+    assert not any(p.name.endswith(".aside") for p in run.iterdir())
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--dry-run")
+    assert proc.returncode == 0 and "corpus     skip" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("recipe_text, fragment", [
+    ("model: {spec: ../../etc}\n", "config.json"),
+    ("corpus: {block_size: 100000}\n", "context length"),
+])
+def test_t13_dry_run_reports_what_the_run_would_fail_on(tmp_path, tiny_model_dir, recipe_text, fragment):
+    """Item 13: `--dry-run` said "run" for model.spec=../../etc and a block size beyond the context."""
+    path = tiny_recipe(tmp_path, tiny_model_dir)
+    data = yaml.safe_load(path.read_text())
+    for section, values in yaml.safe_load(recipe_text).items():
+        data[section].update(values)
+    path.write_text(yaml.safe_dump(data))
+    assert_exit_2(run_cli("run", str(path), "--out", str(tmp_path / "run"), "--dry-run"), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_t13_dry_run_reports_an_out_under_a_file(tmp_path, tiny_model_dir):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    (tmp_path / "afile").write_text("x")
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(tmp_path / "afile" / "run"), "--dry-run"), "is a file")
+
+
+# ---- T6: --set paths are resolved once, at the command -------------------------------------------------------------
+def test_t6_relative_set_path_resumes_from_another_folder(tmp_path, tiny_model_dir):
+    """Item 6: a relative `--set corpus.path` resolved against the current folder at one time and the run dir at
+    another: resuming from elsewhere asked for --overwrite, which deleted corpus/ and then failed."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir()
+    other.mkdir()
+    (work / "mine.txt").write_text((tmp_path / "corpus.txt").read_text())
+    run = tmp_path / "run"
+    proc = run_cli("run", str(recipe), "--out", str(run), "--until", "corpus", "--set", "corpus.path=mine.txt",
+                   cwd=work)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["corpus"]["path"] == str(work / "mine.txt")
+    proc = run_cli("run", "--out", str(run), "--until", "corpus", "--dry-run", cwd=other)
+    assert proc.returncode == 0 and "corpus     skip" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+# ---- T7: compare --out refuses to overwrite -------------------------------------------------------------------------
+def _eval_json(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    doc = {"models": {"base": {"suites": {}}, "unlearned": {"suites": {}}}, "baseline": "base", "suites": []}
+    (folder / "eval.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_t7_compare_out_refuses_to_overwrite(tmp_path):
+    """Item 7: `compare --out FILE` overwrote an existing file (eval and anchors refuse without --overwrite)."""
+    a, b = _eval_json(tmp_path / "a"), _eval_json(tmp_path / "b")
+    out = tmp_path / "notes.md"
+    out.write_text("my notes")
+    assert_exit_2(run_cli("compare", str(a), str(b), "--out", str(out)), "--overwrite")
+    assert out.read_text() == "my notes"
+    proc = run_cli("compare", str(a), str(b), "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text().startswith("# Comparison")
+
+
+@pytest.mark.parametrize("content, out", [('{"models": 5}', None), (None, "small.txt/x.md"), (None, "DIR")])
+def test_t14_compare_bad_input_exit_2(tmp_path, content, out):
+    """Item 14: compare on `{"models": 5}` and `--out small.txt/x.md` gave tracebacks."""
+    a, b = _eval_json(tmp_path / "a"), _eval_json(tmp_path / "b")
+    if content:
+        (a / "eval.json").write_text(content)
+    args = ["compare", str(a), str(b)]
+    if out:
+        (tmp_path / "small.txt").write_text("x")
+        (tmp_path / "DIR").mkdir()
+        args += ["--out", str(tmp_path / out)]
+    assert_exit_2(run_cli(*args))
+
+
+# ---- T8: the API takes the lock before writing anything -------------------------------------------------------------
+def test_t8_api_writes_nothing_into_a_locked_run_dir(tmp_path, tiny_model_dir):
+    """Item 8: two unlearn() calls into one out: the first trained on the second's text."""
+    from llm_unlearn import unlearn
+    from llm_unlearn.runio import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):  # another call in progress
+        with pytest.raises(RunDirError, match="in use"):
+            unlearn(model=str(tiny_model_dir), corpus=["Zorblax sailed from Quillmoor. " * 40], out=run,
+                    until="corpus", progress=False)
+    assert not (run / "inputs").exists()
+
+
+def test_t8_refused_api_call_keeps_the_finished_runs_input(tmp_path, tiny_model_dir):
+    """Item 8: a refused call still replaced RUN/inputs/corpus.jsonl."""
+    from llm_unlearn import unlearn
+
+    run = tmp_path / "run"
+    first = ["Zorblax sailed from Quillmoor to Venn. " * 40]
+    unlearn(model=str(tiny_model_dir), corpus=first, out=run, until="corpus", progress=False,
+            overrides={"corpus.block_size": 32})
+    stored = (run / "inputs" / "corpus.jsonl").read_bytes()
+    with pytest.raises(RunDirError, match="overwrite"):
+        unlearn(model=str(tiny_model_dir), corpus=["Another text entirely, about Venn. " * 40], out=run,
+                until="corpus", progress=False, overrides={"corpus.block_size": 32})
+    assert (run / "inputs" / "corpus.jsonl").read_bytes() == stored
+    assert [p.name for p in (run / "inputs").iterdir()] == ["corpus.jsonl"]
+    plan = dict(Pipeline(Recipe.from_yaml(run / "recipe.yaml"), run, progress=False).plan("corpus"))
+    assert plan == {"corpus": "skip"}
+
+
+# ---- T9: outputs are whole or noticed; T10: temporaries and permissions ---------------------------------------------
+def test_t9_a_changed_or_deleted_output_file_is_redone(tmp_path, tiny_model_dir, monkeypatch):
+    """Item 9: `rm RUN/export/model/model.safetensors`: every stage was skipped, rc 0, a model without weights.
+    Item 10: adapter weights were written 0600 under umask 022."""
+    old = os.umask(0o022)
+    try:
+        recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+        run = tmp_path / "run"
+        Pipeline(recipe, run, progress=False).run_stages(until="reinforce")
+    finally:
+        os.umask(old)
+
+    def plan():
+        return dict(Pipeline(recipe, run, progress=False).plan("reinforce"))
+
+    weights = run / "reinforce" / "adapter" / "adapter_model.safetensors"
+    assert weights.is_file() and stat.S_IMODE(weights.stat().st_mode) == 0o644  # the umask's, not mkstemp's 0600
+    files = json.loads((run / "manifest.json").read_text())["stages"]["reinforce"]["files"]
+    assert files["adapter/adapter_model.safetensors"][0] == weights.stat().st_size
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "skip"}
+    weights.unlink()  # a file deleted deep inside a folder that is still there
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "rerun"}
+    blocks = run / "corpus" / "blocks.jsonl"
+    data = blocks.read_bytes()
+    blocks.write_bytes(data[:-2] + (b"x" if data[-2:-1] != b"x" else b"y") + data[-1:])  # same size, other bytes
+    assert plan() == {"corpus": "rerun", "anchors": "rerun", "reinforce": "rerun"}
+    Pipeline(recipe, run, progress=False).run_stages(until="reinforce")
+    assert plan() == {"corpus": "skip", "anchors": "skip", "reinforce": "skip"}
+    assert weights.is_file() and blocks.read_bytes() == data
+
+
+def test_t10_temporaries_of_a_killed_run_are_removed_on_the_next(tmp_path, tiny_model_dir):
+    """Item 10: kill -9 during export leaked export/.model.*.tmp (a whole model) that no rerun removed."""
+    recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    Pipeline(recipe, run, progress=False).run_stages(until="corpus")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    left = [run / "export" / ".model.k2j4_x.tmp", run / "corpus" / ".blocks.jsonl.a8f3k2.tmp", run / ".corpus.aside",
+            run / "export" / ".model.old"]
+    for path in left:
+        path.mkdir(parents=True) if path.suffix != ".tmp" or "model" in path.name else path.write_text("partial")
+        if path.is_dir():
+            (path / "model.safetensors").write_bytes(b"\0" * 1000)
+    (run / "corpus" / ".link.tmp").symlink_to(outside, target_is_directory=True)
+    Pipeline(recipe, run, progress=False).run_stages(until="corpus")  # every stage skipped; the leftovers go
+    assert not any(p.exists() for p in left) and not (run / "corpus" / ".link.tmp").is_symlink()
+    assert (outside / "keep.txt").read_text() == "keep"
+    assert (run / "corpus" / "blocks.jsonl").is_file()
+
+
+# ---- T12, T14: bad input gets exit 2 and a message, never a hang or a traceback ------------------------------------
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo"])
+def test_t12_a_device_or_fifo_as_corpus_is_refused_at_once(tmp_path, tiny_model_dir, kind):
+    """Item 12: /dev/zero or a FIFO as corpus.path hung or ate memory (15 GB in 40 s) without a message."""
+    if kind == "fifo":
+        source = tmp_path / "pipe"
+        os.mkfifo(source)
+    else:
+        source = Path("/dev/zero")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, corpus={"path": str(source)})
+    for extra in (["--dry-run"], []):
+        proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--until", "corpus", *extra, timeout=120)
+        assert_exit_2(proc, "not a regular file")
+    with pytest.raises(CorpusError, match="not a regular file"):
+        Pipeline(Recipe.from_yaml(recipe), tmp_path / "run2", progress=False).plan("corpus")
+
+
+@pytest.mark.parametrize("damage", [{"outputs": 5}, {"files": [1]}, {"attempts": "x"}])
+def test_t14_damaged_manifest_entry_exit_2(tmp_path, tiny_model_dir, damage):
+    """Item 14: manifest `"outputs": 5` gave a traceback."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    assert run_cli("run", str(recipe), "--out", str(run), "--until", "corpus").returncode == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"]["corpus"].update(damage)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(run), "--until", "corpus"), "damaged")
