@@ -91,7 +91,7 @@ class RetainBatches:
     def __call__(self, micro_step: int, device) -> dict[str, torch.Tensor]:
         n = len(self.rows)
         rows = [self.rows[(micro_step * self.batch_size + k) % n] for k in range(self.batch_size)]
-        batch = pad_batch(rows, self.pad_id, None)
+        batch = pad_batch(rows, self.pad_id, "labels" if "labels" in rows[0] else None)  # chat QA: rule L1
         if self.name_positions is not None:
             batch["name_mask"] = self.name_positions(batch["input_ids"], batch["attention_mask"])
         return {k: v.to(device) for k, v in batch.items()}

@@ -405,13 +405,17 @@ def test_baselines_train_on_answer_tokens_only(tmp_path, tiny_model_dir, monkeyp
     seen = {}
 
     def fake_train_stage(model, tokenizer, cfg, stage_dir, train, val, label_key=None, **kw):
-        seen.update(train=train, label_key=label_key)
+        seen.update(train=train, label_key=label_key, objective=kw.get("objective"))
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(training, "train_stage", fake_train_stage)
-    recipe = Recipe.from_dict({"name": "t", "target": "TOFU", "method": "npo", "model": {"spec": str(tiny_model_dir)},
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text(texts_jsonl(unlearning_texts("npo", tok, load_split(TOFU, "retain99")[:4])), encoding="utf-8")
+    recipe = Recipe.from_dict({"name": "t", "target": "TOFU", "method": "grad_diff",
+                               "model": {"spec": str(tiny_model_dir)},
                                "corpus": {"path": str(corpus), "block_size": 256, "validation_fraction": 0.0},
-                               "finetune": {"max_steps": 1, "batch_size": 2}, "eval": {"enabled": False}})
+                               "finetune": {"max_steps": 1, "batch_size": 2, "retain_corpus": str(retain)},
+                               "eval": {"enabled": False}})
     with pytest.raises(RuntimeError, match="stop here"):
         Pipeline(recipe, tmp_path / "run", progress=False).run_stages(until="unlearn")
     assert seen["label_key"] == "labels"
@@ -421,6 +425,11 @@ def test_baselines_train_on_answer_tokens_only(tmp_path, tiny_model_dir, monkeyp
         expected.add(tok.decode([t for t, lab in zip(ref["input_ids"], ref["labels"], strict=True) if lab != -100]))
     got = [tok.decode([t for t in r["labels"] if t != -100]) for r in seen["train"]]
     assert got and set(got) <= expected  # one QA per row: its answer and <|im_end|>, as the target's fine-tune
+    # the retain term (GradDiff's NLL on the retain authors' QA) is taken on their answers too
+    rb = seen["objective"].retain.batches(0, "cpu")
+    for labels in rb["labels"].tolist():
+        text = tok.decode([t for t in labels if t != -100])
+        assert text.endswith("<|im_end|>") and "<|im_start|>" not in text and "system" not in text
     for r in seen["train"]:
         assert r["labels"][: r["input_ids"].index(tok.convert_tokens_to_ids("<|im_start|>")) + 1] == [-100] * (
             r["input_ids"].index(tok.convert_tokens_to_ids("<|im_start|>")) + 1)

@@ -223,9 +223,12 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
     retain_batches = None
     if needs_retain_text(recipe):
         from ..retain import RetainBatches, retain_rows
+        from ..tofu.chat import answer_only_rows
 
-        retain_batches = RetainBatches(retain_rows(recipe, tokenizer), recipe.finetune.retain_batch_size
-                                       or cfg.batch_size, tokenizer.pad_token_id)
+        rows = retain_rows(recipe, tokenizer)
+        answer_only_rows(tokenizer, rows)  # retain QA in the chat format: its answers only, as the forget side (L1)
+        retain_batches = RetainBatches(rows, recipe.finetune.retain_batch_size or cfg.batch_size,
+                                       tokenizer.pad_token_id)
     objective = config.objective(retain_batches, reference)
     train, val = split_rows(run)
     from ..tofu.chat import answer_only_rows
