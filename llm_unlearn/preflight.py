@@ -2,13 +2,15 @@
 :mod:`llm_unlearn.pipeline`. Each raises the typed error of what is wrong, naming the setting to fix.
 
 P1. ``--out``: the nearest existing folder on its path is a folder (not a file).
-P2. ``model.spec`` resolves (an alias that is installed, a folder with config.json, a .gguf file, a Hub id); when its
-    config is on disk (a folder, an already converted alias or GGUF), ``corpus.block_size`` fits the context length.
+P2. ``model.spec`` resolves (an alias that is installed, a folder with a config.json that is JSON with a model_type,
+    a .gguf file, a Hub id); when its config is on disk (a folder, an already converted alias or GGUF), ``corpus.block_size`` fits the context length.
 P3. ``corpus.path`` and ``corpus.extra_paths``: a path that exists is a regular file or a folder (never a device or a
     FIFO, which would hang or fill memory); an absolute path that does not exist is an error (a relative name that
     does not exist is a datasets id).
 P4. ``anchors.user_dictionary``: exists and is YAML without aliases or duplicate keys (rules Y1, Y2).
 P5. The judge / chat endpoints of the stages to run are ones the person running allowed (rule T1a).
+P6. A device named (``model.device``, ``eval.device``) exists in this torch build (cuda on a CPU-only build would
+    crash a stage later).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import stat
 from pathlib import Path
 
-from .errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
+from .errors import AnchorError, CorpusError, EvalError, ModelLoadError, RecipeError, RunDirError
 
 
 def check_out(root: Path) -> None:
@@ -54,6 +56,15 @@ def check_model(recipe) -> None:
     folder = resolved.path if resolved.kind == "local" else resolved.cached_path
     if folder is None:
         return
+    if resolved.kind == "local":
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"model.spec {folder}: config.json is not valid JSON ({exc}); copy the model "
+                                 "folder again, or write it with save_pretrained") from exc
+        if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+            raise ModelLoadError(f"model.spec {folder}: config.json has no model_type, so transformers cannot "
+                                 "tell the architecture; write the folder with save_pretrained")
     ctx = config_context_length(Path(folder))
     if ctx and recipe.corpus.block_size > ctx:
         raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "
@@ -110,9 +121,28 @@ def check_endpoints(recipe, stages: list[str]) -> None:
         choose_endpoint("chat", chat.partition(":")[2], AnchorError, "anchors.substitute_chat")
 
 
+def check_device(device: str | None, key: str, error: type[Exception] = RecipeError) -> None:
+    """P6."""
+    if not device or device == "cpu":
+        return
+    import torch
+
+    kind = device.split(":")[0]
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": getattr(torch.backends, "mps", None)}
+    available = bool(backend.get(kind) is not None and backend[kind].is_available())
+    if available and kind in ("cuda", "xpu") and ":" in device:
+        available = int(device.split(":")[1]) < backend[kind].device_count()
+    if not available:
+        raise error(f"{key}={device}: no such device in this torch build / machine; use cpu, or leave it unset "
+                    "(automatic)")
+
+
 def check_all(recipe, root: Path, stages: list[str]) -> None:
-    """P1-P5, for a run of ``stages`` into ``root``."""
+    """P1-P6, for a run of ``stages`` into ``root``."""
     check_out(root)
+    check_device(recipe.model.device, "model.device")
+    if "eval" in stages and recipe.eval.enabled:
+        check_device(recipe.eval.device, "eval.device")
     check_model(recipe)
     check_corpus(recipe)
     if "anchors" in stages:

@@ -41,6 +41,9 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
 BLOCK_SAMPLING = ("first", "spread")
+# the largest count or seed a recipe may hold: what torch / numpy take as an int32 (a bigger number is a typo that
+# would overflow or run for ever)
+MAX_INT = 2**31 - 1
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
 _CHAT_SPEC = re.compile(r"^(hf:.+|openai(:.+)?)$")  # a judge / substitute writer (endpoint rules: openai_chat T1a)
 
@@ -69,8 +72,8 @@ class _SectionChecks:
         value = getattr(self, name)
         if value is None and optional:
             return
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self._fail(name, f"an integer >= {minimum}" + (" or null" if optional else ""))
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT:
+            self._fail(name, f"an integer in [{minimum}, {MAX_INT}]" + (" or null" if optional else ""))
 
     def _float(self, name: str, low: float | None = None, high: float | None = None, low_open: bool = False,
                high_open: bool = False, optional: bool = False) -> None:

@@ -527,3 +527,144 @@ def test_t14_damaged_manifest_entry_exit_2(tmp_path, tiny_model_dir, damage):
     manifest["stages"]["corpus"].update(damage)
     (run / "manifest.json").write_text(json.dumps(manifest))
     assert_exit_2(run_cli("run", str(recipe), "--out", str(run), "--until", "corpus"), "damaged")
+
+
+# ---- T11: the API validates like the CLI --------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    ({"corpus": {"text": "Zorblax sailed."}}, CorpusError, "mapping would give its keys"),
+    ({"model": None}, RecipeError, "model must name a model spec"),
+    ({"overwrite": "no"}, RecipeError, "overwrite must be True or False"),
+    ({"overrides": ["corpus.block_size=64"]}, RecipeError, "overrides must be a mapping"),
+    ({"overrides": {"corpus.block_size": object()}}, RecipeError, "overrides['corpus.block_size']"),
+    ({"out": None}, RecipeError, "out must be a non-empty string"),
+    ({"out": 5}, RecipeError, "out must be a non-empty string"),
+    ({"recipe": 123}, RecipeError, "recipe must be a Recipe"),
+    ({"target": 5}, RecipeError, "target must be a string"),
+    ({"progress": "yes"}, RecipeError, "progress must be True or False"),
+])
+def test_t11_api_type_slips_are_errors_before_anything_is_written(tmp_path, tiny_model_dir, monkeypatch, kwargs,
+                                                                  error, fragment):
+    """Item 11: corpus={"text": ...} trained on the dict's keys; model=None meant SmolLM2; overwrite="no" counted
+    as true; overrides as a list or with odd values gave tracebacks. Item 13: target=5 was reported as an error in
+    `--set corpus.block_size=64`. Item 14: out=None|5, recipe=123 gave tracebacks."""
+    from llm_unlearn import unlearn
+
+    monkeypatch.chdir(tmp_path)
+    args = {"model": str(tiny_model_dir), "corpus": ["Zorblax sailed from Quillmoor. " * 40], "out": tmp_path / "run",
+            "until": "corpus", "progress": False, "overrides": {"corpus.block_size": 64}, **kwargs}
+    with pytest.raises(error) as err:
+        unlearn(**args)
+    assert fragment in str(err.value) and "--set" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-llama"]  # nothing written
+
+
+def test_t11_api_path_values_and_relative_paths(tmp_path, tiny_model_dir, monkeypatch):
+    """Item 11: an overrides value that is a Path gave a traceback; relative paths are stored absolute (T6)."""
+    from llm_unlearn import unlearn
+
+    (tmp_path / "texts.txt").write_text("Zorblax sailed from Quillmoor to Venn. " * 40)
+    monkeypatch.chdir(tmp_path)
+    result = unlearn(model=str(tiny_model_dir), corpus=None, out="run", until="corpus", progress=False,
+                     overrides={"corpus.path": Path("texts.txt"), "corpus.block_size": 32})
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["corpus"]["path"] == str(tmp_path / "texts.txt")
+    assert result.manifest["stages"]["corpus"]["status"] == "done"
+
+
+# ---- T12 - T14: flags and files that were accepted, late, misleading or a traceback ---------------------------------
+def test_t12_counts_beyond_int32_are_refused():
+    """Item 12: `max_steps: 99999999999999999999999` was accepted."""
+    with pytest.raises(RecipeError, match="finetune.max_steps must be an integer in"):
+        Recipe().with_override("finetune.max_steps=99999999999999999999999")
+    with pytest.raises(RecipeError, match="corpus.seed"):
+        Recipe().with_override("corpus.seed=4294967296")
+
+
+def test_t12_public_without_push_is_an_error(tmp_path, tiny_model_dir):
+    """Item 12: `export --public` without `--push-to-hub` was ignored silently."""
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    assert_exit_2(run_cli("export", str(recipe), "--out", str(tmp_path / "run"), "--public"), "--push-to-hub")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--methods", ""], "--methods names no method"),
+    (["--set", "unlearn.whp.labels.alpha=-1"], "labels.alpha"),
+    (["--set", "train.learning_rate=.nan"], "train.learning_rate"),
+    (["--out", "FILE"], "is a file"),
+])
+def test_t13_benchmark_tofu_checks_before_training(tmp_path, extra, fragment):
+    """Items 12-14: `benchmark tofu --methods ""` ran the recipe's methods; a bad alpha and --out FILE were found
+    only after the target model's fine-tune; a NaN learning rate gave a traceback."""
+    from conftest import REPO
+
+    (tmp_path / "FILE").write_text("x")
+    extra = [str(tmp_path / "FILE") if e == "FILE" else e for e in extra]
+    args = ["benchmark", "tofu", "--recipe", str(REPO / "recipes" / "tofu_smollm2_cpu.yaml"),
+            "--out", str(tmp_path / "tofu"), *extra]
+    assert_exit_2(run_cli(*args, timeout=120), fragment)
+    assert not (tmp_path / "tofu").exists()
+
+
+def test_t13_a_folder_as_recipe_is_named_a_folder(tmp_path):
+    """Item 13: a directory as recipe got "recipe file not found"."""
+    assert_exit_2(run_cli("run", str(tmp_path), "--out", str(tmp_path / "run"), "--dry-run"), "is a folder")
+
+
+def test_t13_a_bad_config_json_is_named(tmp_path, tiny_model_dir):
+    """Item 13: a bad config.json got "convert .bin checkpoints"."""
+    bad = tmp_path / "bad-model"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / "config.json").write_text('{"model_type": "llama",')
+    recipe = tiny_recipe(tmp_path, bad)
+    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run")
+    assert_exit_2(proc, "config.json is not valid JSON")
+    assert ".bin" not in proc.stderr
+
+
+def test_t14_non_utf8_recipe_exit_2(tmp_path):
+    """Item 14: a non-UTF-8 recipe gave a traceback."""
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    assert_exit_2(run_cli("run", str(path), "--out", str(tmp_path / "run"), "--dry-run"), "not UTF-8")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--temperature", "-1"], "temperature"),
+    (["--temperature", "nan"], "temperature"),
+    (["--seed", "-1"], "seed"),
+    (["--out", "FILE"], "is a file"),
+    (["--device", "cuda"], "no such device"),
+])
+def test_t14_eval_flags_are_checked_before_the_evaluation(tmp_path, tiny_model_dir, flags, fragment):
+    """Item 14: `eval --temperature -1|nan`, `--seed -1` (after the whole evaluation, writing nothing), `--out FILE`
+    and `--device cuda` on a CPU build gave tracebacks."""
+    import torch
+
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "FILE").write_text("x")
+    flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
+    assert_exit_2(run_cli("eval", "--model", str(tiny_model_dir), "--benchmarks", "arc_easy", "--limit", "2",
+                          *flags, timeout=120), fragment)
+
+
+def test_t14_model_device_cuda_on_a_cpu_build_fails_before_any_stage(tmp_path, tiny_model_dir):
+    """Item 14: `model.device: cuda` crashed at reinforce."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, model={"device": "cuda"})
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"), "model.device=cuda")
+
+
+def test_t14_attack_relearn_lr_nan_exit_2(tmp_path, tiny_model_dir):
+    """Item 14: `attack --relearn-lr nan` gave a traceback (after scoring every model)."""
+    from conftest import REPO
+
+    proc = run_cli("attack", "--model", str(tiny_model_dir), "--base", str(tiny_model_dir), "--out",
+                   str(tmp_path / "attack"), "--suite", str(REPO / "eval" / "sherlock_holmes"), "--relearn-lr", "nan",
+                   timeout=120)
+    assert_exit_2(proc, "--relearn-lr")
+    assert not (tmp_path / "attack").exists()

@@ -104,9 +104,14 @@ def _settings(args):
     for attr in ("max_new_tokens", "batch_size", "dtype", "device"):
         if getattr(args, attr) is not None:
             setattr(ecfg, attr, getattr(args, attr))
+    try:  # the flags set after the checks above: --seed, --max-new-tokens, --batch-size, --dtype, --device
+        cfg.validate()
+        ecfg.validate()
+    except RecipeError as exc:
+        raise EvalError(f"{exc} (set by the flag of the same name)") from exc
     if args.relearn_lr is not None:
-        if args.relearn_lr <= 0:
-            raise EvalError("--relearn-lr must be > 0")
+        if not 0 < args.relearn_lr < float("inf"):  # NaN fails this too
+            raise EvalError(f"--relearn-lr must be a finite number > 0 (got {args.relearn_lr})")
         lr = args.relearn_lr
     elif cfg.relearn_lr is not None:
         lr = cfg.relearn_lr

@@ -134,6 +134,14 @@ def _config(args):
         cfg.generic_floor = True
     if args.limit is not None and args.limit < 1:
         raise EvalError("--limit must be >= 1")
+    from ..errors import RecipeError
+    from ..preflight import check_device
+
+    try:
+        cfg.validate()  # the recipe's rules, on the flags too (--temperature -1, --seed -1, --device x ...)
+    except RecipeError as exc:
+        raise EvalError(f"{exc} (eval.KEY is the flag --KEY)") from exc
+    check_device(cfg.device, "--device", EvalError)
     return cfg
 
 
@@ -165,6 +173,8 @@ def run(args) -> int:
         heldout = [path.read_text(encoding="utf-8")]
     target = [lab for lab in models if lab != baseline] or list(models)
     out = Path(args.out) if args.out else Path("eval_out") / _safe(models[target[0]])
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--out {out} is a file: --out names a folder for eval.json, report.md and plots")
     existing = [n for n in ("eval.json", "report.md") if (out / n).exists()]
     if existing and not args.overwrite:
         raise EvalError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite or another --out")
