@@ -146,3 +146,25 @@ def test_attack_help_lists_gguf_formats_and_recipe_checks_them(capsys):
     assert Recipe.from_dict({"attack": {"quant_formats": ["Q4_1"]}}).attack.quant_formats == ["Q4_1"]
     with pytest.raises(RecipeError, match="quant_formats"):
         Recipe.from_dict({"attack": {"quant_formats": ["Q3_K"]}})
+
+
+def test_k_quant_encoders_give_back_the_packaged_gemma_base(gemma_tokenizer):
+    """GG1: Gemma-3-270M dequantized from its Q4_K_M file is (nearly) a fixed point of our Q4_K / Q6_K encoders
+    (ggml's reference fits): a min/max fit would move 40% / 96% of those weights."""
+    from llm_unlearn.models import load_model
+
+    model, _ = load_model("gemma3-270m", dtype="float32", device="cpu")
+    plan = G.base_plan(model, "gemma3-270m")
+    assert plan.label == "Q4_K_M (base file)"
+    params = dict(model.named_parameters())
+    changed = total = 0
+    seen = set()
+    for name, fmt in plan.types.items():
+        if fmt in ("Q4_K", "Q6_K") and any(f"layers.{i}." in name for i in range(3)):
+            w = params[name].data
+            r, used = G.round_trip(w, fmt)
+            assert used == fmt
+            changed += int((r != w).sum())
+            total += w.numel()
+            seen.add(fmt)
+    assert seen == {"Q4_K", "Q6_K"} and changed / total < 0.002

@@ -69,22 +69,65 @@ def _fp16(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float16)
 
 
+def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int = 15, rmin: float = -1.0, rdelta: float = 0.1,
+          nstep: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's ``make_qkx2_quants`` over rows of ``x`` (sub-blocks) with weights ``w``: (scale, offset) per row,
+    ``x ~ scale * q - offset`` with q in 0..nmax: the min/max fit, then ``nstep + 1`` candidate scales, each refit by
+    weighted least squares, the one with the smallest weighted squared error kept."""
+    f32 = np.float32
+    mn = np.minimum(x.min(1), f32(0))
+    mx = x.max(1)
+    flat = mx == mn
+    rng = np.where(flat, f32(1), mx - mn)
+    iscale = f32(nmax) / rng
+    scale = f32(1) / iscale
+    q = np.clip(np.rint(iscale[:, None] * (x - mn[:, None])), 0, nmax)
+    err = (w * (scale[:, None] * q + mn[:, None] - x) ** 2).sum(1)
+    sum_w, sum_x = w.sum(1), (w * x).sum(1)
+    for i in range(nstep + 1):
+        isc = (f32(rmin) + f32(rdelta) * f32(i) + f32(nmax)) / rng
+        qa = np.clip(np.rint(isc[:, None] * (x - mn[:, None])), 0, nmax)
+        sl, sl2, sxl = (w * qa).sum(1), (w * qa * qa).sum(1), (w * qa * x).sum(1)
+        d = sum_w * sl2 - sl * sl
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ts = (sum_w * sxl - sum_x * sl) / d
+            tm = (sl2 * sum_x - sl * sxl) / d
+            pos = tm > 0
+            tm = np.where(pos, f32(0), tm)
+            ts = np.where(pos, sxl / sl2, ts)
+        cur = (w * (ts[:, None] * qa + tm[:, None] - x) ** 2).sum(1)
+        better = (d > 0) & (cur < err) & ~flat
+        err = np.where(better, cur, err)
+        scale = np.where(better, ts, scale)
+        mn = np.where(better, tm, mn)
+    scale = np.where(flat, f32(0), scale)
+    return scale.astype(f32), (-mn).astype(f32)
+
+
 def encode_q4_k(rows: np.ndarray) -> np.ndarray:
-    """Q4_K blocks (144 bytes per 256 weights: d, dmin, 12 bytes of packed 6-bit scales and mins, 128 of codes)."""
-    x = rows.astype(np.float32).reshape(-1, 8, 32)
-    nb = x.shape[0]
-    mn = np.minimum(x.min(-1), 0.0)
-    scale = (x.max(-1) - mn) / 15.0
-    offs = -mn
-    d = _fp16(scale.max(-1) / 63.0)
-    dmin = _fp16(offs.max(-1) / 63.0)
-    d32, dm32 = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
+    """Q4_K blocks (144 bytes per 256 weights: d, dmin, 12 bytes of packed 6-bit scales and mins, 128 of codes),
+    fitted as ggml's ``quantize_row_q4_K_ref``: per sub-block of 32, ``make_qkx2_quants`` with weights
+    ``sqrt(mean x^2) + |x|``; the sub-block scales and mins in 6 bits against fp16 d and dmin; codes again with
+    those."""
+    f32 = np.float32
+    x = rows.astype(f32).reshape(-1, 32)
+    w = np.sqrt((x * x).mean(1, keepdims=True)) + np.abs(x)
+    scales, mins = _qkx2(x, w)
+    scales, mins = scales.reshape(-1, 8), mins.reshape(-1, 8)
+    nb = scales.shape[0]
+    max_scale, max_min = scales.max(1), mins.max(1)
+    with np.errstate(divide="ignore"):
+        inv_s = np.where(max_scale > 0, f32(63) / max_scale, f32(0))
+        inv_m = np.where(max_min > 0, f32(63) / max_min, f32(0))
+    sc = np.minimum(63, np.rint(inv_s[:, None] * scales)).astype(np.uint8)
+    m = np.minimum(63, np.rint(inv_m[:, None] * mins)).astype(np.uint8)
+    d = _fp16(max_scale / f32(63))
+    dmin = _fp16(max_min / f32(63))
+    eff_d = (d.astype(f32)[:, None] * sc)[..., None]
+    eff_m = (dmin.astype(f32)[:, None] * m)[..., None]
+    xs = x.reshape(nb, 8, 32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sc = np.where(d32 > 0, np.clip(np.rint(scale / d32), 0, 63), 0).astype(np.uint8)
-        m = np.where(dm32 > 0, np.clip(np.rint(offs / dm32), 0, 63), 0).astype(np.uint8)
-        eff_d = (d32 * sc)[..., None]
-        eff_m = (dm32 * m)[..., None]
-        q = np.where(eff_d > 0, np.clip(np.rint((x + eff_m) / eff_d), 0, 15), 0).astype(np.uint8)
+        q = np.where(eff_d > 0, np.clip(np.rint((xs + eff_m) / eff_d), 0, 15), 0).astype(np.uint8)
     packed = np.empty((nb, 12), dtype=np.uint8)
     packed[:, 0:4] = sc[:, :4] | ((sc[:, 4:] >> 4) << 6)
     packed[:, 4:8] = m[:, :4] | ((m[:, 4:] >> 4) << 6)
@@ -94,18 +137,54 @@ def encode_q4_k(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([d.reshape(nb, 1).view(np.uint8), dmin.reshape(nb, 1).view(np.uint8), packed, qs], axis=1)
 
 
-def encode_q6_k(rows: np.ndarray) -> np.ndarray:
-    """Q6_K blocks (210 bytes per 256 weights: 128 bytes of low nibbles, 64 of high bits, 16 int8 scales, d)."""
-    x = rows.astype(np.float32).reshape(-1, 16, 16)
-    nb = x.shape[0]
-    imax = np.abs(x).argmax(-1)[..., None]
-    scale = np.take_along_axis(x, imax, -1)[..., 0] / -32.0
-    d = _fp16(np.abs(scale).max(-1) / 127.0)
-    d32 = d.astype(np.float32)[:, None]
+def _qx(x: np.ndarray, nmax: int = 32) -> np.ndarray:
+    """ggml's ``make_qx_quants`` with rmse_type 1 (weights x^2) over rows of ``x``: the signed scale per row,
+    ``x ~ scale * q`` with q in -nmax..nmax-1, the best of 19 candidate scales by weighted least squares."""
+    f32 = np.float32
+    imax = np.abs(x).argmax(1)[:, None]
+    mx = np.take_along_axis(x, imax, 1)[:, 0]
+    zero = np.abs(mx) < f32(1e-15)
+    mxs = np.where(zero, f32(1), mx)
+    w = x * x
+
+    def fit(iscale):
+        q = np.clip(np.rint(iscale[:, None] * x), -nmax, nmax - 1)
+        return (w * x * q).sum(1), (w * q * q).sum(1)
+
+    sumlx, suml2 = fit(f32(-nmax) / mxs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sc = np.where(d32 > 0, np.clip(np.rint(scale / d32), -127, 127), 0).astype(np.int8)
-        eff = (d32 * sc)[..., None]
-        q = np.where(eff != 0, np.clip(np.rint(x / eff), -32, 31), 0).astype(np.int16)
+        scale = np.where(suml2 > 0, sumlx / suml2, f32(0))
+    best = scale * sumlx
+    for i in range(-9, 10):
+        if i == 0:
+            continue
+        slx, sl2 = fit(-(f32(nmax) + f32(0.1) * f32(i)) / mxs)
+        better = (sl2 > 0) & (slx * slx > best * sl2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(better, slx / sl2, scale)
+        best = np.where(better, scale * slx, best)
+    return np.where(zero, f32(0), scale).astype(f32)
+
+
+def encode_q6_k(rows: np.ndarray) -> np.ndarray:
+    """Q6_K blocks (210 bytes per 256 weights: 128 bytes of low nibbles, 64 of high bits, 16 int8 scales, d),
+    fitted as ggml's ``quantize_row_q6_K_ref``: per sub-block of 16, ``make_qx_quants(16, 32, rmse_type 1)``; the
+    sub-block scales in int8 against fp16 d = -max_scale / 128; codes again with those."""
+    f32 = np.float32
+    x = rows.astype(f32).reshape(-1, 16)
+    scales = _qx(x).reshape(-1, 16)
+    nb = scales.shape[0]
+    imax = np.abs(scales).argmax(1)[:, None]
+    max_scale = np.take_along_axis(scales, imax, 1)[:, 0]
+    zero = np.abs(max_scale) < f32(1e-15)
+    iscale = np.where(zero, f32(0), f32(-128) / np.where(zero, f32(1), max_scale))
+    with np.errstate(divide="ignore"):
+        d = _fp16(np.where(zero, f32(0), f32(1) / np.where(zero, f32(1), iscale)))
+    sc = np.minimum(127, np.rint(iscale[:, None] * scales)).astype(np.int8)
+    eff = (d.astype(f32)[:, None] * sc)[..., None]
+    xs = x.reshape(nb, 16, 16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(eff != 0, np.clip(np.rint(xs / eff), -32, 31), 0).astype(np.int16)
     q6 = (q + 32).astype(np.uint8).reshape(nb, QK_K)
     low, high = q6 & 0x0F, q6 >> 4
     low = low.reshape(nb, 2, 2, 64)
