@@ -11,6 +11,14 @@
         method="whp",                     # or grad_ascent, grad_diff, npo, simnpo, rmu
     )
     result.model_path   # a Hugging Face folder: AutoModelForCausalLM.from_pretrained(result.model_path)
+
+Rules:
+
+A1. Every argument is checked as the CLI checks its flags (types, non-empty, booleans that are booleans), before
+    anything is read or written; an error names the argument.
+A2. Texts given in memory are written into the run directory only once its lock is held, and never replace the
+    input of a finished run (``inputs/corpus.jsonl``, else ``inputs/corpus-HASH.jsonl``); a refused or failed call
+    removes what it wrote.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorpusError, RecipeError
+from .errors import CorpusError, RecipeError, RunDirError
 from .recipe import Recipe, _resolve_override_path
 from .rundir import RunPaths
 from .runio import atomic_write_text
@@ -159,6 +167,11 @@ class Unlearner:
         written: list[Path] = []
 
         def prepare():
+            from .rundir import links_in
+
+            if inline and links_in(run.inputs):  # rule T3: never write through a link
+                raise RunDirError(f"{links_in(run.inputs)[0]} is a symbolic link: llm-unlearn will not write the "
+                                  "texts through it; replace it with a folder, or use a new out")
             if inline and not inline[0].exists():
                 atomic_write_text(inline[0], inline[1])
                 written.append(inline[0])

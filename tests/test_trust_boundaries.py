@@ -668,3 +668,14 @@ def test_t14_attack_relearn_lr_nan_exit_2(tmp_path, tiny_model_dir):
                    timeout=120)
     assert_exit_2(proc, "--relearn-lr")
     assert not (tmp_path / "attack").exists()
+
+
+def test_t13_pickle_refusal_names_the_file_to_delete(tmp_path, tiny_model_dir):
+    """Item 13: a pickle adapter was refused with advice to delete a folder that does not exist."""
+    recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    planted = run / "reinforce" / "adapter" / "adapter_model.bin"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"not tensors")
+    hint = Pipeline(recipe, run, progress=False)._pickle_hint("labels")
+    assert str(planted) in hint and "checkpoints" not in hint
