@@ -139,9 +139,10 @@ def run(args) -> int:
                  relearn_texts=named, relearn_lr=lr, overwrite=args.overwrite, progress=not args.quiet)
     for r in doc["results"]:
         rec = r["recovery"].get(r["headline"], {}).get("recovery")
+        vc = r["recovery"].get(r["headline"], {}).get("recovery_vs_control")
         u = r["scores"].get("unlearned", {})
         print(f"{r['attack']:<13} {r['variant']:<14} {r['suite']:<20} familiarity {_f(u.get('familiarity'))}  "
-              f"P {_f(u.get('prob'))}  acc {_f(u.get('accuracy'))}  recovery {_f(rec)}")
+              f"P {_f(u.get('prob'))}  acc {_f(u.get('accuracy'))}  recovery {_f(rec)}  vs control {_f(vc)}")
     print(f"\nwrote {Path(args.out) / 'attack.json'}, {Path(args.out) / 'report.md'}"
           + "".join(f", {Path(args.out) / p}" for p in doc.get("plots", [])))
     return 0
