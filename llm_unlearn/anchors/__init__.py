@@ -93,7 +93,8 @@ ENTITY_TYPES = {
     "PERSON": "person", "GPE": "place", "LOC": "place", "FAC": "place", "ORG": "org", "NORP": "group",
     "WORK_OF_ART": "title", "EVENT": "title", "PRODUCT": "title",
 }
-TYPES = ("person", "place", "org", "group", "title", "proper", "noun", "user")
+TYPES = ("person", "place", "org", "group", "title", "proper", "noun", "user", "creature", "pet", "object", "game",
+         "spell", "subject", "event")  # the last seven: kinds fiction needs (.kinds)
 # Default cap per type, as a share of top_k. Shares add up to more than 1 on purpose: a cap only bites when the
 # other types have enough candidates to fill the list.
 DEFAULT_TYPE_QUOTAS = {"person": 0.5, "place": 0.3, "org": 0.15, "group": 0.05, "title": 0.1, "proper": 0.2,
@@ -122,6 +123,7 @@ _SMOOTHING = 1.0  # per million words (simple-maths keyness)
 _COMMON_ZIPF = 4.0  # a head word this common in English ("Street", "Valley", "League") is kept in translations
 _COMMON_NOUN_ZIPF = 2.5  # a key word this common in English and not a name is an ordinary noun ("Hatter", "Hare")
 _CHUNK_CHARS = 4000
+_POOL_KINDS = ("creature", "pet", "object", "game", "spell", "subject", "event")  # substitutes: .kinds (S1)
 
 
 # ---- the dictionary ---------------------------------------------------------------------------------------
@@ -132,6 +134,7 @@ class AnchorEntry:
     type: str = "user"
     count: int = 0  # occurrences the translator replaces in the corpus
     score: float = 0.0  # keyness (0 for user keys)
+    evidence: str = ""  # what decided the kind (.kinds; shown by `llm-unlearn anchors --show`, not saved)
 
     def to_dict(self) -> dict:
         return {"translations": list(self.translations), "type": self.type, "count": int(self.count),
@@ -889,6 +892,9 @@ class _Substitutes:
         lists = faker_lists(config.faker_locale)
         self.female, self.male = lists["female"], lists["male"]
         self._nouns: dict[str, list[str]] | None = None
+        from .kinds import KindSubstitutes
+
+        self.kinds = KindSubstitutes(config.seed, self._ok_word, self.used, self.keys)
 
     # -- atoms
     def _ok_word(self, word: str) -> bool:
@@ -917,7 +923,10 @@ class _Substitutes:
         return fallback
 
     def first_name(self, gender: str | None) -> str:
-        make = {"f": self.fake.first_name_female, "m": self.fake.first_name_male}.get(gender, self.fake.first_name)
+        from .kinds import neutral_names
+
+        make = {"f": self.fake.first_name_female, "m": self.fake.first_name_male,
+                "n": lambda: self.kinds.rng.choice(neutral_names(faker_lists()))}.get(gender, self.fake.first_name)
         return self._draw(make, lambda v: " " not in v)
 
     def last_name(self) -> str:
@@ -964,6 +973,8 @@ class _Substitutes:
             # A known given name that starts any full name is a given name ("Miss Alice" is not a surname).
             first = self.st.role_first[c] > self.st.role_last[c] or (
                 known_first and (self.st.role_first[c] > 0 or not self.st.role_last[c]))
+            shape = ((cand.info if cand else None) or {}).get("shape")
+            first = shape == "first" if shape in ("first", "last") else first
             return self.first_name(gender) if first else self.last_name()
         if words[0].endswith(".") and prefix is None:  # "St. Clair": one surname
             return suffix[i % len(suffix)] if suffix else self.last_name()
@@ -1051,10 +1062,18 @@ class _Substitutes:
             if pairs:
                 prefix = [prefix_all[j // len(suffix_all) % len(prefix_all)]]
                 suffix, i = [suffix_all[j % len(suffix_all)]], 0
-            if kind == "person":
+            info = (cand.info if cand else None) or {}
+            if kind in _POOL_KINDS or (info.get("evidence") and (kind == "group" or info.get("shape") == "role"
+                                                                 or (kind == "title"
+                                                                     and info["evidence"].startswith("K8")))):
+                t = self.kinds.linked(key, kind, prefix, suffix, n_prefix_words=len(prefix_key.split(" ")) if
+                                      prefix_key else 0, n_suffix_words=len(suffix_key.split(" ")) if suffix_key
+                                      else 0, i=i, nationality=bool(info.get("nationality")))
+            elif kind == "person":
                 t = self.person(key, cand, prefix, suffix, i)
             elif kind == "noun":
-                t = _shape(self.noun((cand.info.get("tag") if cand else None) or "NN"), key)
+                t = _shape(self.kinds.substitute(key, "object") if info.get("concrete") else
+                           self.noun(info.get("tag") or "NN"), key)
             elif len(words) == 1 and kind in ("place",):
                 t = self.town(1)
             elif len(words) == 1 and kind in ("proper", "org"):
@@ -1103,7 +1122,8 @@ def make_translations(selected: list[Candidate], st: _Stats, config: AnchorsConf
             linked[cand.text] = translations
         else:
             logger.warning("anchor '%s': no allowed translation could be generated; key skipped", cand.text)
-    return [AnchorEntry(c.text, linked[c.text], c.type, c.count, c.score) for c in selected if c.text in linked]
+    return [AnchorEntry(c.text, linked[c.text], c.type, c.count, c.score, (c.info or {}).get("evidence", ""))
+            for c in selected if c.text in linked]
 
 
 # ---- the whole stage --------------------------------------------------------------------------------------
@@ -1239,7 +1259,18 @@ def build_anchor_dictionary(texts: list[str], config: AnchorsConfig, progress: b
         stop_words = nlp.Defaults.stop_words
         st = collect_stats(texts, nlp, progress=progress)
         ranked = score_candidates(st, config, stop_words)
+        if config.period_words:  # rules D1-D3 (.period)
+            from .period import drop_period_words
+
+            ranked = drop_period_words(ranked, texts, st.total_words, faker_lists(config.faker_locale),
+                                       limit=3 * config.top_k)
         selected = select_candidates(ranked, config)
+        if config.kinds == "evidence":  # rules K1-K14, G1-G3 (.kinds)
+            from .kinds import assign_kinds
+
+            assign_kinds(selected, texts, st, faker_lists(config.faker_locale),
+                         {"f": FEMALE_TITLES, "m": MALE_TITLES, "n": NEUTRAL_TITLES})
+            selected = [c for c in selected if not (config.period_words and c.info.get("drop"))]  # rule D4
         proposals: dict[str, list[str]] = {}
         if config.substitutes == "chat" and selected:
             proposals = chat_proposals(selected, ranked, texts, config, stop_words, target, chat_writer)
@@ -1278,8 +1309,8 @@ def measure_dictionary(dictionary: AnchorDictionary, texts: list[str], config: A
                        progress: bool = False) -> dict:
     """Quality measures of a dictionary (:mod:`.quality`): the perplexity ratio (rule Q1) with ``model`` (a
     ``(model, tokenizer)`` pair; skipped without one or with ``quality_tokens=0``) and the kind agreement (rule
-    Q2) with ``config.kind_labels`` when set."""
-    from .quality import kind_agreement, load_kind_labels, perplexity_ratio
+    Q2) and gender agreement (rule Q3) with ``config.kind_labels`` when set."""
+    from .quality import gender_agreement, kind_agreement, load_kind_labels, perplexity_ratio
 
     out: dict = {}
     if model is not None and config.quality_tokens > 0 and len(dictionary):
@@ -1287,8 +1318,10 @@ def measure_dictionary(dictionary: AnchorDictionary, texts: list[str], config: A
         out["perplexity"] = perplexity_ratio(lm, tokenizer, dictionary, texts, max_tokens=config.quality_tokens,
                                              seed=config.seed, progress=progress)
     if config.kind_labels:
-        agreement = kind_agreement(dictionary, load_kind_labels(config.kind_labels))
+        labels = load_kind_labels(config.kind_labels)
+        agreement = kind_agreement(dictionary, labels)
         out["kinds"] = {k: v for k, v in agreement.items() if k != "per_term"}
+        out["genders"] = {k: v for k, v in gender_agreement(dictionary, labels).items() if k != "per_term"}
     return out
 
 
