@@ -254,7 +254,7 @@ class AnchorsConfig(_SectionChecks):
     quality_tokens: int = 4096
     kind_labels: Optional[str] = None
     # Beyond the paper (llm_unlearn/anchors/kinds.py, period.py): "evidence" = each term's kind of substitute and a
-    # person's gender from cues at all its mentions (rules K1-K14, G1-G3); "ner" = spaCy's labels, Faker's name
+    # person's gender from cues at all its mentions (rules K1-K15, G1-G4); "ner" = spaCy's labels, Faker's name
     # lists for gender. period_words: ordinary words of another time or dialect spellings are not anchors (D1-D4).
     kinds: str = "evidence"
     period_words: bool = True
