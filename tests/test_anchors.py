@@ -433,6 +433,7 @@ def test_cli_writes_refuses_overwrite_and_shows(tmp_path, capsys):
     assert main(["anchors", "--corpus", str(corpus), "--show", "3", "--model", "none", "--min-count", "2"]) == 0
     shown = capsys.readouterr().out
     assert "anchored term" in shown and "Varrowby" in shown and "wrote" not in shown
+    assert "why: " in shown and ("K14" in shown or "K8" in shown)  # each term's kind and the evidence for it
     assert main(["anchors", "--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.yaml")]) == 2
     assert "corpus not found" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

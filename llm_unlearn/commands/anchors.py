@@ -50,8 +50,13 @@ def register(subparsers) -> None:
                    help="tokens of the corpus over which the base model's perplexity of translated / original text "
                         "is measured (default 4096; 0 skips it)")
     p.add_argument("--kind-labels", default=None, metavar="FILE",
-                   help="hand-labelled kinds {kinds: {term: person|animal|place|object|organisation|invented}} to "
-                        "measure the kind agreement of the substitutes")
+                   help="hand-labelled kinds {kinds: {term: kind}, genders: {term: f|m}} (tests/data/anchor_kinds_*.yaml)"
+                        " to measure the kind and gender agreement of the substitutes")
+    p.add_argument("--kinds", choices=["evidence", "ner"], default=None,
+                   help="how each term's kind of substitute is chosen (default evidence: cues at all its mentions, "
+                        "shown by --show; ner: spaCy's labels)")
+    p.add_argument("--keep-period-words", action="store_true",
+                   help="keep ordinary words of another time and dialect spellings as anchors (rules D1-D4)")
     p.add_argument("--seed", type=int, default=0, help="seed for translations and the sample block's choices")
     p.set_defaults(func=run)
 
@@ -73,9 +78,10 @@ def run(args) -> int:
     config = AnchorsConfig(seed=args.seed, spacy_model=args.spacy_model, user_dictionary=args.user_dictionary,
                            include_rare_words=not args.no_rare_words, kind_labels=args.kind_labels,
                            substitute_chat=args.chat, substitute_chat_model=args.chat_model)
+    config.period_words = not args.keep_period_words
     for name, value in (("top_k", args.top_k), ("min_count", args.min_count),
                         ("translations_per_key", args.translations), ("substitutes", args.substitutes),
-                        ("quality_tokens", args.quality_tokens)):
+                        ("quality_tokens", args.quality_tokens), ("kinds", args.kinds)):
         if value is not None:
             setattr(config, name, value)
     docs = read_corpus(args.corpus, text_field=args.text_field)
@@ -120,6 +126,10 @@ def show_measures(measures: dict) -> None:
         print(f"kind agreement: {agree} over {kinds['labelled_keys']} of {kinds['labelled_terms']} labelled terms "
               f"that are keys" + (f"; ordinary words that are keys: {', '.join(kinds['unwanted_keys'])}"
                                   if kinds["unwanted_keys"] else ""))
+    genders = measures.get("genders")
+    if genders and genders["given_names"]:
+        print(f"gender agreement: {100 * genders['agreement']:.0f}% of {genders['given_names']} given-name "
+              f"substitutes of {genders['labelled_keys']} labelled persons")
 
 
 def show_dictionary(dictionary, n: int) -> None:
@@ -127,9 +137,11 @@ def show_dictionary(dictionary, n: int) -> None:
     if not entries:
         return
     width = min(max(len(e.key) for e in entries), 32)
-    print(f"\n{'#':>4}  {'anchored term':<{width}}  {'type':<6}  {'count':>5}  {'score':>7}  translations")
+    print(f"\n{'#':>4}  {'anchored term':<{width}}  {'kind':<8}  {'count':>5}  {'score':>7}  translations")
     for i, e in enumerate(entries, 1):
-        print(f"{i:>4}  {e.key:<{width}}  {e.type:<6}  {e.count:>5}  {e.score:>7.1f}  {', '.join(e.translations)}")
+        print(f"{i:>4}  {e.key:<{width}}  {e.type:<8}  {e.count:>5}  {e.score:>7.1f}  {', '.join(e.translations)}")
+        if e.evidence:  # what decided the kind (llm_unlearn/anchors/kinds.py)
+            print(f"{'':>4}  {'':<{width}}  why: {e.evidence}")
     if dictionary.vetoed:
         print(f"vetoed: {', '.join(dictionary.vetoed)}")
 
