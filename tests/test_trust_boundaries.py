@@ -345,6 +345,7 @@ def test_t5_a_failed_redo_puts_the_old_stage_back(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("recipe_text, fragment", [
     ("model: {spec: ../../etc}\n", "config.json"),
     ("corpus: {block_size: 100000}\n", "context length"),
+    ("corpus: {block_size: 100000000000000000000}\n", "corpus.block_size must be an integer in"),
 ])
 def test_t13_dry_run_reports_what_the_run_would_fail_on(tmp_path, tiny_model_dir, recipe_text, fragment):
     """Item 13: `--dry-run` said "run" for model.spec=../../etc and a block size beyond the context."""
@@ -361,6 +362,7 @@ def test_t13_dry_run_reports_an_out_under_a_file(tmp_path, tiny_model_dir):
     recipe = tiny_recipe(tmp_path, tiny_model_dir)
     (tmp_path / "afile").write_text("x")
     assert_exit_2(run_cli("run", str(recipe), "--out", str(tmp_path / "afile" / "run"), "--dry-run"), "is a file")
+    assert_exit_2(run_cli("run", str(recipe), "--out", str(tmp_path / "afile"), "--dry-run"), "is a file")
 
 
 # ---- T6: --set paths are resolved once, at the command -------------------------------------------------------------
