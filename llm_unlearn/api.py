@@ -121,7 +121,8 @@ class Unlearner:
         _check_text("model", model)
         if target is not None and not isinstance(target, str):
             raise RecipeError(f"target must be a string naming the concept (got {target!r})")
-        _check_text("method", method)
+        if method is not None and (not isinstance(method, str) or not method.strip()):
+            raise RecipeError(f"method must name an unlearning method, e.g. 'whp' or 'npo' (got {method!r})")
         if overrides is not None and not isinstance(overrides, Mapping):
             raise RecipeError(f"overrides must be a mapping {{'section.key': value}} (got {type(overrides).__name__})")
         items = [(key, _override_value(str(key), value)) for key, value in (overrides or {}).items()]
@@ -149,6 +150,9 @@ class Unlearner:
             raise RecipeError(f"until must be a stage name (got {until!r})")
         _check_corpus(corpus)
         run = RunPaths(Path(out).expanduser().absolute())
+        from .preflight import check_out
+
+        check_out(run.root)
         recipe = Recipe.from_dict(self.recipe.to_dict())
         if anchors:
             if not isinstance(anchors, Mapping):

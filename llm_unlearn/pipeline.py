@@ -228,6 +228,9 @@ class Pipeline:
         self.method = get_method(recipe.method)
         self.stages: dict[str, StageSpec] = {s.name: s for s in self.method.stages}  # the method's stage table
         self.order = list(self.stages)
+        from .preflight import check_out
+
+        check_out(self.run.root)  # a path the OS can look up (rule T5, P1)
         if self.run.root.exists() and not self.run.root.is_dir():
             raise RunDirError(f"--out {self.run.root} is a file, not a directory: choose another --out")
         self._input_ids: dict[str, str] = {}  # stage -> identity of its input files, hashed once per Pipeline

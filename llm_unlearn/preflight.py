@@ -24,11 +24,14 @@ from .errors import AnchorError, CorpusError, EvalError, ModelLoadError, RecipeE
 
 def check_out(root: Path) -> None:
     """P1."""
-    for parent in [root, *root.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunDirError(f"--out {root}: {parent} is a file, not a folder; choose another --out")
-            return
+    try:
+        for parent in [root, *root.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunDirError(f"--out {root}: {parent} is a file, not a folder; choose another --out")
+                return
+    except OSError as exc:  # a path the OS cannot look up (a name too long, ...)
+        raise RunDirError(f"--out {str(root)[:120]}: {exc.strerror or exc}; choose another --out") from exc
 
 
 def config_context_length(folder: Path) -> int | None:
@@ -52,7 +55,10 @@ def check_model(recipe) -> None:
     """P2."""
     from .models import resolve_spec
 
-    resolved = resolve_spec(recipe.model.spec)
+    try:
+        resolved = resolve_spec(recipe.model.spec)
+    except OSError as exc:  # a name the OS cannot look up (too long, ...)
+        raise ModelLoadError(f"model.spec {recipe.model.spec[:80]!r}: {exc.strerror or exc}") from exc
     folder = resolved.path if resolved.kind == "local" else resolved.cached_path
     if folder is None:
         return
@@ -76,7 +82,7 @@ def check_corpus_path(value: str, key: str) -> None:
     path = Path(value).expanduser()
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if path.is_absolute():
             raise CorpusError(f"{key}: {path} does not exist; check the path") from None
         return  # a datasets id or hf: source

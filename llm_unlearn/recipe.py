@@ -647,10 +647,14 @@ class Recipe:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Recipe:
         path = Path(path)
-        if path.is_dir():
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as exc:  # a name the OS cannot look up (too long, ...)
+            raise RecipeError(f"recipe {str(path)[:120]!r}: {exc.strerror or exc}") from exc
+        if is_dir:
             raise RecipeError(f"{path} is a folder, not a recipe file: pass a recipe YAML (a run directory's is "
                               f"{path / 'recipe.yaml'})")
-        if not path.is_file():
+        if not is_file:
             raise RecipeError(f"recipe file not found: {path}")
         data = read_yaml_file(path, RecipeError, "recipe") or {}  # rules Y1-Y3: no aliases, no duplicate keys
         if not isinstance(data, dict):
@@ -787,15 +791,23 @@ def _resolve_path(value: Any, base: Path, maybe_name: bool, key: str) -> Any:
     if is_hf_ref(value):
         return value
     here = base / value
-    if value.startswith(("./", "../")) or here.exists():
+    if value.startswith(("./", "../")) or _exists(here):
         return str(here.resolve())
-    if Path(value).exists():
+    if _exists(Path(value)):
         logger.info("%s: '%s' is not next to the recipe (%s); using it relative to the current directory",
                     key, value, base)
         return value
     if maybe_name and Path(value).suffix.lower() not in _FILE_SUFFIXES:
         return value
     return str(here.resolve())
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for a name the OS cannot even look up (too long, ...)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _resolve_override_path(parts: tuple[str, ...], value: Any) -> Any:

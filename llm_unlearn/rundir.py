@@ -88,7 +88,7 @@ def changed_files(stage_dir: Path, recorded: dict) -> list[str]:
     for rel, record in recorded.items():
         path = stage_dir / rel
         try:
-            ok = not path.is_symlink() and path.is_file() and file_record(path) == list(record)
+            ok = isinstance(record, list) and not path.is_symlink() and path.is_file() and file_record(path) == record
         except OSError:
             ok = False
         if not ok:

@@ -681,3 +681,48 @@ def test_t13_pickle_refusal_names_the_file_to_delete(tmp_path, tiny_model_dir):
     planted.write_bytes(b"not tensors")
     hint = Pipeline(recipe, run, progress=False)._pickle_hint("labels")
     assert str(planted) in hint and "checkpoints" not in hint
+
+
+NASTY = [None, 5, -1, 1e308, float("nan"), "", "x" * 300, [], [5], {}, {"a": 5}, True, "../../etc/passwd",
+         ["../../outside"], {"../../x": [1, "h"]}]
+
+
+def test_t14_fuzz_manifest_entries_plan_or_typed_error(tmp_path, tiny_model_dir):
+    """Item 14, the fuzz test extended to manifests: every field of a stage entry set to every nasty value gives a
+    plan or a RunDirError, never another exception; nothing outside the run directory is touched."""
+    recipe = Recipe.from_yaml(tiny_recipe(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    Pipeline(recipe, run, progress=False).run_stages(until="corpus")
+    good = (run / "manifest.json").read_text()
+    for field in ("status", "fingerprint", "outputs", "files", "attempts", "metrics", "seconds"):
+        for value in NASTY:
+            manifest = json.loads(good)
+            manifest["stages"]["corpus"][field] = value
+            (run / "manifest.json").write_text(json.dumps(manifest))
+            try:
+                plan = dict(Pipeline(recipe, run, progress=False).plan("corpus"))
+            except RunDirError:
+                continue
+            assert plan["corpus"] in ("skip", "run", "redo", "rerun", "resume"), (field, value)
+    (run / "manifest.json").write_text(good)
+    assert dict(Pipeline(recipe, run, progress=False).plan("corpus")) == {"corpus": "skip"}
+
+
+def test_t11_fuzz_api_arguments_typed_errors_only(tmp_path, tiny_model_dir, monkeypatch):
+    """Item 11, the fuzz test extended to API arguments: every argument set to every nasty value gives a result or
+    a typed error (UnlearnError), never a traceback of another kind; a refused call writes nothing."""
+    from llm_unlearn import unlearn
+    from llm_unlearn.errors import UnlearnError
+
+    monkeypatch.chdir(tmp_path)
+    base = {"model": str(tiny_model_dir), "corpus": ["Zorblax sailed from Quillmoor. " * 40], "out": tmp_path / "run",
+            "until": "nope", "progress": False, "overrides": {"corpus.block_size": 64}}
+    for name in ("model", "corpus", "out", "until", "progress", "overrides", "overwrite", "target", "method",
+                 "recipe", "anchors"):
+        for value in NASTY + [object(), b"bytes", Path("x.yaml")]:
+            try:
+                unlearn(**{**base, name: value})  # until="nope": a call that passes every check stops at the plan
+            except UnlearnError:
+                pass
+            assert not (tmp_path / "run" / "inputs").exists() and not (tmp_path / "run" / "corpus").exists(), \
+                (name, value)
