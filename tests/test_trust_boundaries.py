@@ -726,3 +726,31 @@ def test_t11_fuzz_api_arguments_typed_errors_only(tmp_path, tiny_model_dir, monk
                 pass
             assert not (tmp_path / "run" / "inputs").exists() and not (tmp_path / "run" / "corpus").exists(), \
                 (name, value)
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("eval", ["--temperature", "--seed", "--samples", "--max-new-tokens", "--batch-size", "--limit", "--device",
+              "--dtype", "--judge", "--judge-url"]),
+    ("attack", ["--relearn-lr", "--relearn-steps", "--in-context-k", "--quant-bits", "--seed", "--max-new-tokens",
+                "--batch-size", "--dtype"]),
+])
+def test_t14_fuzz_cli_flags_exit_2_never_a_traceback(tmp_path, capsys, command, flags):
+    """Item 14, the fuzz test extended to CLI flags of eval and attack: every flag with every nasty value exits 2
+    (a flag error, or, for a value that passes, the missing model that follows), never another exception."""
+    from conftest import REPO
+
+    from llm_unlearn.cli import main
+
+    missing = str(tmp_path / "no-such-model")
+    base = {"eval": ["eval", "--model", missing, "--benchmarks", "arc_easy", "--out", str(tmp_path / "e")],
+            "attack": ["attack", "--model", missing, "--base", missing, "--out", str(tmp_path / "a"), "--suite",
+                       str(REPO / "eval" / "sherlock_holmes")]}[command]
+    for flag in flags:
+        for value in ["-1", "0", "nan", "inf", "-inf", "1e400", "99999999999999999999", "", "abc", "cuda:7",
+                      "openai:file:///etc/passwd", "1,-2"]:
+            try:
+                code = main([*base, flag, value])
+            except SystemExit as exc:  # argparse: not a number
+                code = exc.code
+            assert code == 2, (flag, value, capsys.readouterr().err[-500:])
+    assert not (tmp_path / "e").exists() and not (tmp_path / "a").exists()

@@ -175,6 +175,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("eval_out") / _safe(models[target[0]])
     if out.exists() and not out.is_dir():
         raise EvalError(f"--out {out} is a file: --out names a folder for eval.json, report.md and plots")
+    from ..models import resolve_spec
+
+    for spec in models.values():
+        resolve_spec(spec)  # a missing or malformed model fails here, before --out is made
     existing = [n for n in ("eval.json", "report.md") if (out / n).exists()]
     if existing and not args.overwrite:
         raise EvalError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite or another --out")
