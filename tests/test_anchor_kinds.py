@@ -303,3 +303,12 @@ def _write(tmp_path, mapping):
     path = tmp_path / "d.yaml"
     path.write_text(yaml.safe_dump(mapping))
     return path
+
+
+def test_settings_are_checked():
+    from llm_unlearn.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="anchors.kinds must be 'evidence' or 'ner'"):
+        AnchorsConfig(kinds="bogus").validate()
+    with pytest.raises(RecipeError, match="period_words"):
+        AnchorsConfig(period_words="yes").validate()

@@ -1,7 +1,8 @@
 """Kind and gender agreement of the automatic dictionary on the four bundled books (rules Q2, Q3 of
 :mod:`.quality`), over each book's top-100 anchors, against the hand-labelled files in ``tests/data``.
 
-    python -m llm_unlearn.anchors.agreement [--labels-dir tests/data] [--top 100]
+    python -m llm_unlearn.anchors.agreement [--labels-dir tests/data] [--top 100] [--misses]
+                                            [--kinds ner --keep-period-words]
 
 prints the table of docs/results.md ("Anchor kinds and gender on four books"). Default anchors settings
 (``AnchorsConfig()``: Faker substitutes, no model), each book whole. The ordinary-word count is the number of
@@ -64,8 +65,15 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=TOP)
     p.add_argument("--books", default=",".join(BOOKS))
     p.add_argument("--misses", action="store_true", help="list each disagreeing term")
+    p.add_argument("--kinds", choices=["evidence", "ner"], default="evidence",
+                   help="anchors.kinds (ner: the former spaCy-label kinds, for comparison)")
+    p.add_argument("--keep-period-words", action="store_true", help="anchors.period_words: false")
     args = p.parse_args(argv)
-    results = [measure_book(b, args.labels_dir, args.top) for b in args.books.split(",")]
+    from ..recipe import AnchorsConfig
+
+    results = [measure_book(b, args.labels_dir, args.top,
+                            AnchorsConfig(kinds=args.kinds, period_words=not args.keep_period_words))
+               for b in args.books.split(",")]
     print(table(results))
     if args.misses:
         for r in results:
