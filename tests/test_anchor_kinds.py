@@ -146,6 +146,12 @@ def test_k14_person_place_group_object_and_fallback():
     assert decide("Danube", Counter({"K5": 9}), 10, "person", NAMES)[0] == "place"
     assert decide("Wafer", Counter({"K5": 3, "K3n": 1}), 4, "person", NAMES)[0] == "object"
     assert decide("Huns", Counter({"K5": 3}), 3, "org", NAMES)[0] == "group"
+    assert decide("Szgany", Counter({"K3p": 6, "K5": 8, "K1": 1, "K3n": 1}), 13, "place", NAMES)[0] == "group"
+    assert decide("Dardanelles", Counter({"K4": 1, "K5": 3, "K4w": 3}), 5, "place", NAMES)[0] == "place"
+    assert decide("Carpathians", Counter({"K5": 9, "K3n": 2, "K4w": 1, "K4": 1, "K3p": 1}), 9, "group", NAMES,
+                  plural_seen=False, norp=True)[0] == "place"
+    assert decide("Slovaks", Counter({"K3p": 4, "K5": 11, "K3m": 1, "K4w": 1}), 14, "place", NAMES,
+                  plural_seen=True)[0] == "group"
     # a place name with one "in"/"at" and no person cue; a role word with "the" is no place
     assert decide("Hampstead", Counter({"K4": 1, "K3n": 1}), 3, "person", NAMES)[0] == "place"
     assert decide("Vice-Consul", Counter({"K4w": 2, "K5": 4, "K2m": 1, "K3m": 2}), 5, "person", NAMES)[0] == "person"

@@ -83,6 +83,7 @@ from typing import Any
 from ..errors import AnchorError
 from ..keylinks import key_links
 from ..recipe import AnchorsConfig
+from .period import ordinary_capitalised, ordinary_word, word_stems  # noqa: F401 (rules O1, O2; re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -696,48 +697,6 @@ def has_letters(text: str) -> bool:
     return bool(words) and all(any(ch.isalpha() for ch in w) for w in words)
 
 
-# Endings of English inflections: (ending, what replaces it) -> the word a form may inflect (rule O1).
-_INFLECTIONS = (("ies", "y"), ("ves", "f"), ("men", "man"), ("es", ""), ("s", ""), ("ing", ""), ("ing", "e"),
-                ("ed", ""), ("ed", "e"), ("er", ""), ("est", ""))
-
-
-def word_stems(word: str) -> list[str]:
-    """``word`` and the words it may be an inflection of ("dears" -> "dear", "pattering" -> "patter",
-    "stopping" -> "stop"); no dictionary is consulted, so some stems are not words (their frequency is 0)."""
-    w = word.lower()
-    out = [w]
-    for ending, repl in _INFLECTIONS:
-        if w.endswith(ending) and len(w) - len(ending) >= 3:
-            stem = w[: -len(ending)] + repl
-            out.append(stem)
-            if not repl and len(stem) >= 4 and stem[-1] == stem[-2]:  # doubled consonant: "stopping"
-                out.append(stem[:-1])
-    return list(dict.fromkeys(out))
-
-
-def ordinary_word(word: str, zipf_floor: float) -> bool:
-    """Rule O1: a word of general English, as common as ``zipf_floor`` (wordfreq Zipf) itself or through the word
-    it inflects. ``zipf_floor <= 0`` turns the rule off."""
-    if zipf_floor <= 0 or " " in word.strip():
-        return False
-    from wordfreq import zipf_frequency
-
-    return max(zipf_frequency(s, "en") for s in word_stems(word)) >= zipf_floor
-
-
-def ordinary_capitalised(word: str, zipf_floor: float, lists: Mapping[str, frozenset[str]]) -> bool:
-    """Rule O2: a capitalised single word that is very common in English ("Ministry", "Queen") and not a known
-    given name, surname or place (so "Alice" or "Watson" stay candidates). ``zipf_floor <= 0`` turns it off."""
-    if zipf_floor <= 0 or " " in word.strip():
-        return False
-    from wordfreq import zipf_frequency
-
-    w = word.lower()
-    if w in lists["female"] or w in lists["male"] or w in lists["last"] or w in lists["places"]:
-        return False
-    return zipf_frequency(w, "en") >= zipf_floor
-
-
 def name_parts(st: _Stats, lists: dict[str, frozenset[str]]) -> dict[str, Counter]:
     """Words of multi-word person names (module docstring, point 3): canonical word -> its spellings, counted once
     per mention of each full name it is part of ("Sherlock" x 95 from "Sherlock Holmes")."""
@@ -891,6 +850,7 @@ class _Substitutes:
         self.used: set[str] = set()
         lists = faker_lists(config.faker_locale)
         self.female, self.male = lists["female"], lists["male"]
+        self.strict_gender = config.kinds == "evidence"
         self._nouns: dict[str, list[str]] | None = None
         from .kinds import KindSubstitutes
 
@@ -927,7 +887,8 @@ class _Substitutes:
 
         make = {"f": self.fake.first_name_female, "m": self.fake.first_name_male,
                 "n": lambda: self.kinds.rng.choice(neutral_names(faker_lists()))}.get(gender, self.fake.first_name)
-        return self._draw(make, lambda v: " " not in v)
+        other = {"f": self.male, "m": self.female}.get(gender, ()) if self.strict_gender else ()
+        return self._draw(make, lambda v: " " not in v and v.lower() not in other)  # G3: not a name of both sexes
 
     def last_name(self) -> str:
         return self._draw(self.fake.last_name, lambda v: " " not in v)

@@ -38,11 +38,13 @@ The singular of a group term ("Munchkin" of "Munchkins") is one of its members; 
 ("the Rucastles" of "Mr. Rucastle") is a family, a person (rule K6).
 
 Decision (rule K14), first that applies: a K8 head; a K9 animal noun; a pet; a named thing (K15); a fiction
-kind (K10-K13); a place word ("the Palace"); a group (a plural term, K6, with they-pronouns or an animate or
-nationality use); a role word; a capitalised single word with "the" in half its mentions and at most one animate
+kind (K10-K13); a place word ("the Palace"); a plural term (K6) with a place vote, no K1 vote and no more
+they- than it-pronouns is a place ("the Dardanelles"); a group (a plural term with they-pronouns or an animate
+or nationality use); a role word; a capitalised single word with "the" in half its mentions and at most one animate
 vote that is a common English word: an object ("the Wafer"); one that is not an English word, with "the" in
-half its mentions and K1 + K2 votes at most a quarter of those: a group when it is plural or spaCy calls it a
-nationality ("the Huns"), else a place ("the Danube": persons' names do not take "the"); a person (animate votes
+half its mentions and K1 + K2 votes at most a quarter of those: a place when it is plural with a place vote
+and no more they- than it-pronouns, a group when it is plural, spaCy calls it a nationality or "they" follows
+it at least twice and more often than "it" ("the Huns", "the Szgany"), else a place ("the Danube": persons' names do not take "the"); a person (animate votes
 K1 + K2 + K3 he/she at least 2 and more than the place and it votes; a role name when the term is an ordinary
 English noun that takes "the" in half its mentions); a place (K4 votes at least 1 with no K1/K2 vote, at most
 one he/she and "the" in under half the mentions; or K4 votes at least 2 and at least the animate ones); an object (it-pronouns at least the animate
@@ -53,7 +55,8 @@ list, rule S1).
 
 Gender of a person (rules G1-G4): G1 honorifics (3 votes each) and G2 pronouns after mentions; a side wins with
 at least twice the other's votes and at least 2. G3: with no such evidence, Faker's given-name lists when the
-first word is only female or only male there; otherwise neutral (a name given to either sex). G4: a full name
+first word is only female or only male there; otherwise neutral (a name given to either sex). A gendered
+person's given-name substitutes are names Faker lists for that sex only. G4: a full name
 still neutral takes the gender of its parts that are persons with a gender ("Abraham Van Helsing" from "Van
 Helsing"), when they agree.
 
@@ -265,7 +268,8 @@ def _fmt(votes: Counter, ids: Iterable[str]) -> str:
              "K2n": "K2 title", "K3m": "K3 he", "K3f": "K3 she", "K3n": "K3 it", "K3p": "K3 they",
              "K4": "K4 in/at", "K4w": "K4 to/from", "K5": "K5 'the'", "K6": "K6 plural", "K7f": "K7 before a surname",
              "K7l": "K7 after a given name", "K9v": "K9 animal verb", "K9a": "K9 animal noun beside",
-             "K10": "K10 game words", "K11": "K11 spell words", "K12": "K12 subject words", "K13": "K13 event words"}
+             "K10": "K10 game words", "K11": "K11 spell words", "K12": "K12 subject words", "K13": "K13 event words",
+             "K15": "K15 thing noun beside", "K2s": "K2 surname title"}
     return ", ".join(f"{names.get(i, i)} {votes[i]:g}" for i in ids if votes.get(i))
 
 
@@ -273,6 +277,8 @@ def decide(key: str, votes: Counter, mentions: int, old_kind: str, names: Mappin
            plural_seen: bool = False, norp: bool = False) -> tuple[str, str, str | None]:
     """Rule K14: (kind, rule with its evidence, person shape) of a term from its votes."""
     from wordfreq import zipf_frequency
+
+    from .period import ordinary_capitalised_word
 
     m = max(mentions, 1)
     of = f" of {mentions} mentions"
@@ -289,15 +295,12 @@ def decide(key: str, votes: Counter, mentions: int, old_kind: str, names: Mappin
         return "creature", f"K9 animal noun '{key}'" + (f" ({_fmt(votes, ['K1'])}{of})" if votes["K1"] else ""), \
             None
     pet = votes["K9v"] + votes["K9a"]
-    from .period import ordinary_capitalised_word
-
     if pet >= 2 and pet >= 0.02 * m and pet > votes["K2f"] + votes["K2m"] + votes["K2n"] and not lower \
             and not (ordinary_capitalised_word(key) and zipf_frequency(single, "en") >= 3.5):
         return "pet", f"K9 named animal ({_fmt(votes, ['K9v', 'K9a', 'K1'])}{of})", None
     if votes["K15"] >= 2 and votes["K15"] >= 0.2 * m:
         return "object", f"K15 a named thing ({_fmt(votes, ['K15', 'K5'])}{of})", None
     fiction = max(("K10", "K11", "K12", "K13"), key=lambda c: votes[c])
-    place = votes["K4"] + 0.5 * votes["K4w"]
     if votes[fiction] >= 2 and votes[fiction] >= 0.15 * m and votes[fiction] > max(animate / 2, place):
         kind = {"K10": "game", "K11": "spell", "K12": "subject", "K13": "event"}[fiction]
         return kind, f"{fiction} ({_fmt(votes, [fiction])}{of})", None
@@ -305,6 +308,9 @@ def decide(key: str, votes: Counter, mentions: int, old_kind: str, names: Mappin
         return "place", f"K8 place word '{key}' ({_fmt(votes, ['K4', 'K4w', 'K1'])}{of})", None
     is_plural = key.endswith("s") and not key.endswith("ss") and (
         plural_seen or (votes["K5"] >= 0.5 * m and votes["K3p"] >= votes["K3n"]))
+    plural_place = place >= 1 and votes["K1"] == 0 and votes["K3p"] <= votes["K3n"]  # "through the Dardanelles"
+    if is_plural and plural_place:
+        return "place", f"K6 plural, K4 place ({_fmt(votes, ['K4', 'K4w', 'K3n', 'K3p', 'K5'])}{of})", None
     if is_plural and (votes["K3p"] >= 1 or votes["K1"] >= 1 or norp) and pet < 2:
         if sing in lx.ROLE_WORDS or single in lx.ROLE_WORDS:
             return "person", f"K6 plural of a role word ({_fmt(votes, ['K3p', 'K1'])}{of})", "role"
@@ -316,8 +322,11 @@ def decide(key: str, votes: Counter, mentions: int, old_kind: str, names: Mappin
     inanimate = votes["K3n"]
     if " " not in key and not lower and votes["K5"] >= 0.5 * m and votes["K1"] + votes["K2f"] + votes["K2m"] + \
             votes["K2n"] <= votes["K5"] / 4 and not ordinary_capitalised_word(key):
-        if norp or (key.endswith("s") and not key.endswith("ss")):  # "the Huns"
-            return "group", f"K5 a plural name with 'the' ({_fmt(votes, ['K5', 'K3p', 'K1'])}{of})" + \
+        plural = key.endswith("s") and not key.endswith("ss")
+        if plural and place >= 1 and votes["K3p"] <= votes["K3n"]:
+            return "place", f"K5 a plural name with 'the', K4 place ({_fmt(votes, ['K5', 'K4', 'K4w'])}{of})", None
+        if norp or plural or (votes["K3p"] >= 2 and votes["K3p"] > votes["K3n"]):  # "the Huns", "the Szgany ... they"
+            return "group", f"K5 a group's name with 'the' ({_fmt(votes, ['K5', 'K3p', 'K1'])}{of})" + \
                 (", NER NORP" if norp else ""), None
         # "the Danube", "the Esk": a proper name that takes "the" is a place, not a person
         return "place", f"K5 a name with 'the' ({_fmt(votes, ['K5', 'K4', 'K4w', 'K1', 'K3m', 'K3f'])}{of})", None
@@ -343,7 +352,7 @@ def decide(key: str, votes: Counter, mentions: int, old_kind: str, names: Mappin
 
 
 def decide_gender(key: str, votes: Counter, names: Mapping[str, frozenset]) -> tuple[str, str]:
-    """Rules G1-G3: ("f" | "m" | "n", rule with its evidence)."""
+    """Rules G1-G3: ("f" | "m" | "n", rule with its evidence); G4 is applied by :func:`assign_kinds`."""
     f = 3 * votes["K2f"] + votes["K3f"]
     m = 3 * votes["K2m"] + votes["K3m"]
     if f >= 2 and f >= 2 * m:

@@ -39,7 +39,7 @@ PLACE_HEADS = frozenset("""city town village land country kingdom castle palace 
 square hill hills mountain mountains pass river lake sea bay pier heath gardens garden church abbey chapel forest
 wood woods valley court crescent park station bridge gate gates tower island cottage lodge manor asylum cemetery
 churchyard inn hotel harbour harbor port cliff cliffs moor desert field fields mill farm shop market quay dock
-docks terrace place row walk grove wharf beeches""".split())
+docks terrace place row walk grove wharf beeches pool pond""".split())
 PLACE_FIRST = frozenset("castle mount lake port fort cape isle".split())
 ORG_HEADS = frozenset("""company society league club bank army guild council ministry school college university order
 brotherhood firm office department association institute academy house""".split()) - {"house"}

@@ -26,6 +26,9 @@ D4. Capitalised ordinary words: a capitalised single word that is a common word 
 D3. The target's own words stay: a dictionary word that the target uses at least 200 times per million words
     and at least 20 times (an ordinary word the target made its own, like "muggles") is kept.
 The rules are on by default (``anchors.period_words``); the user dictionary can still add any word.
+
+The tests of ordinary modern English words that apply always (rules O1, O2 of ``llm_unlearn.anchors``:
+:func:`ordinary_word`, :func:`ordinary_capitalised`) live here too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,50 @@ _OWN_MIN_COUNT = 20
 _QUOTE = re.compile(r"[\"“”]|\n\s*\n")
 
 
+# ---- rules O1, O2 (llm_unlearn.anchors): ordinary words of modern English --------------------------------------
+# Endings of English inflections: (ending, what replaces it) -> the word a form may inflect (rule O1).
+_INFLECTIONS = (("ies", "y"), ("ves", "f"), ("men", "man"), ("es", ""), ("s", ""), ("ing", ""), ("ing", "e"),
+                ("ed", ""), ("ed", "e"), ("er", ""), ("est", ""))
+
+
+def word_stems(word: str) -> list[str]:
+    """``word`` and the words it may be an inflection of ("dears" -> "dear", "pattering" -> "patter",
+    "stopping" -> "stop"); no dictionary is consulted, so some stems are not words (their frequency is 0)."""
+    w = word.lower()
+    out = [w]
+    for ending, repl in _INFLECTIONS:
+        if w.endswith(ending) and len(w) - len(ending) >= 3:
+            stem = w[: -len(ending)] + repl
+            out.append(stem)
+            if not repl and len(stem) >= 4 and stem[-1] == stem[-2]:  # doubled consonant: "stopping"
+                out.append(stem[:-1])
+    return list(dict.fromkeys(out))
+
+
+def ordinary_word(word: str, zipf_floor: float) -> bool:
+    """Rule O1: a word of general English, as common as ``zipf_floor`` (wordfreq Zipf) itself or through the word
+    it inflects. ``zipf_floor <= 0`` turns the rule off."""
+    if zipf_floor <= 0 or " " in word.strip():
+        return False
+    from wordfreq import zipf_frequency
+
+    return max(zipf_frequency(s, "en") for s in word_stems(word)) >= zipf_floor
+
+
+def ordinary_capitalised(word: str, zipf_floor: float, lists) -> bool:
+    """Rule O2: a capitalised single word that is very common in English ("Ministry", "Queen") and not a known
+    given name, surname or place (so "Alice" or "Watson" stay candidates). ``zipf_floor <= 0`` turns it off."""
+    if zipf_floor <= 0 or " " in word.strip():
+        return False
+    from wordfreq import zipf_frequency
+
+    w = word.lower()
+    if w in lists["female"] or w in lists["male"] or w in lists["last"] or w in lists["places"]:
+        return False
+    return zipf_frequency(w, "en") >= zipf_floor
+
+
+# ---- rules D1-D4 ----------------------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def dictionary_words() -> frozenset[str]:
     """Lower-case words of Webster's Second (1934) and GCIDE (Webster's 1913), from ``english-words``."""
@@ -66,8 +113,6 @@ def common_dictionary_words() -> frozenset[str]:
 
 def ordinary_capitalised_word(word: str, names: frozenset[str] = frozenset()) -> bool:
     """Rule D4's word test (the evidence test is the caller's)."""
-    from . import word_stems
-
     if " " in word or not word[:1].isupper() or word.lower() in names:
         return False
     words = common_dictionary_words()
@@ -78,8 +123,6 @@ def ordinary_capitalised_word(word: str, names: frozenset[str] = frozenset()) ->
 
 def in_dictionary(word: str) -> bool:
     """Rule D1's test: ``word`` or a word it inflects is in the older dictionary."""
-    from . import word_stems
-
     words = dictionary_words()
     return any(s in words for s in word_stems(word.lower().replace("’", "").replace("'", "")))
 
@@ -114,8 +157,6 @@ def dialect_source(word: str, edits: bool = True) -> str | None:
     """Rule D2's spelling test: the common English word ``word`` spells in dialect, or None. ``edits=False``:
     only the dropped "h" and "g"."""
     from wordfreq import zipf_frequency
-
-    from . import word_stems
 
     w = word.lower().strip("'’")
     if len(w) < 2 or not w.isalpha():
