@@ -2,7 +2,7 @@
 llm_unlearn/anchors/quality.py; the table of docs/results.md, "Anchor kinds and gender on four books", made by
 `python -m llm_unlearn.anchors.agreement`). Targets: kind >= 90% and gender >= 95% on each book's hand-labelled
 top-100 anchors, and at most 5 ordinary words of another time or dialect spellings in Dracula's top 150. Where a
-target is not met, the test pins what the current code reaches (and docs/results.md says that it misses)."""
+target is not met, PINNED_KIND pins what the current code reaches (and docs/results.md says that it misses)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from llm_unlearn.anchors.agreement import measure_book
 
 DATA = Path(__file__).parent / "data"
 KIND_TARGET, GENDER_TARGET = 0.90, 0.95
-# What the current code reaches where a target is missed (docs/results.md says so): Dracula's kinds.
-PINNED_KIND = {"dracula": 0.87}
+# What the current code reaches where a target is missed (docs/results.md says so): none at present.
+PINNED_KIND: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module", params=["sherlock", "alice", "oz", "dracula"])
