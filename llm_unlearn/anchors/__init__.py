@@ -852,7 +852,7 @@ class _Substitutes:
         self.female, self.male = lists["female"], lists["male"]
         self.strict_gender = config.kinds == "evidence"
         self._nouns: dict[str, list[str]] | None = None
-        from .kinds import KindSubstitutes
+        from .kind_substitutes import KindSubstitutes
 
         self.kinds = KindSubstitutes(config.seed, self._ok_word, self.used, self.keys)
 
@@ -883,7 +883,7 @@ class _Substitutes:
         return fallback
 
     def first_name(self, gender: str | None) -> str:
-        from .kinds import neutral_names
+        from .kind_substitutes import neutral_names
 
         make = {"f": self.fake.first_name_female, "m": self.fake.first_name_male,
                 "n": lambda: self.kinds.rng.choice(neutral_names(faker_lists()))}.get(gender, self.fake.first_name)

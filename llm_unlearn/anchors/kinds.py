@@ -37,21 +37,20 @@ K10-K13. Fiction kinds by the words within three words of the mention: game (pla
 The singular of a group term ("Munchkin" of "Munchkins") is one of its members; but a titled person's plural
 ("the Rucastles" of "Mr. Rucastle") is a family, a person (rule K6).
 
-Decision (rule K14), first that applies: a K8 head; a K9 animal noun; a pet; a named thing (K15); a fiction
-kind (K10-K13); a place word ("the Palace"); a plural term (K6) with a place vote, no K1 vote and no more
-they- than it-pronouns is a place ("the Dardanelles"); a group (a plural term with they-pronouns or an animate
-or nationality use); a role word; a capitalised single word with "the" in half its mentions and at most one animate
-vote that is a common English word: an object ("the Wafer"); one that is not an English word, with "the" in
-half its mentions and K1 + K2 votes at most a quarter of those: a place when it is plural with a place vote
-and no more they- than it-pronouns, a group when it is plural, spaCy calls it a nationality or "they" follows
-it at least twice and more often than "it" ("the Huns", "the Szgany"), else a place ("the Danube": persons' names do not take "the"); a person (animate votes
-K1 + K2 + K3 he/she at least 2 and more than the place and it votes; a role name when the term is an ordinary
-English noun that takes "the" in half its mentions); a place (K4 votes at least 1 with no K1/K2 vote, at most
-one he/she and "the" in under half the mentions; or K4 votes at least 2 and at least the animate ones); an object (it-pronouns at least the animate
-votes, and "the" in a third of the mentions); otherwise the kind spaCy's
-labels gave (module ``llm_unlearn.anchors``). Lower-case terms keep the type ``noun`` unless they are a
-creature, a person, a group or a fiction kind; an object noun is marked concrete (substitutes from the object
-list, rule S1).
+Decision (rule K14), first that applies: a K8 head; a K9 animal noun; a pet; a named thing (K15); a fiction kind
+(K10-K13); a place word ("the Palace"); a plural term (K6) with a place vote, no K1 vote and no more they- than it-
+pronouns is a place ("the Dardanelles"); a group (a plural term with they-pronouns or an animate or nationality
+use); a role word; a capitalised single word with "the" in half its mentions and at most one animate vote that is a
+common English word: an object ("the Wafer"); one that is not an English word, with "the" in half its mentions and
+K1 + K2 votes at most a quarter of those: a place when it is plural with a place vote and no more they- than it-
+pronouns, a group when it is plural, spaCy calls it a nationality or "they" follows it at least twice and more often
+than "it" ("the Huns", "the Szgany"), else a place ("the Danube": persons' names do not take "the"); a person
+(animate votes K1 + K2 + K3 he/she at least 2 and more than the place and it votes; a role name when the term is an
+ordinary English noun that takes "the" in half its mentions); a place (K4 votes at least 1 with no K1/K2 vote, at
+most one he/she and "the" in under half the mentions; or K4 votes at least 2 and at least the animate ones); an
+object (it-pronouns at least the animate votes, and "the" in a third of the mentions); otherwise the kind spaCy's
+labels gave (module ``llm_unlearn.anchors``). Lower-case terms keep the type ``noun`` unless they are a creature, a
+person, a group or a fiction kind; an object noun is marked concrete (substitutes from the object list, rule S1).
 
 Gender of a person (rules G1-G4): G1 honorifics (3 votes each) and G2 pronouns after mentions; a side wins with
 at least twice the other's votes and at least 2. G3: with no such evidence, Faker's given-name lists when the
@@ -60,22 +59,23 @@ person's given-name substitutes are names Faker lists for that sex only. G4: a f
 still neutral takes the gender of its parts that are persons with a gender ("Abraham Van Helsing" from "Van
 Helsing"), when they agree.
 
-Substitutes (rule S1): each fiction kind draws from its own list in :mod:`.lexicon` (creature -> another animal,
-pet -> a common pet name, object -> an ordinary object, game -> a game, spell -> a plain verb, subject -> a
-school subject, event -> an ordinary event, group -> an ordinary people noun or a nationality, role -> a role
-noun that is also a surname, title -> another periodical or document word for the head), keeping the term's number, case and ordinary modifier words (wordfreq Zipf >= 3.5
-or a common word of Webster's Second); a target-specific modifier becomes an ordinary adjective.
+Substitutes (rule S1, :mod:`.kind_substitutes`): each fiction kind draws from its own list in :mod:`.lexicon`
+(creature -> another animal, pet -> a common pet name, object -> an ordinary object, game -> a game, spell -> a
+plain verb, subject -> a school subject, event -> an ordinary event, group -> an ordinary people noun or a
+nationality, role -> a role noun that is also a surname, title -> another periodical or document word for the head),
+keeping the term's number, case and ordinary modifier words (wordfreq Zipf >= 3.5 or a common word of Webster's
+Second); a target-specific modifier becomes an ordinary adjective.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import lexicon as lx
+from .kind_substitutes import KindSubstitutes, neutral_names  # noqa: F401 (rules S1, G3; re-exported)
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*\.?|[.!?;:,\"“”‘’()—]")
 _SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
@@ -457,89 +457,3 @@ def assign_kinds(selected: list, texts: Sequence[str], st, names: Mapping[str, f
             cand.info.pop("shape", None)
             cand.info.pop("gender", None)
     return out
-
-
-# ---- substitutes of the fiction kinds (rule S1) --------------------------------------------------------------
-def neutral_names(names: Mapping[str, frozenset]) -> list[str]:
-    """Rule G3's neutral given names: of :data:`.lexicon.UNISEX_NAMES`, those Faker lists for both sexes or for
-    neither, and not as a surname (so that the gender measure, rule Q3, sees them as neutral)."""
-    out = [n for n in lx.UNISEX_NAMES if (n.lower() in names["female"]) == (n.lower() in names["male"])
-           and n.lower() not in names["last"]]
-    return out or list(lx.UNISEX_NAMES)
-
-
-def _ordinary(word: str) -> bool:
-    """A modifier word of ordinary English, kept in a substitute ("Winged", "Golden"; not "Cheshire")."""
-    from wordfreq import zipf_frequency
-
-    from .period import ordinary_capitalised_word
-
-    return zipf_frequency(word, "en") >= 3.5 or ordinary_capitalised_word(word[:1].upper() + word[1:])
-
-
-def _case(word: str, like: str) -> str:
-    if like[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word.lower()
-
-
-class KindSubstitutes:
-    """Draws substitutes of the fiction kinds, groups and role names from :mod:`.lexicon` with its own seeded
-    generator (so that Faker's draws for names and places do not depend on these)."""
-
-    def __init__(self, seed: int, ok_word, used: set[str], keys: set[str]):
-        self.rng = random.Random(f"kinds:{seed}")
-        self.ok_word = ok_word
-        self.used = used
-        self.keys = keys  # lower-case keys: never kept as a modifier
-
-    def draw(self, pool: Sequence[str], like: str, plural: bool) -> str:
-        words = [w for w in pool if self.ok_word(w.lower()) and self.ok_word(lx.plural(w).lower())]
-        if not words:
-            words = list(pool)
-        fresh = [w for w in words if (lx.plural(w) if plural else w).lower() not in self.used]
-        word = self.rng.choice(fresh or words)
-        return _case(lx.plural(word) if plural else word, like)
-
-    def substitute(self, key: str, kind: str, nationality: bool = False) -> str:
-        """One substitute of ``kind`` for ``key`` (rule S1): the head word replaced by a word of the kind's list,
-        ordinary modifier words kept, target-specific ones replaced by ordinary adjectives."""
-        pool_name = {"group": "nationality" if nationality else "people", "person": "role"}.get(kind, kind)
-        pool = lx.POOLS[pool_name]
-        words = key.split(" ")
-        head = words[-1]
-        if "of" in [w.lower() for w in words[1:]]:  # "Wicked Witch of the West": the part before "of"
-            i = [w.lower() for w in words].index("of")
-            head_i = i - 1
-        else:
-            head_i = len(words) - 1
-        head = words[head_i]
-        is_plural = (head.lower().endswith("s") and not head.lower().endswith("ss")
-                     and lx.singular(head).lower() != head.lower()) or head.lower().endswith("men")
-        if pool_name in ("pet", "game", "spell", "subject", "event", "title"):
-            is_plural = False
-        out = list(words)
-        out[head_i] = self.draw(pool, head if pool_name not in ("pet", "game", "spell", "subject", "event",
-                                                                "nationality", "role", "title") else "X", is_plural)
-        for k in range(head_i):
-            w = words[k]
-            if w.lower() in ("the", "of", "and", "a") or (_ordinary(w) and w.lower() not in self.keys):
-                continue
-            out[k] = self.draw(lx.ADJECTIVES, w, False)
-        return " ".join(out)
-
-    def linked(self, key: str, kind: str, prefix: list[str] | None, suffix: list[str] | None, n_prefix_words: int,
-               n_suffix_words: int, i: int, nationality: bool = False) -> str:
-        """A substitute for ``key`` reusing the translations of linked keys for the words they cover ("Winged
-        Monkeys" -> "Winged " + the translation of "Monkeys"), the rest as :meth:`substitute`."""
-        if not prefix and not suffix:
-            return self.substitute(key, kind, nationality)
-        words = key.split(" ")
-        middle = words[n_prefix_words: len(words) - n_suffix_words]
-        parts = [prefix[i % len(prefix)]] if prefix else []
-        for w in middle:
-            keep = w.lower() in ("the", "of", "and", "a") or (_ordinary(w) and w.lower() not in self.keys)
-            parts.append(w if keep else self.draw(lx.ADJECTIVES, w, False))
-        if suffix:
-            parts.append(suffix[i % len(suffix)])
-        return " ".join(parts)

@@ -10,13 +10,13 @@ D1. Period vocabulary: a lower-case candidate that is a word of an older diction
     it at least 5 times and in one place: in fewer than half as many of 20 equal parts of the corpus as it has
     occurrences (up to 20). Such a word ("carbuncle" in one story, "coronet" in another) is that part's content
     and stays.
-D2. Dialect spellings: a single word written inside double quotation marks in at least 75% of its occurrences,
-    which an English word becomes by restoring a dropped "h" ("ead" -> "head"), a dropped "g" ("bloomin" ->
-    "blooming") or both ("ittin" -> "hitting") (wordfreq Zipf >= 3.0), or, for a lower-case word, a common word
-    (Zipf >= 3.5) with the same first letter by at most two letter edits for words of 5 letters or more and one
-    for shorter ones ("animiles" -> "animals", "masel" -> "myself"), unless it inflects a common word itself. Capitalised words get only the h/g test, and never when
-    they are known names: in a story told in dialogue most names are in quotes, and many are a letter or two
-    from a common word ("Toller", "Horner").
+D2. Dialect spellings: a single word written inside double quotation marks in at least 75% of its occurrences, which
+    an English word becomes by restoring a dropped "h" ("ead" -> "head"), a dropped "g" ("bloomin" -> "blooming") or
+    both ("ittin" -> "hitting") (wordfreq Zipf >= 3.0), or, for a lower-case word, a common word (Zipf >= 3.5) with
+    the same first letter by at most two letter edits for words of 5 letters or more and one for shorter ones
+    ("animiles" -> "animals", "masel" -> "myself"), unless it inflects a common word itself. Capitalised words get
+    only the h/g test, and never when they are known names: in a story told in dialogue most names are in quotes,
+    and many are a letter or two from a common word ("Toller", "Horner").
 D4. Capitalised ordinary words: a capitalised single word that is a common word of Webster's Second (listed
     there in lower case, itself, without its hyphen, by its last hyphenated part, or through the word it
     inflects: "Memorandum", "Hark", "Mem"), not a known name, and for which no mention gives a cue of a name
