@@ -177,7 +177,9 @@ Stage = StageSpec  # the stage record (kept under its old name)
 ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
                   **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()},
-                  ("eval", "generic_floor"): False}
+                  ("eval", "generic_floor"): False,
+                  # the former dictionary (spaCy's labels as kinds, period words kept): runs made before keep theirs
+                  ("anchors", "kinds"): "ner", ("anchors", "period_words"): False}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}

@@ -297,3 +297,33 @@ def test_generic_floor_works_with_every_method():
     Recipe().with_override("eval.generic_floor=true").validate()
     for method in ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu"):
         Recipe().with_override(f"method={method}").with_override("eval.generic_floor=true").validate()
+
+
+def test_the_former_anchor_kinds_leave_earlier_runs_fingerprints_alone():
+    """anchors.kinds: ner with anchors.period_words: false is the dictionary of runs made before these settings:
+    such a recipe hashes its anchors stage as before; the evidence-based default hashes differently."""
+    from llm_unlearn.pipeline import STAGES, Pipeline
+
+    def anchors_hash(*sets):
+        recipe = Recipe.from_dict({"corpus": {"path": "book.txt"}})
+        for item in sets:
+            recipe = recipe.with_override(item)
+        return Pipeline(recipe, "/nonexistent-run")._config_hash(STAGES["anchors"])
+
+    former = anchors_hash("anchors.kinds=ner", "anchors.period_words=false")
+    data = Recipe.from_dict({"corpus": {"path": "book.txt"}}).to_dict()
+    for key in ("kinds", "period_words"):  # as a recipe of a version without these settings
+        data["anchors"].pop(key)
+    import hashlib
+    import json
+
+    from llm_unlearn.pipeline import ADDED_SETTINGS
+
+    for (section, key), off in ADDED_SETTINGS.items():  # the other settings added later, off
+        if section != "anchors" and data[section].get(key) in (off, None):
+            data[section].pop(key, None)
+    stage = STAGES["anchors"]
+    data["export"] = {k: v for k, v in data["export"].items() if k not in ("push_to_hub", "private")}
+    before = json.dumps({s: data[s] for s in stage.sections}, sort_keys=True, default=str)
+    assert former == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert anchors_hash() != former
