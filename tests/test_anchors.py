@@ -95,6 +95,14 @@ BAD_FILES = [
     ("type.yaml", "Holmes: {translations: [Hart], type: wizard}\n", "unknown type 'wizard'"),
     ("format.yaml", "format: other/9\nanchors: {Holmes: [Hart]}\n", "unknown dictionary format 'other/9'"),
     ("cross.yaml", "Holmes: [Watson]\nWatson: [Baker]\n", "translation 'Watson' is itself an anchored term"),
+    # a shared dictionary file is untrusted input: bad rows are typed errors, never a traceback or invalid JSON later
+    ("count.yaml", "Holmes: {translations: [Hart], count: abc}\n", "count must be a whole number >= 0"),
+    ("countinf.yaml", "Holmes: {translations: [Hart], count: .inf}\n", "count must be a whole number >= 0"),
+    ("score.yaml", "Holmes: {translations: [Hart], score: [1]}\n", "score must be a finite number"),
+    ("scorenan.yaml", "Holmes: {translations: [Hart], score: .nan}\n", "score must be a finite number"),
+    ("scorenan.json", '{"Holmes": {"translations": ["Hart"], "score": NaN}}', "not valid JSON"),
+    ("dupkey.yaml", "Holmes: [Hart]\nWatson: [Baker]\nHolmes: [Moss]\n", "appears twice"),
+    ("alias.yaml", "a: &x [Hart, Moss]\nHolmes: *x\n", "alias"),
 ]
 
 

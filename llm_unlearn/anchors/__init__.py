@@ -307,6 +307,20 @@ def _redundant(key: str, canon_keys: set[str]) -> str | None:
     return None
 
 
+def _no_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not a number a dictionary may hold", name, 0)
+
+
+def _check_meta(meta: dict, key: str, source: str) -> None:
+    """``count`` a whole number >= 0 and ``score`` a finite number, where given (a dictionary file is shared input)."""
+    count, score = meta.get("count"), meta.get("score")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise AnchorError(f"{source}: anchor '{key}': count must be a whole number >= 0 (got {count!r})")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                              or not math.isfinite(score)):
+        raise AnchorError(f"{source}: anchor '{key}': score must be a finite number (got {score!r})")
+
+
 def _read_mapping_file(path: str | Path) -> tuple[Any, str]:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -318,15 +332,17 @@ def _read_mapping_file(path: str | Path) -> tuple[Any, str]:
         raise AnchorError(f"{path}: not UTF-8 text (byte {exc.start}); save the dictionary as UTF-8") from exc
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise AnchorError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                               'expected {"Key": ["translation", ...], "Vetoed key": null}') from exc
     else:
         import yaml
 
+        from ..yamlio import load_yaml
+
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)  # no aliases, no duplicate keys (llm_unlearn.yamlio, Y1-Y2)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -368,6 +384,7 @@ def _parse_mapping(data: Any, source: str) -> tuple[list[tuple[str, list[str], d
             if "translations" not in value:
                 raise AnchorError(f"{source}: anchor '{key}': missing 'translations'")
             value = value["translations"]
+            _check_meta(meta, key, source)
             if meta.get("type") is not None and meta["type"] not in TYPES:
                 raise AnchorError(f"{source}: anchor '{key}': unknown type '{meta['type']}' "
                                   f"(one of {', '.join(TYPES)})")

@@ -58,12 +58,12 @@ _TOWN_ENDINGS = re.compile(r"(ton|ville|burgh|borough|bury|shire|stad|side|port|
 
 def load_kind_labels(path: str | Path) -> dict:
     """Read a hand-labelled kinds file: ``{kinds: {term: kind}, genders: {term: f|m}, not_anchors: [word, ...]}``."""
-    import yaml
+    from ..yamlio import read_yaml_file
 
     path = Path(path)
     if not path.is_file():
         raise AnchorError(f"kind labels not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml_file(path, AnchorError, "kind labels file") or {}
     kinds = data.get("kinds") if isinstance(data, Mapping) else None
     if not isinstance(kinds, Mapping):
         raise AnchorError(f"{path}: expected a mapping with 'kinds: {{term: kind}}' (kinds: {', '.join(KINDS)})")
