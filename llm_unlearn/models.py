@@ -329,6 +329,19 @@ def load_tokenizer(spec: str | os.PathLike, trust_remote_code: bool = False):
     return prepare_tokenizer(tok, cfg)
 
 
+def check_model_config(folder: Path, what: str = "model") -> None:
+    """A model folder's config.json is JSON with a ``model_type`` (else transformers' own message would point at the
+    weights); a ModelLoadError that says what to do otherwise."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{what} {folder}: config.json is not valid JSON ({exc}); copy the model folder again, "
+                             "or write it with save_pretrained") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelLoadError(f"{what} {folder}: config.json has no model_type, so transformers cannot tell the "
+                             "architecture; write the folder with save_pretrained")
+
+
 def load_model(
     spec: str | os.PathLike,
     dtype=None,
@@ -350,6 +363,8 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype, device)
     configure_threads()
     resolved, source = materialize(spec)
+    if resolved.kind == "local":
+        check_model_config(resolved.path)
     kwargs = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -409,6 +424,8 @@ def load_model_config(spec: str | os.PathLike, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     resolved, source = materialize(spec)
+    if resolved.kind == "local":
+        check_model_config(resolved.path)
     if resolved.kind == "hub":
         return _hub_call(AutoConfig.from_pretrained, resolved, trust_remote_code=trust_remote_code)
     return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)

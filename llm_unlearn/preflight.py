@@ -53,7 +53,7 @@ def config_context_length(folder: Path) -> int | None:
 
 def check_model(recipe) -> None:
     """P2."""
-    from .models import resolve_spec
+    from .models import check_model_config, resolve_spec
 
     try:
         resolved = resolve_spec(recipe.model.spec)
@@ -63,14 +63,7 @@ def check_model(recipe) -> None:
     if folder is None:
         return
     if resolved.kind == "local":
-        try:
-            config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"model.spec {folder}: config.json is not valid JSON ({exc}); copy the model "
-                                 "folder again, or write it with save_pretrained") from exc
-        if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-            raise ModelLoadError(f"model.spec {folder}: config.json has no model_type, so transformers cannot "
-                                 "tell the architecture; write the folder with save_pretrained")
+        check_model_config(Path(folder), "model.spec")
     ctx = config_context_length(Path(folder))
     if ctx and recipe.corpus.block_size > ctx:
         raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "

@@ -622,6 +622,11 @@ def test_t13_a_bad_config_json_is_named(tmp_path, tiny_model_dir):
     proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run")
     assert_exit_2(proc, "config.json is not valid JSON")
     assert ".bin" not in proc.stderr
+    for args in (["info", str(bad)], ["eval", "--model", str(bad), "--suite", "eval/control", "--limit", "1",
+                                      "--out", str(tmp_path / "eval")]):
+        proc = run_cli(*args)
+        assert_exit_2(proc, "config.json is not valid JSON")
+        assert ".bin" not in proc.stderr
 
 
 def test_t14_non_utf8_recipe_exit_2(tmp_path):
