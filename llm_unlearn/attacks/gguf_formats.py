@@ -247,10 +247,15 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
+def quantized_linears(model) -> dict[str, torch.nn.Linear]:
+    """ATK-Q2: the linear layers that get quantized (not the embeddings, not the LM head)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return {name: mod for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and mod is not head and not name.endswith("lm_head")}
+
+
 def linear_plan(model, fmt: str) -> Plan:
     """GG3: every linear layer of the transformer blocks in ``fmt``."""
-    from .quantization import quantized_linears
-
     return Plan(fmt, {f"{name}.weight": fmt for name in quantized_linears(model)})
 
 

@@ -28,6 +28,7 @@ import copy
 import torch
 
 from .base import AttackContext, Row
+from .gguf_formats import quantized_linears  # ATK-Q2 (one definition for both roundings)
 
 NAME = "quantization"
 
@@ -55,13 +56,6 @@ def quantize_tensor(weight: torch.Tensor, bits: int, group_size: int = 128) -> t
     """ATK-Q1: the fake-quantized copy of a 2-D weight (out_features x in_features), same dtype."""
     q, scale = quantize_codes(weight, bits, group_size)
     return (q * scale).to(weight.dtype)
-
-
-def quantized_linears(model) -> dict[str, torch.nn.Linear]:
-    """ATK-Q2: the linear layers that get quantized (not the embeddings, not the LM head)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return {name: mod for name, mod in model.named_modules()
-            if isinstance(mod, torch.nn.Linear) and mod is not head and not name.endswith("lm_head")}
 
 
 @torch.no_grad()
