@@ -112,10 +112,10 @@ def _tokens(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def occurrences(texts: Sequence[str], keys: Iterable[str], max_mentions: int = 400
-                ) -> dict[str, list[tuple[list[str], list[str]]]]:
-    """(words before, words after) at up to ``max_mentions`` occurrences of each key, spread evenly over the
-    corpus; the words stop at a paragraph break. Hard line wraps are joined first."""
+def mention_spans(texts: Sequence[str], keys: Iterable[str], keep=None
+                  ) -> tuple[list[str], dict[str, list[tuple[int, int, int]]]]:
+    """(the texts with hard line wraps joined, {key: [(text index, start, end)]}) of every mention of each key that
+    is not in capitals and that ``keep(text, start)`` accepts (all when None)."""
     from ..translation import AnchorMatcher
 
     keys = list(keys)
@@ -124,13 +124,27 @@ def occurrences(texts: Sequence[str], keys: Iterable[str], max_mentions: int = 4
     joined = [_SINGLE_NEWLINE.sub(" ", t) for t in texts]
     for d, text in enumerate(joined):
         for s, e, key, case in matcher.find(text):
-            if case != "upper":
+            if case != "upper" and (keep is None or keep(text, s)):
                 found[key].append((d, s, e))
+    return joined, found
+
+
+def spread_evenly(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced from the first to the last."""
+    if len(items) <= n:
+        return items
+    picks = sorted({round(i * (len(items) - 1) / max(n - 1, 1)) for i in range(n)})
+    return [items[i] for i in picks]
+
+
+def occurrences(texts: Sequence[str], keys: Iterable[str], max_mentions: int = 400
+                ) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """(words before, words after) at up to ``max_mentions`` occurrences of each key, spread evenly over the
+    corpus; the words stop at a paragraph break. Hard line wraps are joined first."""
+    joined, found = mention_spans(texts, keys)
     out = {}
     for key, where in found.items():
-        if len(where) > max_mentions:
-            n = len(where)
-            where = [where[round(i * (n - 1) / (max_mentions - 1))] for i in range(max_mentions)]
+        where = spread_evenly(where, max_mentions)
         items = []
         for d, s, e in where:
             left = joined[d][max(0, s - 120):s]

@@ -46,7 +46,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-_SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'’\-]*$")
 _MIN_SHARE = 0.01  # a candidate first token is at least this share of the best one's probability (P2)
 _KNOWN_WORD_ZIPF = 2.0  # a substitute's words are words of general English at least this common (or names)
@@ -86,25 +85,14 @@ def _not_target(cand: str, key: str, forbidden: set[str]) -> bool:
 def find_contexts(texts: Sequence[str], keys: Iterable[str], occurrences: int) -> dict[str, list[tuple[str, str]]]:
     """(left, right) contexts of up to ``occurrences`` occurrences of each key, spread evenly over the corpus
     (rule P1): the text before the term (trailing whitespace removed) and the 80 characters after it."""
-    from ..translation import AnchorMatcher
+    from .kinds import mention_spans, spread_evenly
 
-    keys = list(keys)
-    matcher = AnchorMatcher({k: ["-"] for k in keys})
-    found: dict[str, list[tuple[int, int, int]]] = {k: [] for k in keys}
-    joined = [_SINGLE_NEWLINE.sub(" ", t) for t in texts]
-    for d, text in enumerate(joined):
-        for s, e, key, case in matcher.find(text):
-            if case == "upper" or s == 0 or not text[s - 1].isspace():
-                continue
-            found[key].append((d, s, e))
+    joined, found = mention_spans(texts, keys, keep=lambda text, s: s > 0 and text[s - 1].isspace())
     out: dict[str, list[tuple[str, str]]] = {}
     for key, where in found.items():
         if not where:
             continue
-        if len(where) > occurrences:
-            n = len(where)
-            picks = sorted({round(i * (n - 1) / max(occurrences - 1, 1)) for i in range(occurrences)})
-            where = [where[i] for i in picks]
+        where = spread_evenly(where, occurrences)
         out[key] = [(joined[d][max(0, s - 600):s].rstrip(), joined[d][e:e + 80]) for d, s, e in where]
     return out
 

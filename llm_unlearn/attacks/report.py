@@ -16,23 +16,22 @@ def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _rec(r: dict | None) -> str:
-    if not r or r.get("recovery") is None:
+def _with_interval(r: dict | None, key: str, low: str, high: str) -> str:
+    if not r or r.get(key) is None:
         return "–"
-    s = f"{r['recovery']:+.2f}"
-    if r.get("ci_low") is not None:
-        s += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    s = f"{r[key]:+.2f}"
+    if r.get(low) is not None:
+        s += f" [{r[low]:+.2f}, {r[high]:+.2f}]"
     return s
+
+
+def _rec(r: dict | None) -> str:
+    return _with_interval(r, "recovery", "ci_low", "ci_high")
 
 
 def _rec_vc(r: dict | None) -> str:
     """ATK-R2: recovery against the control (the base model under the same attack)."""
-    if not r or r.get("recovery_vs_control") is None:
-        return "–"
-    s = f"{r['recovery_vs_control']:+.2f}"
-    if r.get("vs_control_ci_low") is not None:
-        s += f" [{r['vs_control_ci_low']:+.2f}, {r['vs_control_ci_high']:+.2f}]"
-    return s
+    return _with_interval(r, "recovery_vs_control", "vs_control_ci_low", "vs_control_ci_high")
 
 
 def render_markdown(doc: dict) -> str:

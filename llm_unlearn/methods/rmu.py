@@ -141,16 +141,19 @@ class RMUObjective(ForgetObjective):
             raise RecipeError(f"rmu trains the MLP of layers {keep.start}..{keep.stop - 1}, but nothing trainable is "
                               "there: add the MLP projections (e.g. down_proj) to finetune.target_modules")
 
+    def _base_output(self, model, inputs: dict) -> torch.Tensor:
+        """The frozen model's output of the steering layer (the reference model, or the adapter off)."""
+        with torch.no_grad():
+            if self.reference_model is not None:
+                return layer_output(self.reference_model, self.layer, **inputs)
+            with unwrap(model).disable_adapter():
+                return layer_output(model, self.layer, **inputs)
+
     def _control(self, model, batch: dict, width: int) -> torch.Tensor:
         if self.control is None:
             if self.coeff is None:  # RMU3: c = ratio x the base's mean activation norm on this forget batch
                 inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-                with torch.no_grad():
-                    if self.reference_model is not None:
-                        base = layer_output(self.reference_model, self.layer, **inputs)
-                    else:
-                        with unwrap(model).disable_adapter():
-                            base = layer_output(model, self.layer, **inputs)
+                base = self._base_output(model, inputs)
                 norms = base.float().norm(dim=-1)[_forget_mask(batch)]
                 self.coeff = self.config.steering_ratio * float(norms.mean())
             self.control = self.coeff * random_direction(width, self.config.seed)
@@ -168,12 +171,7 @@ class RMUObjective(ForgetObjective):
             return None
         b = self.retain_batches(micro_step, batch["input_ids"].device)
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-        with torch.no_grad():
-            if self.reference_model is not None:
-                base = layer_output(self.reference_model, self.layer, **inputs)
-            else:
-                with unwrap(model).disable_adapter():
-                    base = layer_output(model, self.layer, **inputs)
+        base = self._base_output(model, inputs)
         h = layer_output(model, self.layer, **inputs)
         return self.config.retain_weight * rmu_retain_loss(h, base, b["attention_mask"])
 
