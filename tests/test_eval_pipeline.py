@@ -12,7 +12,7 @@ from llm_unlearn.cli import main
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation import evaluate
 from llm_unlearn.recipe import EvalConfig, Recipe
-from tests.conftest import DATA, build_tiny_llama, data_path, need_package
+from tests.conftest import build_tiny_llama, data_path, need_package
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

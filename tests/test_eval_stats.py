@@ -10,7 +10,7 @@ import torch
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation.perplexity import _windows, perplexity, read_wikitext, wikitext_detokenize
 from llm_unlearn.evaluation.stats import mcnemar, mean_ci, paired_bootstrap
-from tests.conftest import DATA, data_path
+from tests.conftest import data_path
 
 
 def test_bootstrap_identical_and_shifted():
