@@ -114,3 +114,12 @@ def small_corpus(tmp_path, sherlock_text) -> Path:
     path = tmp_path / "sherlock_slice.txt"
     path.write_text(sherlock_text[:6000], encoding="utf-8")
     return path
+
+
+def write_yaml(folder: Path, mapping, name: str = "d.yaml") -> Path:
+    """``mapping`` as a YAML file in ``folder`` (anchor dictionaries, kind labels in tests)."""
+    import yaml
+
+    path = folder / name
+    path.write_text(yaml.safe_dump(mapping))
+    return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import write_yaml
 
 from llm_unlearn.anchors import (
     FEMALE_TITLES,
@@ -286,7 +287,7 @@ def test_judge_knows_the_fiction_lists():
 def test_gender_agreement(tmp_path):
     import yaml
 
-    d = AnchorDictionary.load(_write(tmp_path, {"Mina": ["Rachel", "Karen", "Kevin"], "Harker": ["Browning"],
+    d = AnchorDictionary.load(write_yaml(tmp_path, {"Mina": ["Rachel", "Karen", "Kevin"], "Harker": ["Browning"],
                                                 "Lucy": ["Jamie"]}))
     labels = {"kinds": {"Mina": "person", "Harker": "person", "Lucy": "person"},
               "genders": {"Mina": "f", "Harker": "m", "Lucy": "f"}, "not_anchors": []}
@@ -302,13 +303,6 @@ def test_gender_agreement(tmp_path):
     with pytest.raises(AnchorError, match="not labelled person"):
         load_kind_labels(path)
 
-
-def _write(tmp_path, mapping):
-    import yaml
-
-    path = tmp_path / "d.yaml"
-    path.write_text(yaml.safe_dump(mapping))
-    return path
 
 
 def test_settings_are_checked():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_yaml
 
 from llm_unlearn.anchors import (
     AnchorDictionary,
@@ -245,7 +246,7 @@ def test_kind_agreement(tmp_path):
     labels_file.write_text("kinds: {Cat: animal, Holmes: person, Wonderland: place, Nowhere: place}\n"
                            "not_anchors: [teacup]\n")
     labels = load_kind_labels(labels_file)
-    d = AnchorDictionary.load(_write(tmp_path, {"Cat": ["Moon", "Dog"], "Holmes": ["Hart"],
+    d = AnchorDictionary.load(write_yaml(tmp_path, {"Cat": ["Moon", "Dog"], "Holmes": ["Hart"],
                                                 "Wonderland": ["Alyssaville"], "teacup": ["cup"]}))
     result = kind_agreement(d, labels)
     assert result["labelled_keys"] == 3 and result["labelled_terms"] == 4
@@ -258,13 +259,6 @@ def test_kind_agreement(tmp_path):
         load_kind_labels(bad)
 
 
-def _write(tmp_path, mapping):
-    import yaml
-
-    path = tmp_path / "d.yaml"
-    path.write_text(yaml.safe_dump(mapping))
-    return path
-
 
 @pytest.mark.parametrize("name", ["anchor_kinds_alice.yaml", "anchor_kinds_sherlock.yaml"])
 def test_hand_labelled_kind_files_load(name):
@@ -275,7 +269,7 @@ def test_hand_labelled_kind_files_load(name):
 
 def test_perplexity_ratio_on_a_tiny_model(tiny_llama):
     model, tok = tiny_llama
-    d = AnchorDictionary.load(_write(Path(__import__("tempfile").mkdtemp()), {"Zorblax": ["Dog"]}))
+    d = AnchorDictionary.load(write_yaml(Path(__import__("tempfile").mkdtemp()), {"Zorblax": ["Dog"]}))
     r = perplexity_ratio(model, tok, d, [STORY, "No names here at all. " * 40], max_tokens=256, block_size=64)
     assert r["blocks"] >= 1 and r["anchor_occurrences"] >= 1
     assert r["ratio"] == pytest.approx(r["perplexity_translated"] / r["perplexity_original"], rel=1e-2)
