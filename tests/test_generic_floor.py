@@ -1,14 +1,11 @@
-"""The generic floor of a familiarity suite (rules F1-F4 of llm_unlearn/evaluation/floor.py) and its bench script."""
+"""The generic floor of a familiarity suite (rules F1-F4 of llm_unlearn/evaluation/floor.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from bench import fragile_items
-from bench import generic_floor as generic_floor_bench
 from llm_unlearn.evaluation import familiarity
 from llm_unlearn.evaluation.floor import generic_floor, translate_suite
 from llm_unlearn.evaluation.grading import Grader
@@ -90,76 +87,6 @@ def test_generic_floor_scores_translated_prompts_against_the_same_items(monkeypa
     direct = familiarity.probability_familiarity(model, tok, Suite("t", "/t", probability=[
         ProbabilityPrompt("p1", p_row["translated"], " Street")]), progress=False)
     assert math.isclose(p_row["floor"], direct["items"][0]["prob"], rel_tol=1e-5)
-
-
-def test_bench_markdown_and_errors(tmp_path):
-    """The table gives each model as % of the base model on the same translated prompts; unfinished runs and badly
-    written run labels are refused with the fix."""
-    bench = generic_floor_bench
-    doc = {"run": "runs/x", "suite": "sh",
-           "completion": {"prompts": 3, "translated": 2,
-                          "scores": {"floor": {"n": 2, "familiarity": 0.5, "frac_ge2": 0.5, "frac_3": 0.5},
-                                     "base": {"n": 2, "familiarity": 1.0, "frac_ge2": 1.0, "frac_3": 1.0},
-                                     "unlearned": {"n": 2, "familiarity": 0.25, "frac_ge2": 0.0, "frac_3": 0.0}},
-                          "items": [{"id": "c1", "prompt": "Sherlock Holmes lived in rooms on",
-                                     "translated": "Owen Hart lived in rooms on", "floor": 3.0,
-                                     "completion": " Baker Street.", "base": 3.0, "unlearned": 0.0}]},
-           "probability": {"prompts": 2, "translated": 1,
-                           "scores": {"floor": {"n": 1, "mean_prob": 0.2}, "base": {"n": 1, "mean_prob": 0.4},
-                                      "unlearned": {"n": 1, "mean_prob": 0.1}},
-                           "items": []}}
-    text = bench.markdown(doc)
-    assert "2 of 3 completion prompts and 1 of 2 probability prompts" in text
-    assert "| generic floor (base model, translated prompts) | 0.500 (50%) | 0.50 | 1 | 0.200 (50%) |" in text
-    assert "| unlearned | 0.250 (25%) | 0.00 | 0 | 0.100 (25%) |" in text
-    assert "`Owen Hart lived in rooms on` -> `Baker Street.`" in text
-    with pytest.raises(SystemExit, match="finish the run's eval stage"):
-        bench.suite_results(tmp_path, "sh")
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"models": {"base": {"suites": {}}}}))
-    with pytest.raises(SystemExit, match="no results for the suite 'sh'"):
-        bench.suite_results(tmp_path, "sh")
-    with pytest.raises(SystemExit, match="anchors stage has finished"):
-        bench.main(["--run", str(tmp_path), "--out", str(tmp_path / "floor")])
-
-
-def test_fragile_items_margin_and_split(tmp_path, tiny_llama):
-    """The margin is log p(first token of the best reference) - log p(best other token) after the prompt, computed
-    by hand here; lost grade-3 items are split into firm and near-tie ones at the threshold."""
-    import torch
-
-    bench = fragile_items
-    model, tok = tiny_llama
-    suite = Suite("ctl", "/ctl", completion=[CompletionPrompt("a", "The capital of France is", ["Paris", "Lyon"]),
-                                             CompletionPrompt("b", "The planet closest to the Sun is", ["Mercury"])])
-    got = bench.margins(model, tok, suite)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(tok("The capital of France is", return_tensors="pt")["input_ids"])
-                                 .logits[0, -1].float(), -1)
-    firsts = [tok(" Paris", add_special_tokens=False)["input_ids"][0], tok(" Lyon", add_special_tokens=False)["input_ids"][0]]
-    best = max(firsts, key=lambda t: float(logp[t]))
-    rest = logp.clone()
-    rest[firsts] = float("-inf")
-    assert got["a"] == pytest.approx(float(logp[best] - rest.max()), abs=1e-3)
-    assert got["a"] < 0 and got["b"] < 0  # a random model knows nothing: both are below any sensible threshold
-
-    run = tmp_path / "run"
-    (run / "eval").mkdir(parents=True)
-    items = lambda grades: {"completion": {"items": [{"id": i, "grade": g} for i, g in grades.items()]}}  # noqa: E731
-    (run / "eval" / "eval.json").write_text(json.dumps({"models": {
-        "base": {"suites": {"ctl": items({"a": 3, "b": 3, "c": 1})}},
-        "unlearned": {"suites": {"ctl": items({"a": 3, "b": 0, "c": 0})}}}}))
-    known, lost = bench.lost_items(run, "ctl")
-    assert known == ["a", "b"] and lost == ["b"]  # c was never known: losing it is not collateral damage
-    doc = bench.summarise({"a": 2.5, "b": 0.2}, {"r": (known, lost)}, firm=1.0)
-    assert doc["runs"]["r"] == {"known": 2, "lost": 1, "firm": 1, "firm_lost": 0, "near_tie": 1, "near_tie_lost": 1,
-                                "lost_items": {"b": 0.2}}
-    text = bench.markdown({"suite": "ctl", "margins": {"a": 2.5, "b": 0.2}, **doc}, {"a": "A", "b": "B"})
-    assert "| r | 1 of 2 | 0 of 1 | 1 of 1 |" in text and "- b (1 of 1, margin +0.20): `B`" in text
-    with pytest.raises(SystemExit, match="lacks the suite 'other'"):
-        bench.lost_items(run, "other")
-    with pytest.raises(SystemExit, match="label=run_dir"):
-        bench.main(["just_a_path", "--out", str(tmp_path / "x")])
 
 
 def test_section_scores_reads_both_layouts_and_informative_needs_a_quarter():
