@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
-BUNDLED = Path(__file__).resolve().parent / "data"
+BUNDLED = Path(__file__).resolve().parent.parent / "data"  # llm_unlearn/data
 DATA_PREFIX = "data:"
 HF_PREFIX = "hf:"
 WIKITEXT_VALID = ("wikitext2", "valid.txt")

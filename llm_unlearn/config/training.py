@@ -1,0 +1,142 @@
+"""Training settings: one :class:`TrainConfig` for every training stage (the engine is
+:mod:`llm_unlearn.training`); ``reinforce`` and ``finetune`` are this class with their own defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from .checks import SectionChecks
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# transformers.get_scheduler names that need nothing beyond warmup and total steps (reduce_lr_on_plateau,
+# cosine_with_min_lr and warmup_stable_decay need extra arguments the trainers do not pass)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+
+def check_training(cfg: SectionChecks) -> None:
+    """Checks shared by the reinforce and finetune sections (same trainer)."""
+    cfg._bool("full_finetune", "gradient_checkpointing")
+    cfg._int("lora_r", 1)
+    cfg._float("lora_alpha", 0, low_open=True)
+    cfg._float("lora_dropout", 0, 1, high_open=True)
+    if not cfg.full_finetune:
+        cfg._texts("target_modules", non_empty=True)
+    else:
+        cfg._texts("target_modules")
+    cfg._float("learning_rate", 0, low_open=True)
+    cfg._float("epochs", 0, low_open=True)
+    cfg._int("max_steps", 1, optional=True)
+    cfg._int("batch_size", 1)
+    cfg._int("gradient_accumulation", 1)
+    cfg._float("warmup_ratio", 0, 1)
+    cfg._float("weight_decay", 0)
+    cfg._choice("lr_scheduler", LR_SCHEDULERS)
+    cfg._int("eval_every", 1)
+    cfg._choice("mixed_precision", MIXED_PRECISION)
+    cfg._int("seed", 0)
+
+
+
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig(SectionChecks):
+    """Training settings, the same fields for every training stage: the ``reinforce`` and ``finetune`` sections
+    are this class (with their own defaults and, for finetune, more fields); the engine is
+    :mod:`llm_unlearn.training`.
+
+    Attributes:
+        full_finetune: train every weight instead of a LoRA adapter.
+        lora_r, lora_alpha, lora_dropout, target_modules: the LoRA adapter (peft); target modules absent from a
+            model are skipped (none present is an error naming its linear layers).
+        learning_rate, adam_beta1, adam_beta2, weight_decay: AdamW (beta2 0.999 is torch's default; the WHP
+            fine-tune uses 0.98).
+        epochs: passes over the training blocks, unless ``max_steps`` (optimizer steps) is set.
+        batch_size: blocks per process per micro-batch; ``gradient_accumulation`` micro-batches per optimizer step.
+        warmup_ratio, lr_scheduler: linear warmup over that share of the steps, then this transformers schedule.
+        eval_every: optimizer steps between validations and checkpoints (resume points); also after the last step.
+        mixed_precision: auto (bf16 autocast on CPUs with native bf16, see llm_unlearn.hardware) | no | bf16 |
+            fp16 (GPU); bf16 works on any CPU (autocast), fast only where it is native.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, more time).
+        report_to: ``none`` or a transformers logging integration (``tensorboard`` when installed, ``wandb``...).
+        seed: LoRA initialisation, dropout and the data order.
+    """
+
+    section: ClassVar[str] = "training"
+    full_finetune: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "linear"
+    eval_every: int = 20  # steps between validation + checkpoint (resume point)
+    mixed_precision: str = "auto"  # auto (bf16 autocast on CPUs with native bf16) | no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    report_to: str = "none"  # none | tensorboard | ... (transformers integrations)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.validate()  # a config built in code is checked at once; the recipe checks again after --set
+
+    def validate(self) -> None:
+        check_training(self)
+        self._float("adam_beta1", 0, 1, high_open=True)
+        self._float("adam_beta2", 0, 1, high_open=True)
+        self._text("report_to")
+
+
+@dataclass
+class ReinforceConfig(TrainConfig):
+    """WHP stage 1 (the reinforced model): :class:`TrainConfig` with 2 epochs."""
+
+    section: ClassVar[str] = "reinforce"
+    epochs: float = 2.0
+
+
+# The labels settings that refine ``rise_tokens: target`` (R2, R4, R5), each with the value that means "off": the
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """The unlearning training: WHP's fine-tune on generic labels, and the training settings of every other
+    method (``method``) too, so that methods compare at equal budgets. :class:`TrainConfig` (3 epochs, Adam beta2
+    0.98 as in the authors' script) plus WHP's options and the retain text."""
+
+    section: ClassVar[str] = "finetune"
+    adam_beta2: float = 0.98
+    epochs: float = 3.0
+    label_alpha: Optional[float] = None  # which alpha's labels to train on (default: labels.alpha)
+    # Beyond the paper (which trains on hard labels, argmax of the generic logits): cross-entropy against
+    # softmax(generic logits) over their top-k (labels.soft_top_k > 0). Where nothing target-specific happens the
+    # generic distribution is the base model's own, so the model is not sharpened toward its greedy guesses.
+    soft_labels: bool = False
+    retain_weight: float = 0.0  # beyond the paper: WHP's KL-to-base guard on generic text (0 = off)
+    # generic text for retain terms (WHP's guard, the baselines' retain terms): a path or a list of paths, whose
+    # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.datadir)
+    retain_corpus: Optional[str | list] = None
+    retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
+
+    def validate(self) -> None:
+        super().validate()
+        self._float("label_alpha", 0, low_open=True, optional=True)
+        self._bool("soft_labels")
+        self._float("retain_weight", 0)
+        rc = self.retain_corpus
+        if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
+                isinstance(rc, list) and rc and all(isinstance(p, str) and p.strip() for p in rc)):
+            self._fail("retain_corpus", "a path, a non-empty list of paths, or null")
+        self._int("retain_batch_size", 1, optional=True)
+
+
+
