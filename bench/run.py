@@ -11,7 +11,7 @@ reported as a ratio of medians, so that background load on a shared machine affe
 labels      label generation (``label_blocks``: translation, both forward passes, masks, formula, suppression,
             argmax, for 3 alphas) vs the bare forward passes it needs (base on the translated blocks + reinforced
             on the original blocks, same batches, inputs prepared outside the timed window).   goal <= 1.25
-reference   label generation vs ``bench/reference_labels.py`` (the authors' procedure written straightforwardly:
+reference   label generation vs ``tests/reference_labels.py`` (the authors' procedure written straightforwardly:
             batch of one block, per-position Python loop, suppression list rebuilt at every position). The labels
             must be identical; the run fails (exit 1) if they are not.                             goal >= 5x
 finetune    one unlearning fine-tune step through the project's ``Trainer`` vs a bare peft + torch step
@@ -103,9 +103,9 @@ def _dictionary(ctx: dict):
 def bench_labels(ctx: dict, args) -> dict:
     import torch
 
-    from bench.reference_labels import compare_rows, reference_labels
     from llm_unlearn.labels import LogitSource, _pad, block_rng, label_blocks
     from llm_unlearn.translation import Translator
+    from tests.reference_labels import compare_rows, reference_labels  # the test oracle
 
     tok = ctx["tok"]
     blocks = ctx["all_blocks"][: args.blocks]

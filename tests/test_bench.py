@@ -1,22 +1,18 @@
 """The benchmark's equality assertion as a test: the optimised label path (:func:`label_blocks`: bucketing,
 padding, vectorised masks and suppression) gives exactly the labels of the straightforward reference procedure
-(``bench/reference_labels.py``: one block at a time, per-position Python loop, suppression list rebuilt at every
+(``tests/reference_labels.py``: one block at a time, per-position Python loop, suppression list rebuilt at every
 position), on a tiny random Llama with a random non-zero LoRA adapter as the reinforced model."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
-from conftest import REPO, build_tiny_llama
+from conftest import build_tiny_llama
 
 from llm_unlearn.corpus import Document, make_blocks
 from llm_unlearn.labels import IGNORE, LogitSource, alpha_key, block_rng, label_blocks
 from llm_unlearn.translation import Translator
-
-sys.path.insert(0, str(REPO))
-from bench.reference_labels import compare_rows, reference_labels  # noqa: E402
+from tests.reference_labels import compare_rows, reference_labels
 
 TEXT = (
     "To Sherlock Holmes she is always the woman. I have seldom heard him mention her under any other name. "
