@@ -53,8 +53,7 @@ from llm_unlearn.recipe import Recipe  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 # CMP1: one LoRA learning-rate grid for every method (30x wide, around the rates where the methods move the
-# target text in a few dozen LoRA steps; the earlier per-method grids stopped at 1e-3 for the baselines, and NPO's
-# choice sat at that edge)
+# target text in a few dozen LoRA steps; a grid that stops at 1e-3 leaves NPO's choice at its edge)
 GRID = (1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3)
 LEARNING_RATES = {m: GRID for m in ("whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")}
 SELECT_EVERY = 3  # CMP2: items 0, 3, 6, ... of each suite choose the rate; the rest are reported
