@@ -2,16 +2,15 @@
 SmolLM2-135M-Instruct with the Sherlock demo's settings, scored on the Alice suite (the target) and on the Sherlock
 Holmes and control suites (the neighbours that must be kept).
 
-    python examples/alice_wonderland.py --out runs/alice            # about 20 minutes on 2 CPU cores
-    python examples/alice_wonderland.py --out runs/alice --set finetune.neighbour_texts=64
+    python examples/alice_wonderland.py --out runs/alice            # 15 min 36 s on 2 idle CPU cores
     python examples/alice_wonderland.py --out runs/alice_lr1e3 --set finetune.learning_rate=0.001
 
-(the last one forgets more: Alice P(target) 32% of base with the Sherlock and control suites at 96-105%;
-docs/results.md, session 7)
+(the second forgets more: Alice P(target) 32% of base with the Sherlock and control suites at 96-105%;
+docs/results.md, "A second concept: Alice in Wonderland")
 
 Nothing here is Alice-specific beyond the corpus, the target's name and the suite: the anchored terms and their
 substitutes are found automatically (the base model proposes the substitutes, which fit Alice's animals and objects
-better than Faker's names: docs/results.md, "Anchors that generalise").
+better than Faker's names: docs/results.md, "Anchors: kinds, gender and substitutes").
 """
 
 from __future__ import annotations
