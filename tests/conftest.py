@@ -123,3 +123,65 @@ def write_yaml(folder: Path, mapping, name: str = "d.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(mapping))
     return path
+
+
+class ChatServer:
+    """A local OpenAI-compatible chat endpoint on a free port, serving in a background thread. It records every
+    request: ``requests`` holds (path, Authorization header) pairs, ``bodies`` the parsed JSON bodies (None where
+    there was none). ``answer`` is the reply's message content, or a function of the request body that returns it;
+    ``redirect_to`` answers every request with a 302 to that address instead."""
+
+    def __init__(self, answer="2", redirect_to: str | None = None):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        self.requests: list[tuple[str, str | None]] = []
+        self.bodies: list = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else None
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                outer.bodies.append(body)
+                if redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                content = answer(body) if callable(answer) else answer
+                data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET = _handle  # noqa: N815 - http.server's names
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture()
+def chat_server():
+    """A :class:`ChatServer` that answers "2" to every request, closed after the test."""
+    with ChatServer() as server:
+        yield server

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_yaml
+from conftest import ChatServer, write_yaml
 
 from llm_unlearn.anchors import (
     AnchorDictionary,
@@ -399,43 +399,19 @@ def test_chat_substitutes_from_an_openai_compatible_endpoint(monkeypatch):
     """A local fake endpoint answers like a chat model; the prompt names the term, the target and the term's
     sentences (C1); wrong shapes and the target itself are dropped (C2); a term without a usable answer falls
     back (C3)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     from llm_unlearn.anchors import build_anchor_dictionary
 
-    prompts = []
+    def answer(body):
+        if '"wuzzlet"' in body["messages"][0]["content"]:
+            return '["lantern", "Zorblax", "big red kettle", "teapot"]'
+        return "I cannot help with that."
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][0]["content"]
-            prompts.append(prompt)
-            if '"wuzzlet"' in prompt:
-                answer = '["lantern", "Zorblax", "big red kettle", "teapot"]'
-            else:
-                answer = "I cannot help with that."
-            data = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("LLM_UNLEARN_CHAT_URL", f"http://127.0.0.1:{server.server_port}/v1")  # the person's choice
-    try:
+    with ChatServer(answer) as server:
+        monkeypatch.setenv("LLM_UNLEARN_CHAT_URL", server.url)  # the person's choice
         config = AnchorsConfig(min_count=2, substitutes="chat", translations_per_key=2,
-                               substitute_chat=f"openai:http://127.0.0.1:{server.server_port}/v1",
-                               substitute_chat_model="fake")
+                               substitute_chat=f"openai:{server.url}", substitute_chat_model="fake")
         d = build_anchor_dictionary([STORY], config, progress=False, target="the Zorblax stories")
-    finally:
-        server.shutdown()
+    prompts = [body["messages"][0]["content"] for body in server.bodies]
     assert d.translations("wuzzlet") == ["lantern", "teapot"]
     assert d.translations("Zorblax") and "Zorblax" not in d.translations("Zorblax")  # fallback (C3)
     wuzzlet_prompt = next(p for p in prompts if '"wuzzlet"' in p)

@@ -7,12 +7,11 @@ import json
 import os
 import shutil
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ChatServer
 from test_reliability import assert_exit_2, run_cli, tiny_recipe
 
 from llm_unlearn.errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
@@ -23,52 +22,6 @@ KEY = "sk-test-secret-0123456789"
 
 
 # ---- T1: a key goes only to an endpoint the person running allowed -------------------------------------------------
-class _Server:
-    """A local OpenAI-compatible endpoint that records every request (path and Authorization header)."""
-
-    def __init__(self, answer: str = "2", redirect_to: str | None = None):
-        self.requests: list[tuple[str, str | None]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                outer.requests.append((self.path, self.headers.get("Authorization")))
-                if redirect_to:
-                    self.send_response(302)
-                    self.send_header("Location", redirect_to)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_POST = do_GET = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture()
-def server():
-    s = _Server()
-    yield s
-    s.close()
-
-
 @pytest.fixture()
 def keyed(monkeypatch):
     """OPENAI_API_KEY set, no endpoint allowed yet."""
@@ -80,52 +33,52 @@ def keyed(monkeypatch):
     monkeypatch.setattr(oc, "_GIVEN", {})
 
 
-def test_t1_recipe_judge_endpoint_gets_no_request_and_no_key(server, keyed):
+def test_t1_recipe_judge_endpoint_gets_no_request_and_no_key(chat_server, keyed):
     """Item 1: `eval.judge: openai:URL` in a recipe sent the key and every completion to that URL."""
     from llm_unlearn.evaluation.judge import make_judge
 
     with pytest.raises(EvalError, match="LLM_UNLEARN_JUDGE_URL"):
-        make_judge(f"openai:{server.url}", "gpt-x")
-    assert server.requests == []
+        make_judge(f"openai:{chat_server.url}", "gpt-x")
+    assert chat_server.requests == []
 
 
-def test_t1_recipe_chat_endpoint_gets_no_request_and_no_key(server, keyed):
+def test_t1_recipe_chat_endpoint_gets_no_request_and_no_key(chat_server, keyed):
     """Item 1: `anchors.substitute_chat: openai:URL` goes through the same code."""
     from llm_unlearn.anchors.chat import make_writer
 
     with pytest.raises(AnchorError, match="LLM_UNLEARN_CHAT_URL"):
-        make_writer(f"openai:{server.url}", "gpt-x")
-    assert server.requests == []
+        make_writer(f"openai:{chat_server.url}", "gpt-x")
+    assert chat_server.requests == []
 
 
-def test_t1_the_persons_endpoint_gets_the_key(server, keyed, monkeypatch):
+def test_t1_the_persons_endpoint_gets_the_key(chat_server, keyed, monkeypatch):
     from llm_unlearn.anchors.chat import make_writer
     from llm_unlearn.evaluation.judge import make_judge
 
-    monkeypatch.setenv("LLM_UNLEARN_JUDGE_URL", server.url)
+    monkeypatch.setenv("LLM_UNLEARN_JUDGE_URL", chat_server.url)
     judge = make_judge("openai", "gpt-x")  # the recipe names the model only
     assert judge.grade_many(["p"], ["c"], [["r"]], concept="x") == [2]
-    assert judge.url == server.url + "/chat/completions"
-    assert make_judge(f"openai:{server.url}/", "gpt-x").url == judge.url  # the same endpoint, named in the recipe
-    assert server.requests == [("/v1/chat/completions", f"Bearer {KEY}")]
+    assert judge.url == chat_server.url + "/chat/completions"
+    assert make_judge(f"openai:{chat_server.url}/", "gpt-x").url == judge.url  # the same endpoint, named in the recipe
+    assert chat_server.requests == [("/v1/chat/completions", f"Bearer {KEY}")]
     with pytest.raises(AnchorError, match="LLM_UNLEARN_CHAT_URL"):  # allowing the judge's does not allow the chat's
         make_writer("openai", "gpt-x")
 
 
-def test_t1_key_is_never_sent_to_an_endpoint_not_allowed(server, keyed):
+def test_t1_key_is_never_sent_to_an_endpoint_not_allowed(chat_server, keyed):
     """Item 1, the lowest level: ask_chat attaches the key only for an allowed endpoint."""
     from llm_unlearn.openai_chat import ask_chat
 
-    assert ask_chat(server.url + "/chat/completions", "m", "t", 4, 10, EvalError, "x", "y") == "2"
-    assert server.requests == [("/v1/chat/completions", None)]
+    assert ask_chat(chat_server.url + "/chat/completions", "m", "t", 4, 10, EvalError, "x", "y") == "2"
+    assert chat_server.requests == [("/v1/chat/completions", None)]
 
 
 def test_t1_a_redirect_does_not_carry_the_key_elsewhere(keyed, monkeypatch):
     """Item 1: urllib followed redirects with the Authorization header (a 302 from an allowed host)."""
     from llm_unlearn.openai_chat import ask_chat
 
-    elsewhere = _Server()
-    allowed = _Server(redirect_to=elsewhere.url + "/chat/completions")
+    elsewhere = ChatServer()
+    allowed = ChatServer(redirect_to=elsewhere.url + "/chat/completions")
     try:
         monkeypatch.setenv("LLM_UNLEARN_JUDGE_URL", allowed.url)
         with pytest.raises(EvalError, match="302"):
@@ -137,15 +90,15 @@ def test_t1_a_redirect_does_not_carry_the_key_elsewhere(keyed, monkeypatch):
         elsewhere.close()
 
 
-def test_t1_cli_refuses_a_recipe_endpoint_before_any_stage(tmp_path, tiny_model_dir, server, keyed):
+def test_t1_cli_refuses_a_recipe_endpoint_before_any_stage(tmp_path, tiny_model_dir, chat_server, keyed):
     """Item 1 through the CLI: `run --dry-run` refuses at once; with --judge-url naming it, it is accepted."""
-    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"enabled": True, "judge": f"openai:{server.url}",
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, eval={"enabled": True, "judge": f"openai:{chat_server.url}",
                                                           "judge_model": "gpt-x"})
     proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run")
     assert_exit_2(proc, "eval.judge", "LLM_UNLEARN_JUDGE_URL")
-    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run", "--judge-url", server.url)
+    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run", "--judge-url", chat_server.url)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert server.requests == []
+    assert chat_server.requests == []
 
 
 # ---- T2: a run directory cannot run code --------------------------------------------------------------------------
