@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from llm_unlearn.datadir import data_dir  # noqa: E402  (the bundled data folder, or $LLM_UNLEARN_DATA)
+from llm_unlearn.config.datadir import data_dir  # noqa: E402  (the bundled data folder, or $LLM_UNLEARN_DATA)
 
 SHERLOCK = data_dir() / "corpora" / "sherlock_holmes_adventures.txt"
 BENCHMARK_DIR = data_dir() / "benchmarks"

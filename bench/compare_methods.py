@@ -21,7 +21,7 @@ Protocol (docs/results.md, "Method comparison"):
   perplexity change (marked in the table).
 - Steps (rule CMP3): the table gives each model's optimizer steps over all its training stages (WHP: reinforce plus
   fine-tune; a baseline: its unlearn stage). Checkpoints: WHP's fine-tune keeps its best validation checkpoint
-  (``llm_unlearn.finetune``), the baselines their last step; the column "kept" says which.
+  (``llm_unlearn.whp.finetune``), the baselines their last step; the column "kept" says which.
 - Evaluation: every model on the selection prompts, WikiText-2 and held-out target perplexity (``sweep/``), then
   the base and each method's chosen model on the report prompts and the benchmarks (``final/``);
   ``--with-model LABEL=PATH`` adds other models (e.g. the demo's full-length WHP model) to both.
@@ -49,7 +49,7 @@ from bench.alpha_sweep import summarize as sweep_summary  # noqa: E402
 from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
 from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
-from llm_unlearn.recipe import Recipe  # noqa: E402
+from llm_unlearn.config import Recipe  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 # CMP1: one LoRA learning-rate grid for every method (30x wide, around the rates where the methods move the

@@ -116,10 +116,10 @@ def _fwd_bwd_fn(model, ids, bf16: bool):
 def bench_dtype(args) -> dict:
     import torch
 
-    from llm_unlearn.anchors import build_anchor_dictionary
-    from llm_unlearn.labels import LogitSource, label_blocks
-    from llm_unlearn.recipe import AnchorsConfig
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
+    from llm_unlearn.whp.labels import LogitSource, label_blocks
+    from llm_unlearn.config import AnchorsConfig
+    from llm_unlearn.whp.translation import Translator
 
     base32, tok = load_base(dtype="float32")
     base16 = copy.deepcopy(base32).to(torch.bfloat16)
@@ -177,7 +177,7 @@ def label_agreement(rows32: list[dict], rows16: list[dict]) -> dict:
     KL(p32 || p16) of the soft labels (softmax over each side's stored top-k logits, on the union of their ids)."""
     import numpy as np
 
-    from llm_unlearn.labels import alpha_key, soft_keys
+    from llm_unlearn.whp.labels import alpha_key, soft_keys
 
     out = {}
     for alpha in ALPHAS:

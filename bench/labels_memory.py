@@ -40,9 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from llm_unlearn.anchors import AnchorDictionary
-    from llm_unlearn.labels import LogitSource, label_blocks
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.anchors import AnchorDictionary
+    from llm_unlearn.whp.labels import LogitSource, label_blocks
+    from llm_unlearn.whp.translation import Translator
 
     base, tok = load_base(args.threads)
     reinforced = make_reinforced(base)

@@ -72,8 +72,8 @@ def log(msg: str) -> None:
 
 # ---- anchors ----------------------------------------------------------------------------------------------
 def bench_anchors(ctx: dict, args) -> dict:
-    from llm_unlearn.anchors import build_anchor_dictionary
-    from llm_unlearn.recipe import AnchorsConfig
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
+    from llm_unlearn.config import AnchorsConfig
 
     blocks = ctx["all_blocks"]
     texts = [b.text for b in blocks]  # what the anchors stage reads: the blocks' texts, in order
@@ -90,8 +90,8 @@ def bench_anchors(ctx: dict, args) -> dict:
 
 def _dictionary(ctx: dict):
     if "dictionary" not in ctx:  # anchors section skipped: extract from the slice only (quicker)
-        from llm_unlearn.anchors import build_anchor_dictionary
-        from llm_unlearn.recipe import AnchorsConfig
+        from llm_unlearn.whp.anchors import build_anchor_dictionary
+        from llm_unlearn.config import AnchorsConfig
 
         ctx["dictionary"] = build_anchor_dictionary([b.text for b in ctx["all_blocks"][:64]],
                                                     AnchorsConfig(top_k=150, min_count=3, translations_per_key=3),
@@ -103,8 +103,8 @@ def _dictionary(ctx: dict):
 def bench_labels(ctx: dict, args) -> dict:
     import torch
 
-    from llm_unlearn.labels import LogitSource, _pad, block_rng, label_blocks
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.labels import LogitSource, _pad, block_rng, label_blocks
+    from llm_unlearn.whp.translation import Translator
     from tests.reference_labels import compare_rows, reference_labels  # the test oracle
 
     tok = ctx["tok"]
@@ -197,7 +197,7 @@ def bench_finetune(ctx: dict, args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from llm_unlearn.labels import alpha_key
+    from llm_unlearn.whp.labels import alpha_key
     from llm_unlearn.training import TrainConfig, pad_batch, resolve_precision, train_stage, wrap_lora
 
     tok = ctx["tok"]

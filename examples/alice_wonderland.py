@@ -22,10 +22,11 @@ from pathlib import Path
 import yaml
 
 from llm_unlearn import unlearn
+from llm_unlearn.config.datadir import data_dir
 from llm_unlearn.errors import UnlearnError
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = data_dir()  # the bundled data folder, or $LLM_UNLEARN_DATA
 RECIPE = REPO / "recipes" / "sherlock_smollm2.yaml"
 TARGET = "Alice's Adventures in Wonderland"
 

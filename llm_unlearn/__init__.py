@@ -8,7 +8,7 @@ Public API (imported lazily so that `llm-unlearn --help` stays fast)::
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Recipe": ("llm_unlearn.recipe", "Recipe"),
+    "Recipe": ("llm_unlearn.config", "Recipe"),
     "load_model": ("llm_unlearn.models", "load_model"),
     "load_tokenizer": ("llm_unlearn.models", "load_tokenizer"),
     "unlearn": ("llm_unlearn.api", "unlearn"),

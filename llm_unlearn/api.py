@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import Recipe, resolve_override_path
 from .errors import CorpusError, RecipeError, RunDirError
-from .recipe import Recipe, _resolve_override_path
 from .rundir import RunPaths
 from .runio import atomic_write_text
 
@@ -131,7 +131,7 @@ class Unlearner:
             raise RecipeError(f"overrides: key {bad!r} must be a string 'section.key'")
         self.recipe = _as_recipe(recipe)
         if model is not None:
-            self.recipe.model.spec = _resolve_override_path(("model", "spec"), os.fspath(model))  # rule T6
+            self.recipe.model.spec = resolve_override_path(("model", "spec"), os.fspath(model))  # rule T6
         if target is not None:
             self.recipe.target = target
         if method is not None:
@@ -166,7 +166,7 @@ class Unlearner:
             inline = self._inline_corpus(corpus, run)  # read and checked now; written under the lock (rule A2)
             recipe.corpus.path = str(inline[0])
         elif corpus is not None:
-            recipe.corpus.path = _resolve_override_path(("corpus", "path"), os.fspath(corpus))  # rule T6
+            recipe.corpus.path = resolve_override_path(("corpus", "path"), os.fspath(corpus))  # rule T6
         pipe = Pipeline(recipe, run.root, overwrite=overwrite, progress=progress)
         written: list[Path] = []
 

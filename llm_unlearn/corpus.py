@@ -2,7 +2,7 @@
 
 Reading: a .txt/.md file, a folder of them (recursive, sorted), a .jsonl file with a text field, a list of
 strings, a ``datasets.Dataset``, a file of the data folder as ``data:REL`` or a ``datasets`` source as
-``hf:NAME[:CONFIG][:SPLIT]`` (a Hub id online, or a local dataset folder offline; :mod:`llm_unlearn.datadir`). Text is normalised to Unicode NFC and
+``hf:NAME[:CONFIG][:SPLIT]`` (a Hub id online, or a local dataset folder offline; :mod:`llm_unlearn.config.datadir`). Text is normalised to Unicode NFC and
 ``\\r\\n`` line ends become ``\\n``; curly quotes and other characters are kept as they are.
 
 Blocking: each document is tokenized once with offset mappings and cut into blocks of at most ``block_size``
@@ -16,14 +16,17 @@ adds a BOS token by default (Gemma, Llama), every block starts with it and it co
 from __future__ import annotations
 
 import json
+import logging
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .datadir import is_data_ref, is_hf_ref, parse_hf_ref, resolve_data_ref
+from .config.datadir import is_data_ref, is_hf_ref, parse_hf_ref, resolve_data_ref
 from .errors import CorpusError
+
+logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".md")
 
@@ -301,3 +304,44 @@ def split_rows(run) -> tuple[list[dict], list[dict]]:
     split = read_split(run)
     return ([{"input_ids": blocks[i].input_ids} for i in split["train"]],
             [{"input_ids": blocks[i].input_ids} for i in split["validation"]])
+
+
+# ---- the corpus stage ------------------------------------------------------------------------------------
+def run_corpus(run, recipe, progress: bool = True) -> dict:
+    """corpus.path -> corpus/blocks.jsonl + corpus/split.json (train / validation block indices)."""
+    from .errors import RecipeError
+    from .models import load_model_config, load_tokenizer
+    from .runio import atomic_write_json
+
+    tokenizer = load_tokenizer(recipe.model.spec, trust_remote_code=recipe.model.trust_remote_code)
+    ctx = getattr(load_model_config(recipe.model.spec), "max_position_embeddings", None)
+    if ctx and recipe.corpus.block_size > ctx:
+        raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "
+                          f"length ({ctx}); lower it with --set corpus.block_size={min(512, ctx)}")
+    source = recipe.corpus.path
+    blocks = load_blocks(source, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split,
+                         recipe.corpus.start_block, recipe.corpus.max_blocks, recipe.corpus.block_sampling)
+    n_docs = max(b.doc_index for b in blocks) + 1
+    for extra in recipe.corpus.extra_paths:  # used whole: the slice options apply to corpus.path only
+        more = load_blocks(extra, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split)
+        for b in more:
+            b.doc_index += n_docs
+        n_docs = max(b.doc_index for b in more) + 1
+        blocks += more
+    train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
+    if not train:
+        raise CorpusError(f"the corpus gives {len(blocks)} block(s), none left for training with "
+                          f"corpus.validation_fraction={recipe.corpus.validation_fraction}; add text")
+    train, relearn = split_relearn(train, recipe.corpus.relearn_fraction, recipe.corpus.seed)
+    save_blocks(blocks, run.blocks)
+    atomic_write_json(run.split, {"train": train, "validation": val, **({"relearn": relearn} if relearn else {})})
+    tokens = sum(len(b) for b in blocks)
+    if not val and recipe.corpus.validation_fraction > 0:
+        logger.warning("corpus: only %d block(s) (%d tokens; corpus.block_size=%d): too few for validation blocks, "
+                       "so training has no held-out loss, the best checkpoint is the last one and held-out "
+                       "perplexity is not measured. Add text or lower corpus.block_size.",
+                       len(blocks), tokens, recipe.corpus.block_size)
+    logger.info("corpus: %d blocks (%d tokens), %d train / %d validation / %d relearn", len(blocks), tokens,
+                len(train), len(val), len(relearn))
+    return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val),
+            "relearn_blocks": len(relearn)}

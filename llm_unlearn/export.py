@@ -15,9 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
+from .config import Recipe
 from .errors import HubError
 from .hardware import training_weights_dtype
-from .recipe import Recipe
 from .rundir import RunPaths
 from .runio import atomic_dir, atomic_write_text
 
@@ -107,7 +107,7 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
 def _whp_rows(recipe: Recipe, run: RunPaths, mode: str) -> list[str]:
     anchors = "?"
     if run.anchors.exists():
-        from .anchors import AnchorDictionary
+        from .whp.anchors import AnchorDictionary
 
         anchors = str(len(AnchorDictionary.load(run.anchors)))
     stats = json.loads(run.labels_stats.read_text()) if run.labels_stats.exists() else {}

@@ -1,8 +1,8 @@
 """Links between anchored terms: a multi-word key whose leading or trailing words are a key themselves.
 
 "Sherlock Holmes" is linked to "Holmes" (a word-suffix key) and, when "Sherlock" is a key too, to "Sherlock" (a
-word-prefix key). The dictionary builder (:mod:`llm_unlearn.anchors`) makes such keys' translations from their
-linked keys' translations, and the translator (:mod:`llm_unlearn.translation`, rule C2) relies on it to choose
+word-prefix key). The dictionary builder (:mod:`llm_unlearn.whp.anchors`) makes such keys' translations from their
+linked keys' translations, and the translator (:mod:`llm_unlearn.whp.translation`, rule C2) relies on it to choose
 consistent translations within a block. Both use this one helper; it imports nothing from the package, so neither
 module imports the other to use it.
 """

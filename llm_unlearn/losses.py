@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from .batching import pad_ids
+
 
 def pad_batch(rows: list[dict], pad_id: int, label_key: str | None, soft_keys: tuple[str, str] | None = None) -> dict:
     """Right-pad a list of examples; padding gets attention 0 and label -100 (never trained on).
 
     With ``soft_keys`` (ids column, logits column) the batch also holds ``soft_ids`` / ``soft_logits``
     (batch x length x k): the top-k generic logits aligned with the labels."""
-    length = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), length), dtype=torch.long)
-    lab = torch.full((len(rows), length), -100, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.as_tensor(r["input_ids"])
-        att[i, :n] = 1
-        lab[i, :n] = torch.as_tensor(r[label_key] if label_key else r["input_ids"])
+    ids, att = pad_ids([r["input_ids"] for r in rows], pad_id)
+    length = ids.size(1)
+    lab, _ = pad_ids([r[label_key] if label_key else r["input_ids"] for r in rows], -100)
     batch = {"input_ids": ids, "attention_mask": att, "labels": lab}
     if soft_keys:
         k = len(rows[0][soft_keys[0]][0])
@@ -29,11 +25,6 @@ def pad_batch(rows: list[dict], pad_id: int, label_key: str | None, soft_keys: t
             s_ids[i, :n] = torch.as_tensor(r[soft_keys[0]])
             s_val[i, :n] = torch.as_tensor(r[soft_keys[1]], dtype=torch.float32)
         batch.update(soft_ids=s_ids, soft_logits=s_val)
-    if "position_weights" in rows[0]:  # finetune.position_weighting: a loss weight per position, aligned like labels
-        weights = torch.zeros((len(rows), length), dtype=torch.float32)
-        for i, r in enumerate(rows):
-            weights[i, :len(r["input_ids"])] = torch.as_tensor(r["position_weights"], dtype=torch.float32)
-        batch["weights"] = weights
     return batch
 
 

@@ -18,7 +18,7 @@ run is never overwritten unless asked (``overwrite=True``), and one run at a tim
 Trust and replacement rules (what a run directory, a file people share, may cause):
 
 T2. ``model.trust_remote_code`` in a recipe file (a run directory's ``recipe.yaml`` included) is ignored
-    (:mod:`llm_unlearn.recipe`); it is not part of any fingerprint, so a run started with the flag resumes without it.
+    (:mod:`llm_unlearn.config`); it is not part of any fingerprint, so a run started with the flag resumes without it.
 T3. Nothing is written or deleted through a symbolic link: a stage folder (or a file or folder in it, or
     ``manifest.json``, ``recipe.yaml``, ``inputs``) that is a link stops the run before anything changes; every
     deletion is of a path inside the run directory.
@@ -42,16 +42,15 @@ import json
 import logging
 import os
 import pickle
-import re
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import CorpusError, RecipeError, RunDirError
+from .config import TARGET_RISE_SETTINGS, Recipe
+from .errors import RecipeError, RunDirError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import StageSpec, needs_retain_text
-from .recipe import TARGET_RISE_SETTINGS, Recipe
 from .rundir import RunPaths, changed_files, links_in, remove_stale_temporaries, stage_files
 from .runio import RunLock, atomic_write_json, atomic_write_text, share_like_umask
 
@@ -59,79 +58,6 @@ logger = logging.getLogger(__name__)
 
 
 # ---- the thin stages (the heavy ones live in their own modules) -------------------------------------------
-def run_corpus(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
-    """corpus.path -> corpus/blocks.jsonl + corpus/split.json (train / validation block indices)."""
-    from .corpus import load_blocks, save_blocks, split_blocks, split_relearn
-    from .models import load_model_config, load_tokenizer
-
-    tokenizer = load_tokenizer(recipe.model.spec, trust_remote_code=recipe.model.trust_remote_code)
-    ctx = getattr(load_model_config(recipe.model.spec), "max_position_embeddings", None)
-    if ctx and recipe.corpus.block_size > ctx:
-        raise RecipeError(f"corpus.block_size={recipe.corpus.block_size} is larger than the model's context "
-                          f"length ({ctx}); lower it with --set corpus.block_size={min(512, ctx)}")
-    source = recipe.corpus.path
-    blocks = load_blocks(source, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split,
-                         recipe.corpus.start_block, recipe.corpus.max_blocks, recipe.corpus.block_sampling)
-    n_docs = max(b.doc_index for b in blocks) + 1
-    for extra in recipe.corpus.extra_paths:  # used whole: the slice options apply to corpus.path only
-        more = load_blocks(extra, tokenizer, recipe.corpus.block_size, recipe.corpus.text_field, recipe.corpus.split)
-        for b in more:
-            b.doc_index += n_docs
-        n_docs = max(b.doc_index for b in more) + 1
-        blocks += more
-    train, val = split_blocks(blocks, recipe.corpus.validation_fraction, recipe.corpus.seed)
-    if not train:
-        raise CorpusError(f"the corpus gives {len(blocks)} block(s), none left for training with "
-                          f"corpus.validation_fraction={recipe.corpus.validation_fraction}; add text")
-    train, relearn = split_relearn(train, recipe.corpus.relearn_fraction, recipe.corpus.seed)
-    save_blocks(blocks, run.blocks)
-    atomic_write_json(run.split, {"train": train, "validation": val, **({"relearn": relearn} if relearn else {})})
-    tokens = sum(len(b) for b in blocks)
-    if not val and recipe.corpus.validation_fraction > 0:
-        logger.warning("corpus: only %d block(s) (%d tokens; corpus.block_size=%d): too few for validation blocks, "
-                       "so training has no held-out loss, the best checkpoint is the last one and held-out "
-                       "perplexity is not measured. Add text or lower corpus.block_size.",
-                       len(blocks), tokens, recipe.corpus.block_size)
-    logger.info("corpus: %d blocks (%d tokens), %d train / %d validation / %d relearn", len(blocks), tokens,
-                len(train), len(val), len(relearn))
-    return {"blocks": len(blocks), "tokens": tokens, "train_blocks": len(train), "validation_blocks": len(val),
-            "relearn_blocks": len(relearn)}
-
-
-def run_anchors(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
-    """corpus/blocks.jsonl -> anchors/anchors.yaml (spaCy extraction + substitutes + user dictionary)."""
-    from .anchors import run_anchor_stage
-    from .corpus import whole_corpus_texts
-
-    # Anchors are scored on the WHOLE corpus, even when only a slice is unlearned (corpus.max_blocks): term
-    # counts over more text separate target-specific names from ordinary words far better.
-    texts = whole_corpus_texts(recipe.corpus)
-    m = recipe.model
-    dictionary, metrics = run_anchor_stage(texts, recipe.anchors, m.spec, progress=progress, target=recipe.target,
-                                           load_kwargs={"dtype": m.dtype, "device": m.device,
-                                                        "trust_remote_code": m.trust_remote_code})
-    warn_unmatched_vetoes(dictionary.vetoed, texts)
-    if len(dictionary) == 0:
-        logger.warning("anchors: no anchored terms found; continuing with the logit offset alone")
-    dictionary.save(run.anchors)
-    return metrics
-
-
-def warn_unmatched_vetoes(vetoed: list[str], texts: list[str]) -> list[str]:
-    """Warn about vetoes (``Key: null``) that match nothing in the corpus: a typo or another case, so the term
-    the user meant to keep untranslated may still be translated. Returns the warnings."""
-    warnings = []
-    for key in vetoed:
-        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in key.split()) + r"(?!\w)"
-        if any(re.search(pattern, t) for t in texts):
-            continue
-        other = next((m.group(0) for t in texts for m in [re.search(pattern, t, re.IGNORECASE)] if m), None)
-        hint = f" (the corpus has '{other}'; vetoes are case-sensitive)" if other else ""
-        warnings.append(f"anchors: the veto '{key}' matches nothing in the corpus{hint}")
-        logger.warning(warnings[-1])
-    return warnings
-
-
 def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     """export/model (+ the base model) -> eval/eval.json, report.md, plots; the model card gets the table."""
     if not recipe.eval.enabled:
@@ -144,8 +70,10 @@ def run_eval(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
     split = read_split(run)
     heldout = [blocks[i].text for i in split["validation"]]
     if recipe.eval.generic_floor and not run.anchors.is_file():
-        # floor rule F7 (llm_unlearn.evaluation.floor): a method without an anchors stage (the baselines) builds the
+        # floor rule F7 (llm_unlearn.whp.floor): a method without an anchors stage (the baselines) builds the
         # anchor dictionary here, as WHP's anchors stage would, so every method is scored beside the same floor
+        from .whp.anchors.stage import run_anchors
+
         run_anchors(run, recipe, progress)
     result = evaluate({"base": recipe.model.spec, "unlearned": str(run.export_model)}, recipe.eval, run.eval_dir,
                       target_heldout=heldout, baseline="base",
@@ -174,12 +102,17 @@ def _stage_fn(stage: StageSpec) -> Callable:
 Stage = StageSpec  # the stage record (kept under its old name)
 # Settings added after runs existed, with the value that means "off": left out of the stage hashes while off, so
 # those runs keep their fingerprints (and are not recomputed) after an upgrade
-ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "retain_name_weight"): 0.0,
+ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
                   **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()},
                   ("eval", "generic_floor"): False,
                   # the former dictionary (spaCy's labels as kinds, period words kept): runs made before keep theirs
                   ("anchors", "kinds"): "ner", ("anchors", "period_words"): False}
+
+# Options removed since runs existed (llm_unlearn.config.REMOVED_OPTIONS) that those runs hashed at their "off" value:
+# put back into the hash payload, so the runs keep their fingerprints
+REMOVED_HASHED = {("finetune", "neighbour_texts"): 0, ("finetune", "position_weighting"): False,
+                  ("labels", "position_weight"): "none"}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}
@@ -303,6 +236,8 @@ class Pipeline:
         for (section, key), off in ADDED_SETTINGS.items():
             if data[section].get(key) in (off, None):
                 data[section].pop(key, None)
+        for (section, key), off in REMOVED_HASHED.items():
+            data[section][key] = off
         payload = {s: data[s] for s in stage.sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -96,7 +96,7 @@ def check_corpus(recipe) -> None:
 
 def check_user_dictionary(recipe) -> None:
     """P4."""
-    from .yamlio import read_yaml_file
+    from .config.yamlio import read_yaml_file
 
     path = recipe.anchors.user_dictionary
     if not path:

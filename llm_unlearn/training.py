@@ -4,7 +4,7 @@ The optimizer, schedule (warmup + decay), gradient accumulation, mixed precision
 best-checkpoint selection by validation loss, logging (``report_to``) and DDP / FSDP / DeepSpeed (through the
 accelerate configs in ``recipes/accelerate/``) all come from transformers. What is ours is small:
 
-* :class:`~llm_unlearn.recipe.TrainConfig`, the training settings every stage reads (reinforce, the WHP fine-tune,
+* :class:`~llm_unlearn.config.TrainConfig`, the training settings every stage reads (reinforce, the WHP fine-tune,
   the baselines);
 * an :class:`Objective` -- the loss of a method. ``loss(model, batch)`` is the main term (also the validation
   loss); ``second_loss(model, batch, micro_step)`` an optional term (a retain term, the retain guard) that gets
@@ -31,20 +31,65 @@ from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
-from .losses import pad_batch, sequence_nll, soft_label_loss, token_nll  # noqa: F401 (re-exported)
-from .methods.base import Objective
-from .recipe import TrainConfig  # noqa: F401 (the engine's config; re-exported)
+from .losses import pad_batch, soft_label_loss, token_nll
 
 logger = logging.getLogger(__name__)
+
+
+
+class Objective:
+    """The loss a method trains with, called by :class:`UnlearnTrainer`.
+
+    ``loss(model, batch)`` is the main term, on the training batch (also the validation loss); ``second_loss(model,
+    batch, micro_step)`` an optional term that gets its own forward and backward after the main one (the retain
+    term), so that two autograd graphs are never alive together. The default is next-token cross-entropy on
+    ``batch['labels']`` (reinforce; WHP's fine-tune on generic labels), or on soft labels when the batch holds them.
+    """
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if "soft_ids" in batch:
+            return soft_label_loss(logits, batch["labels"], batch["soft_ids"], batch["soft_logits"])
+        return token_nll(logits, batch["labels"])
+
+    def second_loss(self, model, batch: dict, micro_step: int) -> torch.Tensor | None:
+        return None
+
+    def setup(self, model) -> None:
+        """Called once with the model being trained (LoRA-wrapped), before training."""
+
+
+def stage_config(section, recipe=None) -> TrainConfig:
+    """The training fields of a recipe section (``reinforce``, ``finetune``); with the recipe, ``mixed_precision:
+    auto`` is resolved for its model dtype and device (:mod:`llm_unlearn.hardware`, H2)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(section).items() if k in names})
+    if recipe is not None:
+        from .models import default_device
+
+        cfg.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, recipe.model.device or default_device(),
+                                                      recipe.model.dtype)
+    return cfg
+
+
+def load_for_training(recipe):
+    """The recipe's base model and tokenizer, in the dtype training uses (:func:`training_dtype`)."""
+    from .models import load_model
+
+    return load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device,
+                      trust_remote_code=recipe.model.trust_remote_code)
 
 
 def resolve_precision(value: str, device=None, weights_dtype=None) -> str:
     """``mixed_precision`` as the engine uses it: ``no`` | ``bf16`` | ``fp16``.
 
     ``auto`` follows llm_unlearn.hardware (rule H2): bf16 autocast for float32 weights on a CPU with native bf16.
-    Recipe stages resolve it earlier with the model dtype (``TrainConfig.from_section(section, recipe)``)."""
+    Recipe stages resolve it earlier with the model dtype (:func:`stage_config`)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     fp32 = weights_dtype in (None, torch.float32)
     return resolve_mixed_precision(value, str(device), "auto" if fp32 else "explicit")
@@ -372,3 +417,19 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 4, device
     if was_training:
         model.train()
     return math.exp(nll / max(count, 1))
+
+
+def train_and_keep(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, weights_dir: str | Path,
+                   train_rows: list[dict], val_rows: list[dict], keep: str = "final", **kwargs):
+    """The training stages' one skeleton: :func:`train_stage`, then the kept weights (``final``: after the last step;
+    ``best``: the lowest validation loss) copied to ``weights_dir`` by the main process, and the checkpoints
+    removed. Returns ``(metrics, trainer)``."""
+    if keep not in ("final", "best"):
+        raise ValueError(f"keep must be 'final' or 'best', got {keep!r}")
+    result, trainer = train_stage(model, tokenizer, cfg, stage_dir, train_rows, val_rows, select_best=keep == "best",
+                                  **kwargs)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(weights_dir, ignore_errors=True)
+        shutil.copytree(Path(stage_dir) / keep, weights_dir)
+    cleanup_checkpoints(trainer, stage_dir)
+    return result, trainer

@@ -1,13 +1,13 @@
 """A straightforward re-implementation of the authors' label procedure (whp-method.md, "Stage 3").
 
-This is what the benchmark compares :func:`llm_unlearn.labels.label_blocks` against, and what the equality test
+This is what the benchmark compares :func:`llm_unlearn.whp.labels.label_blocks` against, and what the equality test
 checks it against. It is written the way the procedure reads, with no batching or vectorisation:
 
 * one block at a time (batch of one, so no padding);
 * the base model on the translated block, the reinforced model on the original block;
 * a Python loop over the positions of the block; at each kept position the suppression id list is rebuilt from
   ``suppress_from`` (every entry whose translated position is <= this position), and for each alpha the generic
-  logits are computed with the project's own :func:`~llm_unlearn.labels.generic_logits` (so the formula is
+  logits are computed with the project's own :func:`~llm_unlearn.whp.labels.generic_logits` (so the formula is
   single-sourced), the suppressed ids are set to -inf, and the argmax is the label.
 
 It is deliberately not slowed down artificially: it uses the same model, the same attention implementation, the
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llm_unlearn.labels import IGNORE, alpha_key, block_rng, generic_logits
+from llm_unlearn.whp.labels import IGNORE, alpha_key, block_rng, generic_logits
 
 
 def reference_block_labels(source, block, translated, alphas: Sequence[float], suppress: bool = True,
@@ -66,7 +66,7 @@ def reference_block_labels(source, block, translated, alphas: Sequence[float], s
 
 def reference_labels(source, blocks, indices: Sequence[int], translator, alphas: Sequence[float], seed: int,
                      suppress: bool = True, timings: dict | None = None) -> list[dict]:
-    """Rows in the same format as :func:`llm_unlearn.labels.label_blocks` (sorted by block index)."""
+    """Rows in the same format as :func:`llm_unlearn.whp.labels.label_blocks` (sorted by block index)."""
     rows = []
     for bi in sorted(indices):
         block = blocks[bi]

@@ -1,6 +1,6 @@
 """Kind and gender agreement of the automatic dictionary on the four bundled books (rules Q2, Q3 of
 llm_unlearn/anchors/quality.py; the table of docs/results.md, "Anchor kinds and gender on four books", made by
-`python -m llm_unlearn.anchors.agreement`). Targets: kind >= 90% and gender >= 95% on each book's hand-labelled
+`python -m llm_unlearn.whp.anchors.agreement`). Targets: kind >= 90% and gender >= 95% on each book's hand-labelled
 top-100 anchors, and at most 5 ordinary words of another time or dialect spellings in Dracula's top 150. Where a
 target is not met, PINNED_KIND pins what the current code reaches (and docs/results.md says that it misses)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.anchors.agreement import measure_book
+from llm_unlearn.whp.anchors.agreement import measure_book
 
 DATA = Path(__file__).parent / "data"
 KIND_TARGET, GENDER_TARGET = 0.90, 0.95

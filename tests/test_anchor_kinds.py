@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from conftest import write_yaml
 
-from llm_unlearn.anchors import (
+from llm_unlearn.whp.anchors import (
     FEMALE_TITLES,
     MALE_TITLES,
     NEUTRAL_TITLES,
@@ -17,8 +17,8 @@ from llm_unlearn.anchors import (
     build_anchor_dictionary,
     faker_lists,
 )
-from llm_unlearn.anchors import lexicon as lx
-from llm_unlearn.anchors.kinds import (
+from llm_unlearn.whp.anchors import lexicon as lx
+from llm_unlearn.whp.anchors.kinds import (
     KindSubstitutes,
     collect_votes,
     decide,
@@ -26,9 +26,9 @@ from llm_unlearn.anchors.kinds import (
     neutral_names,
     occurrences,
 )
-from llm_unlearn.anchors.period import Usage, dialect_source, in_dictionary, ordinary_capitalised_word, period_reason
-from llm_unlearn.anchors.quality import gender_agreement, given_name_gender, kind_agreement, substitute_kinds
-from llm_unlearn.recipe import AnchorsConfig
+from llm_unlearn.whp.anchors.period import Usage, dialect_source, in_dictionary, ordinary_capitalised_word, period_reason
+from llm_unlearn.whp.anchors.quality import gender_agreement, given_name_gender, kind_agreement, substitute_kinds
+from llm_unlearn.config import AnchorsConfig
 
 TITLES = {"f": FEMALE_TITLES, "m": MALE_TITLES, "n": NEUTRAL_TITLES}
 NAMES = faker_lists()
@@ -70,8 +70,8 @@ def test_k5_the_determiner():
 
 
 def test_k6_plural_forms_are_counted():
-    from llm_unlearn.anchors import Candidate
-    from llm_unlearn.anchors.kinds import assign_kinds
+    from llm_unlearn.whp.anchors import Candidate
+    from llm_unlearn.whp.anchors.kinds import assign_kinds
 
     cands = [Candidate("Wuzzlet", "proper", 4, 10, 10)]
     text = "A Wuzzlet sang. Two Wuzzlets ran. The Wuzzlets hid. The Wuzzlet slept."
@@ -172,8 +172,8 @@ def test_gender_from_honorifics_and_pronouns_then_faker_then_neutral():
 
 
 def test_g4_full_name_takes_its_parts_gender():
-    from llm_unlearn.anchors import Candidate
-    from llm_unlearn.anchors.kinds import assign_kinds
+    from llm_unlearn.whp.anchors import Candidate
+    from llm_unlearn.whp.anchors.kinds import assign_kinds
 
     text = ("Van Helsing came in. Van Helsing said he would go. Then Van Helsing nodded and he left. "
             "Abraham Van Helsing, M.D., wrote. ") * 3
@@ -297,7 +297,7 @@ def test_gender_agreement(tmp_path):
     assert kind_agreement(d, labels)["coverage"] == 1.0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"kinds": {"Oz": "place"}, "genders": {"Oz": "m"}}))
-    from llm_unlearn.anchors.quality import load_kind_labels
+    from llm_unlearn.whp.anchors.quality import load_kind_labels
     from llm_unlearn.errors import AnchorError
 
     with pytest.raises(AnchorError, match="not labelled person"):

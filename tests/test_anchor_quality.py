@@ -13,28 +13,17 @@ import pytest
 import torch
 from conftest import ChatServer, write_yaml
 
-from llm_unlearn.anchors import (
-    AnchorDictionary,
-    Candidate,
-    _Stats,
-    faker_lists,
-    has_letters,
-    make_translations,
-    name_parts,
-    ordinary_capitalised,
-    ordinary_word,
-    score_candidates,
-)
-from llm_unlearn.anchors.proposals import _not_target, _shape_ok, _whole_words, find_contexts, propose_substitutes
-from llm_unlearn.anchors.quality import (
+from llm_unlearn.whp.anchors import AnchorDictionary, Candidate, faker_lists, has_letters, make_translations, name_parts, ordinary_capitalised, ordinary_word, score_candidates
+from llm_unlearn.whp.anchors.extraction import _Stats
+from llm_unlearn.whp.anchors.proposals import _not_target, _shape_ok, _whole_words, find_contexts, propose_substitutes
+from llm_unlearn.whp.anchors.quality import (
     kind_agreement,
     load_kind_labels,
     perplexity_ratio,
     substitute_kind,
 )
 from llm_unlearn.errors import AnchorError
-from llm_unlearn.labels import position_weights, weighted_label_loss
-from llm_unlearn.recipe import AnchorsConfig
+from llm_unlearn.config import AnchorsConfig
 
 DATA = Path(__file__).parent / "data"
 
@@ -102,7 +91,7 @@ def test_scoring_drops_ordinary_words_unless_the_rule_is_off():
 
 
 def test_forms_of_address_are_folded_away():
-    from llm_unlearn.anchors import build_anchor_dictionary
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
 
     text = ("Uncle Vernon looked at the Zorblax. Aunt Petunia said nothing, and Uncle Vernon shouted. " * 4 + "\n\n")
     d = build_anchor_dictionary([text], AnchorsConfig(min_count=2, substitutes="faker"), progress=False)
@@ -202,7 +191,7 @@ def test_proposer_on_a_tiny_model_keeps_the_shape(tiny_llama):
 
 
 def test_dictionary_uses_the_models_substitutes_and_faker_for_the_rest(smol_tokenizer):
-    from llm_unlearn.anchors import build_anchor_dictionary
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
 
     tok = smol_tokenizer
     pref = torch.full((len(tok),), -20.0)
@@ -278,75 +267,11 @@ def test_perplexity_ratio_on_a_tiny_model(tiny_llama):
 
 
 # ---- position weights (rules W1-W4) ---------------------------------------------------------------------------
-def test_position_weights_on_hand_built_logits():
-    base = torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0]])
-    generic = torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, float("-inf")]])
-    tv = position_weights(base, generic, "tv")
-    kl = position_weights(base, generic, "kl")
-    assert tv[0] == 0 and tv[1] == 0 and kl[0] == 0 and kl[1] == 0  # W2: nothing moved
-    # W1/W3: all of the suppressed token's half of the mass moved: TV = 0.5; KL = log 2 -> 1 - exp(-log 2) = 0.5
-    assert tv[2].item() == pytest.approx(0.5) and kl[2].item() == pytest.approx(0.5)
-    # the more the reinforced model's token is pushed down, the larger the weight
-    pushed = [position_weights(torch.tensor([3.0, 0.0, 0.0]), torch.tensor([3.0 - 5 * r, 0.0, 0.0]), "kl").item()
-              for r in (0.0, 0.2, 0.5, 1.0)]
-    assert pushed == sorted(pushed) and pushed[0] == 0 and 0 < pushed[-1] < 1
-    with pytest.raises(ValueError):
-        position_weights(base, generic, "l2")
-
-
-def test_weighted_label_loss():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 7)
-    labels = torch.tensor([[-100, 1, 2, -100, 4], [-100, 3, 3, 3, -100]])
-    ones = torch.ones(2, 5)
-    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
-                                              ignore_index=-100)
-    assert weighted_label_loss(logits, labels, ones).item() == pytest.approx(plain.item(), rel=1e-5)
-    assert weighted_label_loss(logits, labels, torch.zeros(2, 5)).item() == 0
-    half = weighted_label_loss(logits, labels, 0.5 * ones)
-    assert half.item() == pytest.approx(0.5 * plain.item(), rel=1e-5)  # W4: divided by positions, not weights
-    n = int((labels[:, 1:] != -100).sum())
-    assert weighted_label_loss(logits, labels, ones, reduction="sum").item() == pytest.approx(n * plain.item(),
-                                                                                              rel=1e-5)
-
 
 def test_counter_import_is_used():
     # keep the Counter import honest for _Stats fields built by hand above
     assert isinstance(_Stats().lower, Counter)
 
-
-def test_labels_store_position_weights_aligned_like_labels():
-    """labels.position_weight: row i + 1 holds the weight of position i; 0 where nothing is supervised; the
-    weight is large only where the reinforced model's boost moved the generic distribution (W2)."""
-    import numpy as np
-    from test_labels import FakeModel, FakeTranslator, _block
-
-    from llm_unlearn.labels import IGNORE, LabelStats, LogitSource, alpha_key, label_batch, weight_key
-
-    orig = [5, 6, 3, 2]
-    tb = type("TB", (), dict(translated_ids=orig, mapping=np.arange(4), mask_reason=np.array([0, 0, 1, 0], np.int8),
-                             suppress_from=[], chosen={}, translated_text=""))()
-    # the reinforced model raises token 7: after token 6 (where the base model predicts 7) the generic
-    # distribution moves a lot; elsewhere 7 is not the base model's choice and moves little
-    source = LogitSource(FakeModel(boost=3.0), base_model=FakeModel())
-    rows = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats(),
-                       weight_kind="tv")
-    w, labels = rows[0][weight_key(5.0)], rows[0][alpha_key(5.0)]
-    assert len(w) == len(orig)
-    assert all(wi == 0 for wi, lab in zip(w, labels, strict=True) if lab == IGNORE)
-    assert w[2] > w[1] > 0  # position 1 (after token 6): the boosted token was the base model's choice
-    plain = label_batch(source, [_block(orig)], [0], FakeTranslator({tuple(orig): tb}), [5.0], 0, 0, LabelStats())
-    assert weight_key(5.0) not in plain[0]
-
-
-def test_trainer_batches_carry_position_weights():
-    from llm_unlearn.training import pad_batch
-
-    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_weights": [0.0, 0.5, 1.0]},
-            {"input_ids": [4, 5], "labels": [-100, 5], "position_weights": [0.0, 0.25]}]
-    batch = pad_batch(rows, 0, "labels")
-    assert batch["weights"].tolist() == [[0.0, 0.5, 1.0], [0.0, 0.25, 0.0]]
-    assert "weights" not in pad_batch([{"input_ids": [1, 2], "labels": [-100, 2]}], 0, "labels")
 
 
 # ---- the Alice corpus (bundled) --------------------------------------------------------------------------------
@@ -355,7 +280,7 @@ def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
     hand-labelled kinds are measured (Faker substitutes here; the model's are measured by `llm-unlearn anchors`)."""
     from conftest import data_path
 
-    from llm_unlearn.anchors import build_anchor_dictionary
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
     from llm_unlearn.corpus import read_corpus
 
     path = data_path("corpora", "alice_in_wonderland.txt")
@@ -371,7 +296,7 @@ def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
 
 
 def test_anchor_stage_records_the_quality_measures(tiny_model_dir, tmp_path):
-    from llm_unlearn.anchors import run_anchor_stage
+    from llm_unlearn.whp.anchors import run_anchor_stage
 
     labels = tmp_path / "kinds.yaml"
     labels.write_text("kinds: {Zorblax: person, wuzzlet: animal}\nnot_anchors: [garden]\n")
@@ -388,7 +313,7 @@ def test_anchor_stage_records_the_quality_measures(tiny_model_dir, tmp_path):
 
 # ---- substitutes written by a chat model (rules C1-C3 of llm_unlearn/anchors/chat.py) ---------------------------
 def test_chat_answers_are_parsed_and_filtered():
-    from llm_unlearn.anchors.chat import parse_list
+    from llm_unlearn.whp.anchors.chat import parse_list
 
     assert parse_list('Sure: ["Dog", "Fox", "Owl"]') == ["Dog", "Fox", "Owl"]
     assert parse_list("1. Dog\n2. Fox\n- Owl") == ["Dog", "Fox", "Owl"]
@@ -399,7 +324,7 @@ def test_chat_substitutes_from_an_openai_compatible_endpoint(monkeypatch):
     """A local fake endpoint answers like a chat model; the prompt names the term, the target and the term's
     sentences (C1); wrong shapes and the target itself are dropped (C2); a term without a usable answer falls
     back (C3)."""
-    from llm_unlearn.anchors import build_anchor_dictionary
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
 
     def answer(body):
         if '"wuzzlet"' in body["messages"][0]["content"]:

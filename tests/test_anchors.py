@@ -10,21 +10,13 @@ from collections import Counter
 
 import pytest
 
-from llm_unlearn.anchors import (
-    AnchorDictionary,
-    AnchorEntry,
-    Candidate,
-    _chunks,
-    _keyness,
-    _Stats,
-    _Substitutes,
-    build_anchor_dictionary,
-    load_spacy,
-    select_candidates,
-)
+from llm_unlearn.whp.anchors import AnchorDictionary, AnchorEntry, Candidate, build_anchor_dictionary, load_spacy, select_candidates
+from llm_unlearn.whp.anchors.extraction import _chunks, _Stats
+from llm_unlearn.whp.anchors.selection import _keyness
+from llm_unlearn.whp.anchors.substitutes import _Substitutes
 from llm_unlearn.errors import AnchorError
-from llm_unlearn.recipe import AnchorsConfig
-from llm_unlearn.translation import AnchorMatcher
+from llm_unlearn.config import AnchorsConfig
+from llm_unlearn.whp.translation import AnchorMatcher
 
 
 def small_dictionary() -> AnchorDictionary:
@@ -170,7 +162,7 @@ def test_chunks_keep_length_and_cut_at_paragraphs():
 def test_sentence_starts_without_a_parser():
     import spacy
 
-    from llm_unlearn.anchors import _sentence_starts
+    from llm_unlearn.whp.anchors.extraction import _sentence_starts
 
     doc = spacy.blank("en")("Come here. “Street lamps,” he said. “Go!” Mr. Holmes went.\n\nBaker came.")
     starts = {tok.text for tok, s in zip(doc, _sentence_starts(doc), strict=True) if s}
@@ -192,7 +184,7 @@ def make_stats() -> _Stats:
 
 
 def test_substitutes_kind_shape_and_rules():
-    from llm_unlearn.anchors import make_translations
+    from llm_unlearn.whp.anchors import make_translations
 
     keys = [Candidate("Varrowby", "person", 10, 100, 90, {}),
             Candidate("Edda", "person", 8, 80, 90, {"gender": {"f": 3}}),
@@ -206,7 +198,7 @@ def test_substitutes_kind_shape_and_rules():
     entries = {e.key: e for e in make_translations(keys, st, config)}
     lists = {k: e.translations for k, e in entries.items()}
     assert all(len(v) == 3 and len(set(v)) == 3 for k, v in lists.items() if k != "Edda Varrowby")
-    from llm_unlearn.anchors import faker_lists
+    from llm_unlearn.whp.anchors import faker_lists
 
     female = faker_lists()["female"]
     assert all(" " not in t for t in lists["Varrowby"]) and all(" " not in t for t in lists["Edda"])
@@ -250,7 +242,7 @@ def name_stats() -> _Stats:
 
 
 def test_name_parts_are_candidates_by_the_same_tests():
-    from llm_unlearn.anchors import score_candidates
+    from llm_unlearn.whp.anchors import score_candidates
 
     st = name_stats()
     ranked = {c.text: c for c in score_candidates(st, AnchorsConfig(include_rare_words=False))}
@@ -273,7 +265,7 @@ def test_name_parts_are_candidates_by_the_same_tests():
 
 
 def test_name_parts_replace_full_names_and_keep_translations_consistent():
-    from llm_unlearn.anchors import faker_lists, make_translations, score_candidates
+    from llm_unlearn.whp.anchors import faker_lists, make_translations, score_candidates
 
     st = name_stats()
     config = AnchorsConfig(include_rare_words=False, seed=3)
@@ -297,7 +289,7 @@ def test_translator_keeps_a_full_name_consistent_with_both_parts(smol_tokenizer)
     import random
 
     from llm_unlearn.corpus import Document, make_blocks
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.translation import Translator
 
     first, last = ["Owen", "Paul", "Ross"], ["Hart", "Moss", "Reed"]
     table = {"Neville": first, "St. Clair": last, "Neville St. Clair": [f"{a} {b}" for a in first for b in last]}
@@ -312,7 +304,7 @@ def test_translator_keeps_a_full_name_consistent_with_both_parts(smol_tokenizer)
 def test_unused_extracted_keys_are_dropped(monkeypatch):
     """A name part that never occurs outside a kept full name is never replaced: dropped after the recount,
     unless the user gave it."""
-    import llm_unlearn.anchors as anchors
+    import llm_unlearn.whp.anchors as anchors
 
     st = _Stats(total_words=100_000)
     for text, n in {"Zebulon Johnson": 6, "Quarrington": 8}.items():
@@ -519,9 +511,9 @@ def test_sherlock_translations_follow_the_rules(sherlock_dictionary, sherlock_te
 def test_sherlock_name_parts(sherlock_dictionary, smol_tokenizer):
     import random
 
-    from llm_unlearn.anchors import faker_lists
+    from llm_unlearn.whp.anchors import faker_lists
     from llm_unlearn.corpus import Document, make_blocks
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.translation import Translator
 
     d, _ = sherlock_dictionary
     # "Sherlock" is a key of its own (a male first name), so "Sherlock Holmes" is two anchors and the position of

@@ -54,23 +54,23 @@ def test_anchor_argument_must_be_a_mapping(tmp_path, tiny_model_dir):
 
 
 def test_alice_example_makes_a_valid_recipe_and_its_suites_load():
-    """The Alice end-to-end example (issue #16): the demo recipe with Alice's corpus, automatic anchors with model
+    """The Alice end-to-end example: the demo recipe with Alice's corpus, automatic anchors with model
     substitutes, and three suites (target + two neighbours) that load."""
     import importlib.util
 
     from conftest import REPO
 
     from llm_unlearn.evaluation.suites import load_suite
-    from llm_unlearn.recipe import Recipe
+    from llm_unlearn.config import Recipe
 
     spec = importlib.util.spec_from_file_location("alice_example", REPO / "examples" / "alice_wonderland.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    overrides = example.alice_overrides(["finetune.neighbour_texts=32"])
+    overrides = example.alice_overrides(["finetune.retain_weight=0.5"])
     recipe = Recipe.from_yaml(example.RECIPE, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     recipe.validate()
     assert recipe.anchors.user_dictionary is None and recipe.anchors.substitutes == "model"
-    assert recipe.finetune.neighbour_texts == 32 and recipe.corpus.extra_paths == []
+    assert recipe.finetune.retain_weight == 0.5 and recipe.corpus.extra_paths == []
     assert [Path(p).name for p in recipe.eval.suites] == ["alice_wonderland", "sherlock_holmes", "control"]
     suites = [load_suite(path) for path in overrides["eval.suites"]]
     assert [s.name for s in suites] == ["alice_wonderland", "sherlock_holmes", "control"]

@@ -14,7 +14,7 @@ from llm_unlearn.attacks.in_context import examples_context, solved_examples
 from llm_unlearn.attacks.quantization import delta_survival, quantize_model_, quantize_tensor, quantized_linears
 from llm_unlearn.errors import EvalError, RecipeError
 from llm_unlearn.evaluation.suites import load_suite, suite_languages
-from llm_unlearn.recipe import AttackConfig, EvalConfig, Recipe
+from llm_unlearn.config import AttackConfig, EvalConfig, Recipe
 from tests.conftest import REPO, build_tiny_llama
 
 SHERLOCK_SUITE = REPO / "eval" / "sherlock_holmes"
@@ -420,7 +420,7 @@ def test_cli_runs_an_attack(tmp_path, mini_suite, tiny_model_dir, capsys):
 
 
 def test_pipeline_attack_stage_uses_the_relearn_slice(tmp_path, tiny_model_dir, small_corpus, mini_suite):
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     from llm_unlearn.pipeline import Pipeline
     from tests.test_pipeline import tiny_recipe
 

@@ -10,8 +10,8 @@ import torch
 from conftest import build_tiny_llama
 
 from llm_unlearn.corpus import Document, make_blocks
-from llm_unlearn.labels import IGNORE, LogitSource, alpha_key, block_rng, label_blocks
-from llm_unlearn.translation import Translator
+from llm_unlearn.whp.labels import IGNORE, LogitSource, alpha_key, block_rng, label_blocks
+from llm_unlearn.whp.translation import Translator
 from tests.reference_labels import compare_rows, reference_labels
 
 TEXT = (

@@ -13,7 +13,7 @@ import pytest
 
 from llm_unlearn import __version__, models
 from llm_unlearn.cli import main
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

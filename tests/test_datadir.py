@@ -1,4 +1,4 @@
-"""Data lookup in one place (llm_unlearn.datadir): the bundled folder, LLM_UNLEARN_DATA, data: and hf: sources."""
+"""Data lookup in one place (llm_unlearn.config.datadir): the bundled folder, LLM_UNLEARN_DATA, data: and hf: sources."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn import datadir
+from llm_unlearn.config import datadir
 from llm_unlearn.corpus import read_corpus
 from llm_unlearn.errors import RecipeError
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from llm_unlearn.evaluation import familiarity
-from llm_unlearn.evaluation.floor import generic_floor, translate_suite
+from llm_unlearn.whp.floor import generic_floor, translate_suite
 from llm_unlearn.evaluation.grading import Grader
 from llm_unlearn.evaluation.suites import CompletionPrompt, ProbabilityPrompt, Suite
-from llm_unlearn.translation import Translator
+from llm_unlearn.whp.translation import Translator
 from tests.conftest import REPO
 
 DICTIONARY = {"Holmes": ["Hart", "Reed"], "Sherlock": ["Owen"], "Baker Street": ["Oak Street"]}
@@ -93,7 +93,7 @@ def test_section_scores_reads_both_layouts_and_informative_needs_a_quarter():
     """The summaries live under ``scores`` so that a model may be called anything (even "items"); an eval.json
     written before that key kept them beside ``prompts`` and is still read. F5: a floor is informative only when at
     least a quarter of the prompts (and at least one) were translated."""
-    from llm_unlearn.evaluation.floor import informative, section_scores
+    from llm_unlearn.whp.floor import informative, section_scores
 
     new = {"prompts": 8, "translated": 2, "scores": {"floor": {"n": 2}, "items": {"n": 2}}, "items": []}
     old = {"prompts": 8, "translated": 2, "floor": {"n": 2}, "base": {"n": 2}, "items": []}
@@ -124,7 +124,7 @@ def test_cues_left_in_translated_prompts(monkeypatch, tiny_llama):
     """F6: a translated prompt that still names a term of the suite's anchor list (here "Moriarty", which the run's
     dictionary lacks) is marked with it, in any case and as a whole word only; a term inside a longer named one is
     not counted twice. The section counts such prompts and terms, and the report names them."""
-    from llm_unlearn.evaluation.floor import cues_left
+    from llm_unlearn.whp.floor import cues_left
     from llm_unlearn.evaluation.report import _floor_section
 
     assert cues_left("Hart fought MORIARTY at the falls", SUITE_ANCHORS) == ["Moriarty"]
@@ -161,7 +161,7 @@ def test_a_baseline_is_scored_beside_the_generic_floor(tmp_path, tiny_model_dir,
     import json
 
     from llm_unlearn.pipeline import Pipeline
-    from llm_unlearn.recipe import Recipe
+    from llm_unlearn.config import Recipe
     from tests.test_pipeline import tiny_recipe
 
     data = tiny_recipe(tiny_model_dir, small_corpus,

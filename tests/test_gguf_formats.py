@@ -97,7 +97,7 @@ def test_sub_half_step_delta_rounds_back_to_the_base_and_is_flagged(smol_tokeniz
 def test_attack_has_gguf_rows_with_control_and_vs_control_column(smol_tokenizer, tmp_path):
     """ATK-Q5: each format gives a base (control) and an unlearned row; report.md shows recovery vs control."""
     from llm_unlearn.attacks import attack
-    from llm_unlearn.recipe import AttackConfig, EvalConfig
+    from llm_unlearn.config import AttackConfig, EvalConfig
     from tests.test_attacks import SHERLOCK_SUITE
 
     base = build_tiny_llama(smol_tokenizer, seed=0)
@@ -136,7 +136,7 @@ def test_run_warns_when_the_real_base_rounds_the_change_away(tmp_path, capsys):
 def test_attack_help_lists_gguf_formats_and_recipe_checks_them(capsys):
     from llm_unlearn.cli import main
     from llm_unlearn.errors import RecipeError
-    from llm_unlearn.recipe import Recipe
+    from llm_unlearn.config import Recipe
 
     with pytest.raises(SystemExit):
         main(["attack", "--help"])

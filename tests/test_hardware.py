@@ -11,7 +11,7 @@ import torch
 from conftest import build_tiny_llama
 
 from llm_unlearn import hardware
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 from llm_unlearn.training import TrainConfig, train_stage
 
 

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from llm_unlearn.corpus import Block
-from llm_unlearn.labels import (
+from llm_unlearn.whp.labels import (
     IGNORE,
     LabelStats,
     LogitSource,
     alpha_key,
     apply_suppression,
-    blend_rise_mask,
     block_rng,
     generic_logits,
     label_batch,
@@ -139,7 +138,7 @@ def test_block_rng_is_per_block():
 def test_soft_top_k_holds_the_generic_logits_of_each_labelled_position():
     """labels.soft_top_k (beyond the paper): the stored top-k are the generic logits v_b - alpha*ReLU(v_r - v_b)
     after suppression, aligned with the hard labels (row i + 1 for position i); their first is the label's logit."""
-    from llm_unlearn.labels import soft_keys
+    from llm_unlearn.whp.labels import soft_keys
 
     orig = [5, 6, 3]
     tb = SimpleNamespace(translated_ids=orig, mapping=np.arange(3), mask_reason=np.zeros(3, dtype=np.int8),
@@ -175,22 +174,6 @@ def test_target_token_mask_keeps_the_rise_of_target_tokens_only():
     full = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, torch.ones(4)))
     assert torch.equal(full, generic_logits(v_b, v_r, 5.0))
 
-
-def test_blended_rise_mask_keeps_a_share_of_the_other_tokens_rise():
-    """R4 (labels.rise_other = w): tokens outside the target mask are pushed down by w times their rise; w = 0 is R3
-    and w = 1 the paper's formula, bit for bit."""
-    v_b = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
-    v_r = torch.tensor([[1.0, 4.0, 5.0, 0.5]])
-    target = torch.tensor([0.0, 1.0, 0.0, 1.0])
-    out = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 0.25)))
-    assert out.tolist()[0] == pytest.approx([1.0, 2.0 - 5 * 2.0, 3.0 - 0.25 * 5 * 2.0, 0.0 - 5 * 0.5])
-    r3 = generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, target))
-    assert torch.equal(generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 0.0))), r3)
-    paper = generic_logits(v_b, v_r, 5.0)
-    assert torch.equal(generic_logits(v_b, v_r, 5.0, rise=reinforced_rise(v_b, v_r, blend_rise_mask(target, 1.0))),
-                       paper)
-    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        blend_rise_mask(target, 1.5)
 
 
 def test_label_batch_with_a_rise_mask_leaves_unmasked_tokens_to_the_base():
@@ -254,7 +237,7 @@ def test_target_words_are_frequent_here_and_rare_in_english():
 def test_target_token_mask_marks_first_tokens_not_shared_pieces(smol_tokenizer):
     """R2 on SmolLM2's tokenizer: the first token of " word" of each target word and anchor key; never a
     continuation piece, punctuation, or a common English word that is not itself a target word; a one-letter first
-    piece only while single_letters is on (labels.rise_letters)."""
+    piece is one."""
     tok = smol_tokenizer
     vocab = len(tok)
     mask = target_token_mask(["Lestrade", "hansom", "the"], ["Baker Street", "221B"], tok, vocab)
@@ -267,6 +250,3 @@ def test_target_token_mask_marks_first_tokens_not_shared_pieces(smol_tokenizer):
     for piece in (" the", " a", " I", ",", ".", " 2", "ing", "est", "rade"):
         assert common[tok(piece, add_special_tokens=False)["input_ids"][0]] == 0, piece
     assert int(common.sum()) == 1  # " L" (SmolLM2 splits " Lestrade" into " L", "est", "rade")
-    # " h|ansom" starts with a one-letter piece too; " coron|et" does not
-    no_letters = target_token_mask(["Lestrade", "hansom", "coronet"], [], tok, vocab, single_letters=False)
-    assert int(no_letters.sum()) == 1 and no_letters[tok(" coronet", add_special_tokens=False)["input_ids"][0]] == 1

@@ -218,52 +218,6 @@ def test_retain_term_nll_and_kl(smol_tokenizer):
     assert batches(1, torch.device("cpu"))["input_ids"].tolist() == b["input_ids"].tolist()
 
 
-def test_name_positions_mark_names_not_sentence_starts(smol_tokenizer):
-    """Rule G1 (finetune.retain_name_weight): a name position predicts a token that starts a capitalised word, not at
-    a sentence start; the last position and padding never are."""
-    from llm_unlearn.retain import NamePositions
-
-    tok = smol_tokenizer
-    text = "The detective Hercule Poirot met Agatha Christie. The book was\nWritten in London"
-    ids = torch.tensor([tok(text)["input_ids"] + [0, 0]])
-    att = torch.ones_like(ids)
-    att[0, -2:] = 0
-    marked = NamePositions(tok)(ids, att)
-    tokens = tok.convert_ids_to_tokens(ids[0])
-    predicted = [tokens[i + 1] for i in range(ids.size(1) - 1) if marked[0, i]]
-    assert predicted == ["ĠHerc", "ĠPo", "ĠAg", "ĠChristie", "ĠLondon"]  # not "ĠThe" after ".", not "Written"
-    assert not marked[0, -3:].any()  # the last real position predicts padding
-
-
-def test_retain_term_name_weight_adds_the_kl_of_name_positions(smol_tokenizer):
-    """Rule G2: guard = weight * (KL over all positions + name_weight * KL over the name positions only); a batch
-    without a name position gets the plain guard."""
-    from peft import LoraConfig, get_peft_model
-
-    from llm_unlearn.retain import NamePositions, RetainBatches
-
-    model = get_peft_model(build_tiny_llama(smol_tokenizer),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    names = NamePositions(smol_tokenizer)
-    rows = [{"input_ids": smol_tokenizer("He met Hercule Poirot in Paris and Agatha")["input_ids"]}]
-    batches = RetainBatches(rows, batch_size=1, pad_id=0, name_positions=names)
-    b = batches(0, torch.device("cpu"))
-    assert int(b["name_mask"].sum()) == 4  # Herc(ule), Po(irot), Paris, Ag(atha)
-    x = torch.zeros(1, dtype=torch.long)
-    with torch.no_grad():
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        with model.disable_adapter():
-            ref = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        want = 2.0 * (retain_kl(logits, ref, b["attention_mask"]) + 3.0 * retain_kl(logits, ref, b["name_mask"]))
-        got = RetainTerm(batches, 2.0, "kl", name_weight=3.0)(model, x, 0)
-        assert float(got) > float(RetainTerm(batches, 2.0, "kl")(model, x, 0))
-    assert float(got) == pytest.approx(float(want), rel=1e-5)
-    plain = RetainBatches([{"input_ids": smol_tokenizer("he met them in the park and sat")["input_ids"]}], 1, 0, names)
-    assert not plain(0, torch.device("cpu"))["name_mask"].any()
-    with torch.no_grad():
-        assert float(RetainTerm(plain, 2.0, "kl", name_weight=3.0)(model, x, 0)) == pytest.approx(
-            float(RetainTerm(plain, 2.0, "kl")(model, x, 0)), rel=1e-6)
-
 
 def test_registry_and_configs():
     assert method_names() == ["whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu"]
@@ -306,7 +260,7 @@ def test_each_baseline_trains_and_moves_the_forget_loss(name, tmp_path, smol_tok
         # With the published beta 4.5 SimNPO leaves sequences alone once their mean NLL is well above gamma / beta:
         # on a random model (mean NLL ~13) it is saturated by design. A small beta makes it act here.
         config = SimNPOConfig(beta=0.1, gamma=1.0, retain_weight=0.1)
-    objective = config.objective(RetainBatches(retain, 2, 0), None)
+    objective = get_method(name).objective(config, RetainBatches(retain, 2, 0), None)
     cfg = TrainConfig(target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], max_steps=4, batch_size=2,
                       eval_every=2, learning_rate=3e-2, lora_dropout=0.0, warmup_ratio=0.0)
     from llm_unlearn.losses import pad_batch
@@ -357,7 +311,7 @@ def test_each_method_runs_through_the_pipeline(method, tmp_path, tiny_model_dir,
     from transformers import AutoModelForCausalLM
 
     from llm_unlearn.pipeline import Pipeline
-    from llm_unlearn.recipe import Recipe
+    from llm_unlearn.config import Recipe
 
     retain = tmp_path / "generic.txt"
     retain.write_text("The river flows past the old mill toward the sea. " * 60, encoding="utf-8")

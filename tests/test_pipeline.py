@@ -18,7 +18,7 @@ import yaml
 from llm_unlearn.cli import main as cli_main
 from llm_unlearn.errors import HubError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def finished_times(run: Path) -> dict:
 
 
 def test_full_pipeline_then_skip_then_redo(tmp_path, tiny_model_dir, small_corpus):
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     run = tmp_path / "run"
     recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus))
     manifest = Pipeline(recipe, run, progress=False).run_stages()
@@ -110,7 +110,7 @@ def test_full_pipeline_then_skip_then_redo(tmp_path, tiny_model_dir, small_corpu
 
 
 def test_kill_mid_finetune_then_resume(tmp_path, tiny_model_dir, small_corpus):
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     run = tmp_path / "run"
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_model_dir, small_corpus,
                                                            finetune={"max_steps": 100, "eval_every": 2}))
@@ -143,7 +143,7 @@ def test_kill_mid_finetune_then_resume(tmp_path, tiny_model_dir, small_corpus):
 
 
 def test_two_process_labels_equal_one_process(tmp_path, tiny_model_dir, small_corpus):
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
         pytest.skip("accelerate CLI not installed")
     one = tmp_path / "one"
@@ -190,7 +190,7 @@ def test_bad_recipe_values_and_cli_exit_codes(tmp_path, tiny_model_dir, small_co
 
 
 def test_corpus_without_anchors_warns_and_continues(tmp_path, tiny_model_dir, caplog):
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     corpus = tmp_path / "plain.txt"
     corpus.write_text("the cat sat on the mat and looked at the door. " * 120)
     recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, corpus))
@@ -279,7 +279,7 @@ def test_a_run_that_only_skips_leaves_recipe_yaml_alone(tmp_path, tiny_model_dir
 
 def test_retain_text_from_several_files_alternates(tmp_path, tiny_model_dir, small_corpus):
     from llm_unlearn.errors import RecipeError
-    from llm_unlearn.finetune import retain_rows
+    from llm_unlearn.whp.finetune import retain_rows
     from llm_unlearn.models import load_model
 
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
@@ -327,7 +327,7 @@ def test_labels_stage_with_the_rise_on_target_tokens(tmp_path, tiny_model_dir, s
     """labels.rise_tokens: target (R1-R3) through the labels stage: the target's words are counted on the whole
     corpus, the stats say how many tokens the ReLU term acts on, and going back to the paper's formula redoes the
     labels but not the reinforced model."""
-    pytest.importorskip("llm_unlearn.anchors")
+    pytest.importorskip("llm_unlearn.whp.anchors")
     run = tmp_path / "run"
     recipe = Recipe.from_dict(tiny_recipe(tiny_model_dir, small_corpus, labels={"rise_tokens": "target"}))
     Pipeline(recipe, run, progress=False).run_stages(until="labels")
@@ -338,10 +338,9 @@ def test_labels_stage_with_the_rise_on_target_tokens(tmp_path, tiny_model_dir, s
     assert plan["reinforce"] == "skip" and plan["labels"] in ("redo", "rerun")
     assert stats["near_anchor_fraction"] == 0.0
     # R5: with a window after each anchor, the stats say on which share of the positions every token's rise counts
-    all_letters = stats["rise_token_count"]
-    near = recipe.with_override("labels.rise_near_anchor=4").with_override("labels.rise_other=0.5")
-    near = near.with_override("labels.rise_letters=false")
+    all_tokens = stats["rise_token_count"]
+    near = recipe.with_override("labels.rise_near_anchor=4")
     Pipeline(near, run, overwrite=True, progress=False).run_stages(until="labels")
     stats = json.loads((run / "labels" / "stats.json").read_text())
-    assert stats["rise_near_anchor"] == 4 and stats["rise_other"] == 0.5 and 0 < stats["near_anchor_fraction"] < 1
-    assert stats["rise_letters"] is False and 0 < stats["rise_token_count"] <= all_letters
+    assert stats["rise_near_anchor"] == 4 and 0 < stats["near_anchor_fraction"] < 1
+    assert stats["rise_token_count"] == all_tokens

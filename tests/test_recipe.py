@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llm_unlearn.errors import RecipeError
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 
 
 def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
@@ -216,44 +216,28 @@ def test_shipped_recipes_load_and_validate(name):
         assert Path(path).is_file(), path
     if name.startswith("sherlock"):
         assert recipe.finetune.soft_labels and recipe.labels.soft_top_k > 0 and recipe.finetune.retain_weight > 0
-        from llm_unlearn.anchors import AnchorDictionary
+        from llm_unlearn.whp.anchors import AnchorDictionary
 
         AnchorDictionary().merge(recipe.anchors.user_dictionary)  # the user dictionary is well-formed
 
 
 def test_specificity_options_are_checked():
-    """labels.rise_tokens (R3) is "all" or "target"; finetune.retain_name_weight (G1-G2) weighs WHP's guard, so it
-    needs the guard on."""
+    """labels.rise_tokens (R3) is "all" or "target"; rise_near_anchor (R5) only beside "target"."""
     Recipe().with_override("labels.rise_tokens=target").validate()
     with pytest.raises(RecipeError, match="rise_tokens"):
         Recipe().with_override("labels.rise_tokens=names").validate()
     with pytest.raises(RecipeError, match="rise_keyness"):
         Recipe().with_override("labels.rise_keyness=0.5").validate()
-    # R4: a share of the rise in [0, 1], and only beside rise_tokens: target (with "all" it would mean nothing)
-    Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_other=0.25").validate()
-    with pytest.raises(RecipeError, match=r"rise_other must be 0 unless labels.rise_tokens is target"):
-        Recipe().with_override("labels.rise_other=0.25").validate()
-    with pytest.raises(RecipeError, match="rise_other"):
-        Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_other=1.5").validate()
     # R5: a window in tokens, also only beside rise_tokens: target
     Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=8").validate()
     with pytest.raises(RecipeError, match=r"rise_near_anchor must be 0 unless labels.rise_tokens is target"):
         Recipe().with_override("labels.rise_near_anchor=8").validate()
-    with pytest.raises(RecipeError, match="rise_letters must be true unless labels.rise_tokens is target"):
-        Recipe().with_override("labels.rise_letters=false").validate()
-    with pytest.raises(RecipeError, match="rise_letters.*must be bool"):
-        Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_letters=maybe").validate()
     with pytest.raises(RecipeError, match=r"rise_near_anchor must be an integer in \[0, "):
         Recipe().with_override("labels.rise_tokens=target").with_override("labels.rise_near_anchor=-1").validate()
-    with pytest.raises(RecipeError, match="retain_weight > 0"):
-        Recipe().with_override("finetune.retain_name_weight=4").validate()
-    with pytest.raises(RecipeError, match="retain_name_weight"):
-        Recipe().with_override("finetune.retain_weight=1").with_override("finetune.retain_name_weight=-1").validate()
-    Recipe().with_override("finetune.retain_weight=1").with_override("finetune.retain_name_weight=4").validate()
 
 
 def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
-    """Off (their defaults), the labels.rise_* settings, finetune.retain_name_weight and eval.generic_floor are not part of the
+    """Off (their defaults), the labels.rise_* settings and eval.generic_floor are not part of the
     stage hashes, so runs made before they existed are not recomputed after an upgrade; on, they change the stage
     they belong to and what follows it."""
     import hashlib
@@ -269,20 +253,17 @@ def test_settings_added_later_leave_earlier_runs_fingerprints_alone():
 
     plain = pipeline()
     data = plain.recipe.to_dict()
-    for key in ("rise_tokens", "rise_keyness", "rise_other", "rise_near_anchor", "rise_letters"):
+    for key in ("rise_tokens", "rise_keyness", "rise_near_anchor"):
         data["labels"].pop(key)
+    data["labels"]["position_weight"] = "none"  # a removed option, hashed at its "off" value by runs made with it
     before = json.dumps({"model": data["model"], "labels": data["labels"]}, sort_keys=True, default=str)
     assert plain._config_hash(STAGES["labels"]) == hashlib.sha256(before.encode()).hexdigest()[:16]
     target = pipeline("labels.rise_tokens=target")
     a, b = plain.fingerprints(), target.fingerprints()
     assert a["reinforce"] == b["reinforce"] and a["labels"] != b["labels"] and a["finetune"] != b["finetune"]
-    blended = pipeline("labels.rise_tokens=target", "labels.rise_other=0.1")
-    assert blended.fingerprints()["labels"] != b["labels"]
     assert pipeline("labels.rise_tokens=target", "labels.rise_near_anchor=8").fingerprints()["labels"] != b["labels"]
-    named = pipeline("finetune.retain_weight=1", "finetune.retain_name_weight=4")
     guarded = pipeline("finetune.retain_weight=1")
-    assert named.fingerprints()["labels"] == a["labels"]
-    assert named.fingerprints()["finetune"] != guarded.fingerprints()["finetune"]
+    assert guarded.fingerprints()["labels"] == a["labels"] and guarded.fingerprints()["finetune"] != a["finetune"]
     eval_data = plain.recipe.to_dict()["eval"]
     eval_data.pop("generic_floor")
     before = json.dumps({"eval": eval_data}, sort_keys=True, default=str)

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from llm_unlearn.errors import AnchorError, CorpusError, HubError, RecipeError, RunDirError
-from llm_unlearn.pipeline import Pipeline, warn_unmatched_vetoes
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.pipeline import Pipeline
+from llm_unlearn.whp.anchors.stage import warn_unmatched_vetoes
+from llm_unlearn.config import Recipe
 from llm_unlearn.runio import RunLock, atomic_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -426,7 +427,7 @@ def test_latin1_anchor_dictionary_exit_2(tmp_path):
     bad = tmp_path / "dict.yaml"
     bad.write_bytes("Holmes: [Ren\xe9]\n".encode("latin-1"))
     (tmp_path / "c.txt").write_text(STORY * 3)
-    from llm_unlearn.anchors import AnchorDictionary
+    from llm_unlearn.whp.anchors import AnchorDictionary
 
     with pytest.raises(AnchorError, match="not UTF-8"):
         AnchorDictionary.load(bad)
@@ -437,7 +438,7 @@ def test_latin1_anchor_dictionary_exit_2(tmp_path):
 
 def test_very_long_anchor_keys_do_not_hit_the_recursion_limit():
     """Defect 8: a key of ~500+ characters (a corpus without spaces gives such words) raised RecursionError."""
-    from llm_unlearn.translation import AnchorMatcher
+    from llm_unlearn.whp.translation import AnchorMatcher
 
     long_key = "x" * 3000
     matcher = AnchorMatcher({long_key: ["y"], "Holmes": ["Bob"]})
@@ -450,7 +451,7 @@ def test_very_long_anchor_keys_do_not_hit_the_recursion_limit():
 
 def test_translating_a_block_without_spaces(smol_tokenizer):
     from llm_unlearn.corpus import Document, make_blocks
-    from llm_unlearn.translation import Translator
+    from llm_unlearn.whp.translation import Translator
 
     word = "Zorblax" * 200
     block = make_blocks([Document("d", f"{word} met Holmes")], smol_tokenizer, 4096)[0]

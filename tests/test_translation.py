@@ -14,7 +14,7 @@ import pytest
 
 from llm_unlearn.corpus import Block, Document, make_blocks
 from llm_unlearn.errors import AnchorError
-from llm_unlearn.translation import MASK_INSIDE, MASK_KEEP, MASK_REPEAT, Translator
+from llm_unlearn.whp.translation import MASK_INSIDE, MASK_KEEP, MASK_REPEAT, Translator
 
 TOKENIZERS = ["smol", "gemma", "unigram", "bytelevel_trimmed"]
 

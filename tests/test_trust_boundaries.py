@@ -16,7 +16,7 @@ from test_reliability import assert_exit_2, run_cli, tiny_recipe
 
 from llm_unlearn.errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.config import Recipe
 
 KEY = "sk-test-secret-0123456789"
 
@@ -44,7 +44,7 @@ def test_t1_recipe_judge_endpoint_gets_no_request_and_no_key(chat_server, keyed)
 
 def test_t1_recipe_chat_endpoint_gets_no_request_and_no_key(chat_server, keyed):
     """Item 1: `anchors.substitute_chat: openai:URL` goes through the same code."""
-    from llm_unlearn.anchors.chat import make_writer
+    from llm_unlearn.whp.anchors.chat import make_writer
 
     with pytest.raises(AnchorError, match="LLM_UNLEARN_CHAT_URL"):
         make_writer(f"openai:{chat_server.url}", "gpt-x")
@@ -52,7 +52,7 @@ def test_t1_recipe_chat_endpoint_gets_no_request_and_no_key(chat_server, keyed):
 
 
 def test_t1_the_persons_endpoint_gets_the_key(chat_server, keyed, monkeypatch):
-    from llm_unlearn.anchors.chat import make_writer
+    from llm_unlearn.whp.anchors.chat import make_writer
     from llm_unlearn.evaluation.judge import make_judge
 
     monkeypatch.setenv("LLM_UNLEARN_JUDGE_URL", chat_server.url)

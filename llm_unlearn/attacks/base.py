@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import AttackConfig
 from ..errors import EvalError
 from ..evaluation.suites import Suite
-from ..recipe import AttackConfig
 from .scoring import Scorer
 
 SAME_ITEMS = "same_items"  # the attacked model answers the plain suite's items (recovery ATK-R1/R2)

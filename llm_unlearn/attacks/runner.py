@@ -9,9 +9,9 @@ import logging
 import time
 from pathlib import Path
 
+from ..config import AttackConfig, EvalConfig
 from ..errors import EvalError
 from ..evaluation.suites import load_suite
-from ..recipe import AttackConfig, EvalConfig
 from ..runio import atomic_write_json, atomic_write_text
 from .base import PROBE, AttackContext, MissingInput, Row
 from .metrics import aligned, cross_recovery_ci, recovery_ci

@@ -28,11 +28,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..config import EvalConfig
 from ..evaluation.familiarity import completion_familiarity, generate, probability_familiarity
 from ..evaluation.grading import Grader, Normalizer, contains
 from ..evaluation.scoring import score_items
 from ..evaluation.suites import Suite
-from ..recipe import EvalConfig
 
 ContextFn = Callable[[str, str], str]  # (kind "completion" | "probability", item id) -> text put before the prompt
 

@@ -62,11 +62,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..anchors import build_anchor_dictionary, measure_dictionary
+    from ..config import AnchorsConfig
     from ..corpus import read_corpus
     from ..errors import AnchorError
     from ..pipeline import warn_unmatched_vetoes
-    from ..recipe import AnchorsConfig
+    from ..whp.anchors import build_anchor_dictionary, measure_dictionary
 
     out = Path(args.out) if args.out else (None if args.show is not None else Path("anchors.yaml"))
     if out is not None and out.is_dir():
@@ -152,7 +152,7 @@ def show_sample(dictionary, docs, model: str, block_size: int, seed: int) -> Non
 
     from ..corpus import make_blocks
     from ..models import load_tokenizer
-    from ..translation import Translator
+    from ..whp.translation import Translator
 
     tokenizer = load_tokenizer(model)
     blocks = make_blocks(docs, tokenizer, block_size)

@@ -70,8 +70,8 @@ def _ints(value: str, flag: str) -> list[int]:
 
 def _settings(args):
     from ..attacks.registry import parse_attacks
+    from ..config import AttackConfig, EvalConfig, FinetuneConfig, Recipe
     from ..errors import RecipeError
-    from ..recipe import AttackConfig, EvalConfig, FinetuneConfig, Recipe
 
     if args.recipe:
         recipe = Recipe.from_yaml(args.recipe)

@@ -101,8 +101,8 @@ def _safe(name: str) -> str:
 
 
 def _config(args):
+    from ..config import EvalConfig, Recipe
     from ..openai_chat import allow_endpoint
-    from ..recipe import EvalConfig, Recipe
 
     if args.judge_url is not None:
         allow_endpoint("judge", args.judge_url, EvalError)
@@ -123,7 +123,7 @@ def _config(args):
     if args.lm_eval_tasks:
         cfg.lm_eval_tasks = [t.strip() for t in args.lm_eval_tasks.split(",") if t.strip()]
     if args.wikitext == "auto":
-        from ..datadir import default_wikitext
+        from ..config.datadir import default_wikitext
 
         cfg.wikitext = str(default_wikitext())
     elif args.wikitext:

@@ -50,8 +50,8 @@ def register(subparsers) -> None:
 
 
 def load_recipe(args):
+    from ..config import Recipe
     from ..openai_chat import allow_endpoint
-    from ..recipe import Recipe
 
     overrides = list(args.overrides)
     if getattr(args, "public", False) and not args.push_to_hub:
@@ -152,7 +152,7 @@ def before_after_rows(doc: dict) -> list[tuple[str, float, float, str]]:
 
 
 def _floor_rows(floor: dict | None, suite: str, base: str, new: str) -> list[tuple[str, float, float, str]]:
-    from ..evaluation.floor import informative, section_scores
+    from ..whp.floor import informative, section_scores
 
     rows = []
     for section, value, what in (("completion", "familiarity", "completion familiarity"),

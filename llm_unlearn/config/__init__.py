@@ -7,11 +7,28 @@ sections."""
 from .checks import MAX_INT, SectionChecks, did_you_mean, need_int, need_number
 from .datadir import data_dir, data_file, is_data_ref, is_hf_ref, resolve_data_ref
 from .loading import REMOVED_OPTIONS, resolve_override_path
-from .methods import (DEFAULT_METHOD, METHOD_CONFIGS, METHOD_NAMES, GradAscentConfig, GradDiffConfig, NPOConfig,
-                      RMUConfig, SimNPOConfig, check_retain)
+from .methods import (
+                      DEFAULT_METHOD,
+                      METHOD_CONFIGS,
+                      METHOD_NAMES,
+                      GradAscentConfig,
+                      GradDiffConfig,
+                      NPOConfig,
+                      RMUConfig,
+                      SimNPOConfig,
+                      check_retain,
+)
 from .recipe import Recipe
-from .sections import (BENCHMARKS, GGUF_FORMATS, MODEL_DTYPES, AttackConfig, CorpusConfig, EvalConfig, ExportConfig,
-                       ModelConfig)
+from .sections import (
+                      BENCHMARKS,
+                      GGUF_FORMATS,
+                      MODEL_DTYPES,
+                      AttackConfig,
+                      CorpusConfig,
+                      EvalConfig,
+                      ExportConfig,
+                      ModelConfig,
+)
 from .training import DEFAULT_LORA_TARGETS, FinetuneConfig, ReinforceConfig, TrainConfig
 from .whp import DEFAULT_TYPE_QUOTAS, TARGET_RISE_SETTINGS, AnchorsConfig, LabelsConfig
 from .yamlio import load_yaml, read_yaml_file

@@ -114,7 +114,7 @@ def drop_file_trust(data: dict, path: Path) -> None:
 
 
 def resolve_data_refs(data: dict) -> dict:
-    """``data:REL`` in any path key -> the file's absolute path in the data folder (:mod:`llm_unlearn.datadir`); the
+    """``data:REL`` in any path key -> the file's absolute path in the data folder (:mod:`llm_unlearn.config.datadir`); the
     same for recipes from YAML, ``--set`` and the Python API. Returns a copy when anything changed."""
     out = None
     for section, key in _PATH_KEYS | _PATH_LIST_KEYS:

@@ -21,10 +21,15 @@ import yaml
 
 from ..errors import RecipeError
 from .checks import did_you_mean
-from .loading import build, drop_file_trust, removed_option, resolve_data_refs, resolve_override_path, \
-    resolve_relative_paths
-from .methods import DEFAULT_METHOD, GradAscentConfig, GradDiffConfig, NPOConfig, RMUConfig, SimNPOConfig, \
-    check_method
+from .loading import (
+    build,
+    drop_file_trust,
+    removed_option,
+    resolve_data_refs,
+    resolve_override_path,
+    resolve_relative_paths,
+)
+from .methods import DEFAULT_METHOD, GradAscentConfig, GradDiffConfig, NPOConfig, RMUConfig, SimNPOConfig, check_method
 from .sections import AttackConfig, CorpusConfig, EvalConfig, ExportConfig, ModelConfig
 from .training import FinetuneConfig, ReinforceConfig
 from .whp import AnchorsConfig, LabelsConfig

@@ -101,7 +101,7 @@ class EvalConfig(SectionChecks):
     device: Optional[str] = None
     seed: int = 0
     # Beyond the paper: also score the base model on the suites' prompts with the run's anchors replaced by their
-    # generic translations (llm_unlearn.evaluation.floor, F1-F4): where "never knew the target" lies on each suite
+    # generic translations (llm_unlearn.whp.floor, F1-F4): where "never knew the target" lies on each suite
     generic_floor: bool = False
 
     def validate(self) -> None:

@@ -123,7 +123,7 @@ class FinetuneConfig(TrainConfig):
     soft_labels: bool = False
     retain_weight: float = 0.0  # beyond the paper: WHP's KL-to-base guard on generic text (0 = off)
     # generic text for retain terms (WHP's guard, the baselines' retain terms): a path or a list of paths, whose
-    # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.datadir)
+    # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.config.datadir)
     retain_corpus: Optional[str | list] = None
     retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
 

@@ -123,7 +123,7 @@ class LabelsConfig(SectionChecks):
     soft_top_k: int = 0
     # Beyond the paper: which tokens the ReLU term may push down: "all" (the paper) or "target" (only tokens of the
     # target's own words, rise_keyness times more frequent in the corpus than in general English, and of the anchor
-    # keys; llm_unlearn.labels, rules R1-R3), so the target's style is not unlearned from every similar text
+    # keys; llm_unlearn.whp.labels, rules R1-R3), so the target's style is not unlearned from every similar text
     rise_tokens: str = "all"
     rise_keyness: float = 5.0
     # With rise_tokens "target": from the position before an anchor to this many positions after it, every token's

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import EvalConfig
 from ..errors import EvalError, RecipeError
-from ..recipe import EvalConfig
 from ..runio import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -19,8 +19,8 @@ SCHEMA = "llm-unlearn-eval/1"
 
 
 def default_benchmark_dir() -> Path:
-    """The data folder's benchmark files (:mod:`llm_unlearn.datadir`)."""
-    from ..datadir import default_benchmark_dir as bundled
+    """The data folder's benchmark files (:mod:`llm_unlearn.config.datadir`)."""
+    from ..config.datadir import default_benchmark_dir as bundled
 
     try:
         return bundled()
@@ -173,7 +173,7 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
     same config: those models are not evaluated again (the caller checks the config, see :func:`same_config`).
 
     With ``config.generic_floor``, ``floor_dictionary`` (an anchor dictionary: a run's ``anchors/anchors.yaml``, an
-    :class:`~llm_unlearn.anchors.AnchorDictionary` or a mapping key -> translations) translates every suite's prompts
+    :class:`~llm_unlearn.whp.anchors.AnchorDictionary` or a mapping key -> translations) translates every suite's prompts
     and the baseline model answers them (:mod:`.floor`): ``eval.json``'s ``generic_floor`` holds, per suite, that
     floor beside every model's score on the same prompts.
 
@@ -253,7 +253,7 @@ def evaluate(models: dict[str, str | tuple], config: EvalConfig, out_dir: str | 
         "paired": paired,
     }
     if floors:
-        from .floor import compare_floor
+        from ..whp.floor import compare_floor
 
         doc["generic_floor"] = {name: compare_floor(scores, {label: results[label]["suites"][name] for label in order
                                                              if name in results[label].get("suites", {})})
@@ -278,7 +278,7 @@ def _floor_dictionary(config: EvalConfig, dictionary, baseline: str | None, suit
         raise EvalError("eval.generic_floor is scored with the baseline model: name one (the base model)")
     if not suites:
         raise EvalError("eval.generic_floor needs at least one familiarity suite (eval.suites)")
-    from ..anchors import AnchorDictionary
+    from ..whp.anchors import AnchorDictionary
 
     if isinstance(dictionary, (str, Path)):
         if not Path(dictionary).is_file():
@@ -292,8 +292,8 @@ def _floor_scores(model, tokenizer, config: EvalConfig, suites: list, anchors, n
     """Per suite with a prompt that names an anchored term: the baseline model's floor scores (F1-F3)."""
     import torch
 
-    from ..translation import Translator
-    from .floor import floor_scores
+    from ..whp.floor import floor_scores
+    from ..whp.translation import Translator
     from .grading import Grader
 
     translator = Translator(anchors, tokenizer)

@@ -76,6 +76,8 @@ def perplexity(model, tokenizer, texts: str | Sequence[str], window: int | None 
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
+    from ..batching import pad_ids, positions
+
     docs = [texts] if isinstance(texts, str) else list(texts)
     docs = [d for d in docs if d and d.strip()]
     if not docs:
@@ -109,13 +111,9 @@ def perplexity(model, tokenizer, texts: str | Sequence[str], window: int | None 
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             batch = [rows[i] for i in order[start:start + batch_size]]
-            width = max(len(w) for w, _ in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (w, _) in enumerate(batch):  # left padding: every row's scored tokens end at the same place
-                ids[r, width - len(w):] = torch.tensor(w)
-                mask[r, width - len(w):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            # left padding: every row's scored tokens end at the same place
+            ids, mask = pad_ids([w for w, _ in batch], pad, left=True)
+            pos = positions(mask)
             keep = max(k for _, k in batch) + 1  # logits only where they are needed (vocab x window is large)
             out = forward(model, keep, input_ids=ids.to(dev), attention_mask=mask.to(dev),
                           position_ids=pos.to(dev), use_cache=False)

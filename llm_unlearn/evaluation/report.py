@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 from ..runio import save_figure
+from ..whp.floor import informative, section_scores
 from .familiarity import FIRM_MARGIN, lost_items, lost_totals
-from .floor import informative, section_scores
 from .grading import GRADE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def lost_of(groups: dict, kind: str) -> str:
 
 
 def _floor_section(floors: dict, base: str | None) -> list[str]:
-    """The generic floor (llm_unlearn.evaluation.floor) per suite: the floor and every model on the same translated
+    """The generic floor (llm_unlearn.whp.floor) per suite: the floor and every model on the same translated
     prompts, with % of the baseline. Suites with too few translated prompts (F5) are named below the table, and so
     are the suite terms that translated prompts still name (F6)."""
     rows, few, cued = [], [], []

@@ -140,18 +140,15 @@ def _score_shared(model, batch: list[tuple[list[int], list[list[int]]]], pad_id:
     """
     import torch
 
+    from ..batching import pad_ids, positions
+
     dev = _device(model)
     ctxs = []
     for ctx, conts in batch:
         longest = max(len(c) for c in conts)
         ctxs.append(ctx[-(max_len + 1 - longest):] if len(ctx) + longest > max_len + 1 else ctx)  # lm-eval: cut left
-    width = max(len(c) for c in ctxs)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, c in enumerate(ctxs):
-        ids[i, width - len(c):] = torch.tensor(c)
-        mask[i, width - len(c):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask = pad_ids(ctxs, pad_id, left=True)
+    pos = positions(mask)
     need_rest = any(len(c) > 1 for _, conts in batch for c in conts)
     out = forward(model, 1, input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                   use_cache=need_rest)
@@ -160,12 +157,10 @@ def _score_shared(model, batch: list[tuple[list[int], list[list[int]]]], pad_id:
     if need_rest:
         # one row per continuation longer than one token; single-token ones are done with pass 1
         rows = [(i, j) for i, (_, conts) in enumerate(batch) for j, c in enumerate(conts) if len(c) > 1]
-        w2 = max(len(batch[i][1][j]) - 1 for i, j in rows)
         sel = torch.tensor([i for i, _ in rows], device=dev)
-        cont = torch.full((len(rows), w2), pad_id, dtype=torch.long)
-        for r, (i, j) in enumerate(rows):
-            c = batch[i][1][j][:-1]
-            cont[r, :len(c)] = torch.tensor(c)  # right padding: pads follow the real tokens, never precede them
+        # right padding: pads follow the real tokens, never precede them
+        cont, _ = pad_ids([batch[i][1][j][:-1] for i, j in rows], pad_id)
+        w2 = cont.size(1)
         ctx_len = mask.sum(-1).to(dev)[sel]
         cache = _select_cache(_out_cache(out), sel)
         attn = torch.cat([mask.to(dev)[sel], torch.ones((len(rows), w2), dtype=torch.long, device=dev)], dim=1)
@@ -186,7 +181,8 @@ def _score_shared(model, batch: list[tuple[list[int], list[list[int]]]], pad_id:
 
 def _score_rows(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, max_len: int) -> list[Choice]:
     """Score full (context + continuation) rows as one left-padded batch."""
-    import torch
+
+    from ..batching import pad_ids, positions
 
     dev = _device(model)
     seqs, conts = [], []
@@ -194,14 +190,9 @@ def _score_rows(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, ma
         seq = (ctx + cont)[-(max_len + 1):][:-1]  # lm-eval: truncate left, drop the last token
         seqs.append(seq)
         conts.append(cont)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
+    ids, mask = pad_ids(seqs, pad_id, left=True)
     # explicit positions so that left padding does not shift them (matters for absolute-position models)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = positions(mask)
     keep = max(len(c) for c in conts)
     out = forward(model, keep, input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                   use_cache=False)

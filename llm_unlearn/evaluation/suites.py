@@ -30,8 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from ..config.yamlio import load_yaml
 from ..errors import EvalError
-from ..yamlio import load_yaml
 
 SUBTLETIES = ("explicit", "partial", "indirect")
 

@@ -4,10 +4,9 @@ model everywhere once it has forgotten; :mod:`.grad_diff` adds one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..config.methods import GradAscentConfig
 from ..losses import token_nll
 from .base import ForgetObjective, Method, baseline_stages
 
@@ -23,18 +22,11 @@ class GradAscentObjective(ForgetObjective):
         return grad_ascent_loss(logits, batch["labels"])
 
 
-@dataclass
-class GradAscentConfig:
-    """``grad_ascent`` section: no settings of its own (training settings: the ``finetune`` section; for a retain
-    term use ``method: grad_diff``)."""
-
-    def needs_reference(self) -> bool:
-        return False
-
-    def objective(self, retain_batches=None, reference_model=None) -> GradAscentObjective:
-        return GradAscentObjective()
+def objective(config: GradAscentConfig, retain_batches=None, reference_model=None) -> GradAscentObjective:
+    return GradAscentObjective()
 
 
 METHOD = Method("grad_ascent", GradAscentConfig, baseline_stages("grad_ascent"), "unlearn",
                 "gradient ascent on the target text (maximises its next-token loss)",
-                "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models")
+                "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+                objective)

@@ -14,12 +14,11 @@ Optional retain term (NPO+RT in the paper; on by default as in open-unlearning):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..config.methods import NPOConfig
 from ..losses import sequence_nll
-from .base import ForgetObjective, Method, RetainTerm, baseline_stages, check_retain, need_number, reference_forward
+from .base import ForgetObjective, Method, baseline_stages, reference_forward, retain_term
 
 
 def npo_loss(nll: torch.Tensor, ref_nll: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,34 +40,11 @@ class NPOObjective(ForgetObjective):
         return npo_loss(nll, ref_nll, self.beta)
 
 
-@dataclass
-class NPOConfig:
-    """``npo`` section.
-
-    Attributes:
-        beta: inverse temperature (0.1, the paper's and open-unlearning's default).
-        retain_weight: weight of the retain term on generic text (1.0 = NPO+RT as open-unlearning runs it; 0 = NPO
-            alone).
-        retain_loss: ``nll`` or ``kl`` (KL to the base on the generic text).
-    """
-
-    beta: float = 0.1
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"
-
-    def __post_init__(self):
-        need_number("npo", "beta", self.beta, 0, low_open=True)
-        check_retain("npo", self.retain_loss, self.retain_weight)
-
-    def needs_reference(self) -> bool:
-        return True
-
-    def objective(self, retain_batches=None, reference_model=None) -> NPOObjective:
-        retain = RetainTerm(retain_batches, self.retain_weight, self.retain_loss, reference_model) \
-            if retain_batches is not None else None
-        return NPOObjective(self.beta, retain, reference_model)
+def objective(config: NPOConfig, retain_batches=None, reference_model=None) -> NPOObjective:
+    return NPOObjective(config.beta, retain_term(config, retain_batches, reference_model), reference_model)
 
 
 METHOD = Method("npo", NPOConfig, baseline_stages("npo"), "unlearn",
                 "negative preference optimization against the base model (plus a retain term)",
-                "Zhang et al. 2024, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning")
+                "Zhang et al. 2024, Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+                objective)

@@ -32,12 +32,10 @@ Defaults and their sources (rules RMU1-RMU4):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 
-from .base import ForgetObjective, Method, baseline_stages, need_int, need_number, unwrap
+from ..config.methods import RMUConfig
+from .base import ForgetObjective, Method, baseline_stages, unwrap
 
 PAPER_LAYER_FRACTION = 7 / 32
 PAPER_COEFF, PAPER_WIDTH = 6.5, 4096  # the WMDP README's Zephyr-7B value, kept for reference
@@ -176,41 +174,12 @@ class RMUObjective(ForgetObjective):
         return self.config.retain_weight * rmu_retain_loss(h, base, b["attention_mask"])
 
 
-@dataclass
-class RMUConfig:
-    """``rmu`` section (rules RMU1-RMU4 in the module docstring).
-
-    Attributes:
-        layer: the steered layer, a 0-based index into ``model.layers`` as the reference's ``layers[layer_id]``;
-            default ``round(7/32 * depth)`` (the reference's layer 7 of Zephyr's 32).
-        steering_coeff: c, the norm of the target direction; default None = ``steering_ratio`` x the base model's
-            mean activation norm at the layer on the forget text (RMU3).
-        steering_ratio: see ``steering_coeff`` (1.0).
-        retain_weight: weight of the retain term (1200, the WMDP README's Zephyr-7B value; 0 = off).
-        seed: the random direction.
-    """
-
-    layer: Optional[int] = None
-    steering_coeff: Optional[float] = None
-    steering_ratio: float = 1.0
-    retain_weight: float = 1200.0
-    seed: int = 0
-
-    def __post_init__(self):
-        need_int("rmu", "layer", self.layer, 0, optional=True)
-        need_number("rmu", "steering_coeff", self.steering_coeff, 0, low_open=True, optional=True)
-        need_number("rmu", "steering_ratio", self.steering_ratio, 0, low_open=True)
-        need_number("rmu", "retain_weight", self.retain_weight, 0)
-        need_int("rmu", "seed", self.seed, 0)
-
-    def needs_reference(self) -> bool:
-        return True  # the retain term and RMU3's norm read the base model's activations
-
-    def objective(self, retain_batches=None, reference_model=None) -> RMUObjective:
-        return RMUObjective(self, retain_batches, reference_model)
+def objective(config: RMUConfig, retain_batches=None, reference_model=None) -> RMUObjective:
+    return RMUObjective(config, retain_batches, reference_model)
 
 
 METHOD = Method("rmu", RMUConfig, baseline_stages("rmu"), "unlearn",
                 "RMU: steer one layer's activations on the target text toward a random direction, keep them on generic "
                 "text (the MLP of the three layers up to it trains)",
-                "Li et al. 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning")
+                "Li et al. 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
+                objective)

@@ -18,11 +18,10 @@ Defaults as the authors run TOFU (rule SN1), with their sources:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .base import ForgetObjective, Method, RetainTerm, baseline_stages, check_retain, need_number
+from ..config.methods import SimNPOConfig
+from .base import ForgetObjective, Method, baseline_stages, retain_term
 
 
 def simnpo_loss(nll: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: float, delta: float = 0.0) -> torch.Tensor:
@@ -42,39 +41,12 @@ class SimNPOObjective(ForgetObjective):
         return simnpo_loss(nll, count, self.beta, self.gamma, self.delta)
 
 
-@dataclass
-class SimNPOConfig:
-    """``simnpo`` section (defaults: rule SN1, the authors' TOFU settings as open-unlearning ships them).
-
-    Attributes:
-        beta: inverse temperature on the mean token log-probability (4.5).
-        gamma: weight of the forget term (0.125, the authors' ``npo_coeff``).
-        delta: reward margin subtracted from the mean token NLL (0, the authors' ``gamma``).
-        retain_weight: weight of the retain term (1.0; 0 = off).
-        retain_loss: ``nll`` or ``kl`` (KL to the base on the retain text).
-    """
-
-    beta: float = 4.5
-    gamma: float = 0.125
-    delta: float = 0.0
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"
-
-    def __post_init__(self):
-        need_number("simnpo", "beta", self.beta, 0, low_open=True)
-        need_number("simnpo", "gamma", self.gamma, 0)
-        need_number("simnpo", "delta", self.delta)
-        check_retain("simnpo", self.retain_loss, self.retain_weight)
-
-    def needs_reference(self) -> bool:
-        return self.retain_loss == "kl" and self.retain_weight > 0
-
-    def objective(self, retain_batches=None, reference_model=None) -> SimNPOObjective:
-        retain = RetainTerm(retain_batches, self.retain_weight, self.retain_loss, reference_model) \
-            if retain_batches is not None else None
-        return SimNPOObjective(self.beta, self.gamma, self.delta, retain)
+def objective(config: SimNPOConfig, retain_batches=None, reference_model=None) -> SimNPOObjective:
+    return SimNPOObjective(config.beta, config.gamma, config.delta, retain_term(config, retain_batches,
+                                                                            reference_model))
 
 
 METHOD = Method("simnpo", SimNPOConfig, baseline_stages("simnpo"), "unlearn",
                 "SimNPO: reference-free, length-normalised negative preference optimization (plus a retain term)",
-                "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning")
+                "Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+                objective)

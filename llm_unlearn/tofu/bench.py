@@ -34,10 +34,10 @@ from typing import Optional
 
 import yaml
 
-from ..datadir import is_data_ref, resolve_data_ref
+from ..config.datadir import is_data_ref, resolve_data_ref
+from ..config.yamlio import load_yaml
 from ..errors import RecipeError, RunDirError
 from ..runio import atomic_write_json, atomic_write_text, save_figure
-from ..yamlio import load_yaml
 from .chat import chat_corpus_text, template_terms
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
@@ -150,7 +150,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise RecipeError(f"override '{item}' must look like section.key=value")
         dotted, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
         node, parts = data, dotted.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -161,8 +161,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def default_data_dir() -> Path:
-    """The data folder's TOFU files (:mod:`llm_unlearn.datadir`)."""
-    from ..datadir import default_tofu_dir
+    """The data folder's TOFU files (:mod:`llm_unlearn.config.datadir`)."""
+    from ..config.datadir import default_tofu_dir
 
     return default_tofu_dir()
 

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..batching import pad_ids
 from ..errors import RecipeError
 from .chat import encode_qa, prompt_text
 from .data import QAItem
@@ -49,15 +50,8 @@ def answer_losses(model, tokenizer, pairs: list[tuple[str, str]], cfg: TofuEvalC
     out = [0.0] * len(rows)
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
-        length = max(len(rows[i]["input_ids"]) for i in idx)
-        ids = torch.full((len(idx), length), tokenizer.pad_token_id, dtype=torch.long)
-        att = torch.zeros_like(ids)
-        lab = torch.full_like(ids, -100)
-        for j, i in enumerate(idx):
-            n = len(rows[i]["input_ids"])
-            ids[j, :n] = torch.as_tensor(rows[i]["input_ids"])
-            att[j, :n] = 1
-            lab[j, :n] = torch.as_tensor(rows[i]["labels"])
+        ids, att = pad_ids([rows[i]["input_ids"] for i in idx], tokenizer.pad_token_id)
+        lab, _ = pad_ids([rows[i]["labels"] for i in idx], -100)
         ids, att, lab = ids.to(device), att.to(device), lab.to(device)
         with _autocast(model, cfg):
             logits = model(input_ids=ids, attention_mask=att).logits

@@ -9,20 +9,19 @@ until the API takes ``method=``, asking for one is a :class:`MethodUnavailableEr
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..config.methods import METHOD_NAMES
 from ..corpus import texts_jsonl
 from ..errors import RecipeError
 from ..runio import atomic_write_text
 from .flops import count_flops
 
-BUILTIN_METHODS = ("whp",)
-KNOWN_METHODS = ("whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
+KNOWN_METHODS = METHOD_NAMES  # the registry's methods (llm_unlearn.methods)
 
 
 class MethodUnavailableError(RecipeError):
@@ -38,24 +37,10 @@ class UnlearnOutcome:
     run_dir: Path
 
 
-def _api_takes(name: str) -> bool:
-    from ..api import unlearn
-
-    return name in inspect.signature(unlearn).parameters
-
-
-def available_methods() -> tuple[str, ...]:
-    return KNOWN_METHODS if _api_takes("method") else BUILTIN_METHODS
-
-
 def check_method(name: str) -> None:
     """Raise :class:`MethodUnavailableError` when ``name`` cannot run here (call it before any training)."""
     if name not in KNOWN_METHODS:
         raise MethodUnavailableError(f"unknown unlearning method '{name}'; known: {', '.join(KNOWN_METHODS)}")
-    if name not in available_methods():
-        raise MethodUnavailableError(
-            f"unlearning method '{name}' is not available in this installation (the API runs only "
-            f"{', '.join(available_methods())}; the method registry brings the others): drop it from --methods")
 
 
 def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence[str], retain_texts: Sequence[str],
@@ -65,16 +50,14 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
     """Unlearn ``forget_texts`` from ``model_dir`` with method ``name``; the run lives in ``out``.
 
     ``retain_texts`` (the retain authors' QA) are written to ``out/inputs/retain.jsonl`` and handed to methods
-    that use retain data (when the API takes ``retain=``). ``params`` / ``vocab_size`` size the FLOPs estimate.
+    that use retain data (``finetune.retain_corpus``). ``params`` / ``vocab_size`` size the FLOPs estimate.
     ``anchors`` (WHP only) is merged into the extracted anchor dictionary (``{term: None}`` vetoes a term).
     """
     from ..api import unlearn
 
     check_method(name)
     out = Path(out)
-    kwargs: dict[str, Any] = {}
-    if name != "whp" or _api_takes("method"):
-        kwargs["method"] = name
+    kwargs: dict[str, Any] = {"method": name}
     if anchors and name == "whp":
         kwargs["anchors"] = dict(anchors)
     retain_path = out / "inputs" / "retain.jsonl"  # kept for every method: a recipe override may name it
@@ -83,9 +66,7 @@ def unlearn_with_method(name: str, model_dir: str | Path, forget_texts: Sequence
     # rule TOFU-U2: every forget QA is unlearned; a validation slice of the forget set would be scored as forgotten
     # without ever being trained on
     run_overrides.setdefault("corpus.validation_fraction", 0.0)
-    if _api_takes("retain"):
-        kwargs["retain"] = str(retain_path)
-    elif name != "whp":  # the baselines' retain terms read finetune.retain_corpus: the retain authors' QA, not WikiText
+    if name != "whp":  # the baselines' retain terms read finetune.retain_corpus: the retain authors' QA, not WikiText
         run_overrides.setdefault("finetune.retain_corpus", str(retain_path))
     t0 = time.perf_counter()
     with count_flops(params, vocab_size) as flops:

@@ -7,7 +7,7 @@ translated the same way estimates where that goal lies on the suite: "Jacob Hart
 knowledge of the target; the part below it is general language that no unlearning should remove.
 
 F1. Each prompt is translated with the run's anchor dictionary by the labels stage's rules (matching M1-M5, choice
-    C1-C2; :meth:`llm_unlearn.translation.Translator.translate_text`), with one seeded draw per prompt.
+    C1-C2; :meth:`llm_unlearn.whp.translation.Translator.translate_text`), with one seeded draw per prompt.
 F2. Only prompts in which at least one anchored term was replaced are scored ("translated prompts"); a prompt that
     names nothing of the dictionary is the base model's own answer, which says nothing about a floor.
 F3. The translated prompts are scored exactly as the suite is: greedy completions graded by the suite's grader
@@ -35,8 +35,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from .familiarity import completion_familiarity, grade_summary, probability_familiarity
-from .suites import Suite
+from ..evaluation.familiarity import completion_familiarity, grade_summary, probability_familiarity
+from ..evaluation.suites import Suite
 
 
 def translate_suite(suite: Suite, translator, seed: int = 0) -> tuple[Suite, dict[str, str]]:

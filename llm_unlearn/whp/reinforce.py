@@ -9,35 +9,26 @@ and say so loudly when it did not improve (the logit offset would then carry no 
 from __future__ import annotations
 
 import logging
-import shutil
 
-from .corpus import split_rows
-from .models import load_model
-from .recipe import Recipe
-from .rundir import RunPaths
-from .training import TrainConfig, cleanup_checkpoints, perplexity, train_stage, training_dtype
+from ..corpus import split_rows
+from ..training import load_for_training, perplexity, stage_config, train_and_keep
 
 logger = logging.getLogger(__name__)
 
 
-def run_reinforce(run: RunPaths, recipe: Recipe, progress: bool = True) -> dict:
+def run_reinforce(run, recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> reinforce/adapter (LoRA) or reinforce/adapter (full weights), + metrics."""
-    cfg = TrainConfig.from_section(recipe.reinforce, recipe)
-    model, tokenizer = load_model(recipe.model.spec, dtype=training_dtype(recipe), device=recipe.model.device,
-                                  trust_remote_code=recipe.model.trust_remote_code)
+    cfg = stage_config(recipe.reinforce, recipe)
+    model, tokenizer = load_for_training(recipe)
     train, val = split_rows(run)
     ppl_rows = val or train[: max(1, len(train) // 20)]
     base_ppl = perplexity(model, ppl_rows, tokenizer.pad_token_id, cfg.batch_size)
     # The reinforced model is the FINAL one: it should know the target blocks as well as possible (the labels are
     # computed on these same blocks), so no early stopping here.
-    result, trainer = train_stage(model, tokenizer, cfg, run.reinforce_dir, train, val, select_best=False,
-                                  desc="reinforce", progress=progress)
+    result, trainer = train_and_keep(model, tokenizer, cfg, run.reinforce_dir, run.reinforce_weights, train, val,
+                                     keep="final", desc="reinforce", progress=progress)
     reinforced = trainer.accelerator.unwrap_model(trainer.model)
     reinforced_ppl = perplexity(reinforced, ppl_rows, tokenizer.pad_token_id, cfg.batch_size)
-    if trainer.accelerator.is_main_process:
-        shutil.rmtree(run.reinforce_weights, ignore_errors=True)
-        shutil.copytree(run.reinforce_dir / "final", run.reinforce_weights)
-    cleanup_checkpoints(trainer, run.reinforce_dir)
     improved = reinforced_ppl < base_ppl
     metrics = {"base_perplexity": base_ppl, "reinforced_perplexity": reinforced_ppl, "improved": improved,
                "perplexity_on": "validation blocks" if val else "training blocks", **result}

@@ -1,7 +1,7 @@
 """Kind and gender agreement of the automatic dictionary on the four bundled books (rules Q2, Q3 of
 :mod:`.quality`), over each book's top-100 anchors, against the hand-labelled files in ``tests/data``.
 
-    python -m llm_unlearn.anchors.agreement [--labels-dir tests/data] [--top 100] [--misses]
+    python -m llm_unlearn.whp.anchors.agreement [--labels-dir tests/data] [--top 100] [--misses]
                                             [--kinds ner --keep-period-words]
 
 prints the table of docs/results.md ("Anchor kinds and gender on four books"). Default anchors settings
@@ -20,16 +20,17 @@ ORDINARY_TOP = 150
 
 
 def book_text(name: str) -> str:
-    from ..datadir import data_dir
+    from ...config.datadir import data_dir
 
     return (data_dir() / "corpora" / BOOKS[name]).read_text(encoding="utf-8")
 
 
 def measure_book(name: str, labels_dir: str | Path, top: int = TOP, config=None) -> dict:
     """Build the book's dictionary (default settings, ``top_k`` at least ``ORDINARY_TOP``) and measure it."""
-    from ..recipe import AnchorsConfig
-    from . import AnchorDictionary, build_anchor_dictionary
+    from ...config import AnchorsConfig
+    from .dictionary import AnchorDictionary
     from .quality import gender_agreement, kind_agreement, load_kind_labels
+    from .stage import build_anchor_dictionary
 
     config = config or AnchorsConfig()
     config.top_k = max(config.top_k, ORDINARY_TOP)
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
                    help="anchors.kinds (ner: the former spaCy-label kinds, for comparison)")
     p.add_argument("--keep-period-words", action="store_true", help="anchors.period_words: false")
     args = p.parse_args(argv)
-    from ..recipe import AnchorsConfig
+    from ...config import AnchorsConfig
 
     results = [measure_book(b, args.labels_dir, args.top,
                             AnchorsConfig(kinds=args.kinds, period_words=not args.keep_period_words))

@@ -20,8 +20,8 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..errors import AnchorError
-from ..openai_chat import ask_chat, chat_completions_url, choose_endpoint
+from ...errors import AnchorError
+from ...openai_chat import ask_chat, chat_completions_url, choose_endpoint
 from .proposals import _not_target, _shape_ok, find_contexts
 
 logger = logging.getLogger(__name__)
@@ -80,13 +80,13 @@ class _OpenAIChat:
 
 class _HFChat:
     def __init__(self, spec: str, max_new_tokens: int = 60):
-        from ..models import load_model
+        from ...models import load_model
 
         self.model, self.tokenizer = load_model(spec)
         self.max_new_tokens = max_new_tokens
 
     def ask_many(self, prompts: Sequence[str]) -> list[str]:
-        from ..evaluation.familiarity import generate
+        from ...evaluation.familiarity import generate
 
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):

@@ -49,7 +49,7 @@ than "it" ("the Huns", "the Szgany"), else a place ("the Danube": persons' names
 ordinary English noun that takes "the" in half its mentions); a place (K4 votes at least 1 with no K1/K2 vote, at
 most one he/she and "the" in under half the mentions; or K4 votes at least 2 and at least the animate ones); an
 object (it-pronouns at least the animate votes, and "the" in a third of the mentions); otherwise the kind spaCy's
-labels gave (module ``llm_unlearn.anchors``). Lower-case terms keep the type ``noun`` unless they are a creature, a
+labels gave (module ``llm_unlearn.whp.anchors``). Lower-case terms keep the type ``noun`` unless they are a creature, a
 person, a group or a fiction kind; an object noun is marked concrete (substitutes from the object list, rule S1).
 
 Gender of a person (rules G1-G4): G1 honorifics (3 votes each) and G2 pronouns after mentions; a side wins with
@@ -116,7 +116,7 @@ def mention_spans(texts: Sequence[str], keys: Iterable[str], keep=None
                   ) -> tuple[list[str], dict[str, list[tuple[int, int, int]]]]:
     """(the texts with hard line wraps joined, {key: [(text index, start, end)]}) of every mention of each key that
     is not in capitals and that ``keep(text, start)`` accepts (all when None)."""
-    from ..translation import AnchorMatcher
+    from ..matching import AnchorMatcher
 
     keys = list(keys)
     matcher = AnchorMatcher({k: ["-"] for k in keys})
@@ -386,7 +386,7 @@ def assign_kinds(selected: list, texts: Sequence[str], st, names: Mapping[str, f
     """Rule K14 and G1-G3 for the selected candidates: sets each candidate's ``type`` and its ``info`` entries
     ``evidence`` (one line), ``gender`` (votes for the substitute generator), ``shape`` and ``concrete``.
     Returns the evidence per term."""
-    from . import _canon
+    from .dictionary import _canon
     from .period import ordinary_capitalised_word
 
     all_names = names["female"] | names["male"] | names["last"]

@@ -21,13 +21,13 @@ D4. Capitalised ordinary words: a capitalised single word that is a common word 
     there in lower case, itself, without its hyphen, by its last hyphenated part, or through the word it
     inflects: "Memorandum", "Hark", "Mem"), not a known name, and for which no mention gives a cue of a name
     (rules K1-K5 of :mod:`.kinds` all silent) is not an anchor. It is applied after the kinds are read
-    (``llm_unlearn.anchors.kinds.assign_kinds``). The same test tells a common English word from a name in
+    (``llm_unlearn.whp.anchors.kinds.assign_kinds``). The same test tells a common English word from a name in
     rules K9 and K14.
 D3. The target's own words stay: a dictionary word that the target uses at least 200 times per million words
     and at least 20 times (an ordinary word the target made its own, like "muggles") is kept.
 The rules are on by default (``anchors.period_words``); the user dictionary can still add any word.
 
-The tests of ordinary modern English words that apply always (rules O1, O2 of ``llm_unlearn.anchors``:
+The tests of ordinary modern English words that apply always (rules O1, O2 of ``llm_unlearn.whp.anchors``:
 :func:`ordinary_word`, :func:`ordinary_capitalised`) live here too.
 """
 
@@ -51,7 +51,7 @@ _OWN_MIN_COUNT = 20
 _QUOTE = re.compile(r"[\"“”]|\n\s*\n")
 
 
-# ---- rules O1, O2 (llm_unlearn.anchors): ordinary words of modern English --------------------------------------
+# ---- rules O1, O2 (llm_unlearn.whp.anchors): ordinary words of modern English --------------------------------------
 # Endings of English inflections: (ending, what replaces it) -> the word a form may inflect (rule O1).
 _INFLECTIONS = (("ies", "y"), ("ves", "f"), ("men", "man"), ("es", ""), ("s", ""), ("ing", ""), ("ing", "e"),
                 ("ed", ""), ("ed", "e"), ("er", ""), ("est", ""))

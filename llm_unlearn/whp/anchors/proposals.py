@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ...batching import pad_ids, positions
+
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'’\-]*$")
@@ -104,13 +106,8 @@ def _encode_left(tokenizer, contexts: list[str], context_tokens: int) -> list[li
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    att = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, n - len(s):] = torch.as_tensor(s)
-        att[i, n - len(s):] = 1
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    ids, att = pad_ids(seqs, pad_id, left=True)
+    pos = positions(att)
     return ids.to(device), att.to(device), pos.to(device)
 
 

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import AnchorError
+from ...errors import AnchorError
 
 KINDS = ("person", "animal", "pet", "place", "object", "organisation", "group", "title", "game", "spell", "subject",
          "event", "invented")
@@ -58,7 +58,7 @@ _TOWN_ENDINGS = re.compile(r"(ton|ville|burgh|borough|bury|shire|stad|side|port|
 
 def load_kind_labels(path: str | Path) -> dict:
     """Read a hand-labelled kinds file: ``{kinds: {term: kind}, genders: {term: f|m}, not_anchors: [word, ...]}``."""
-    from ..yamlio import read_yaml_file
+    from ...config.yamlio import read_yaml_file
 
     path = Path(path)
     if not path.is_file():
@@ -88,7 +88,8 @@ def substitute_kind(text: str, lists: Mapping[str, frozenset[str]] | None = None
     proper name). See rule Q2 for what the judge can and cannot tell."""
     from wordfreq import zipf_frequency
 
-    from . import TITLES, faker_lists
+    from .extraction import TITLES
+    from .selection import faker_lists
 
     lists = lists or faker_lists()
     words = [w.strip(".,'’").lower() for w in text.split()]
@@ -155,7 +156,8 @@ def _top(dictionary, top: int | None) -> list[str]:
 
 def kind_agreement(dictionary, labels: Mapping, top: int | None = None) -> dict:
     """Rule Q2 for one dictionary and one hand-labelled file (as :func:`load_kind_labels` returns it)."""
-    from . import _canon, faker_lists
+    from .dictionary import _canon
+    from .selection import faker_lists
 
     lists = faker_lists()
     judged_keys = _top(dictionary, top)
@@ -180,8 +182,8 @@ def kind_agreement(dictionary, labels: Mapping, top: int | None = None) -> dict:
 
 def given_name_gender(word: str, lists: Mapping[str, frozenset[str]] | None = None) -> str | None:
     """Rule Q3: "f", "m" or "n" (neutral) for a given name, None when ``word`` is no given name."""
-    from . import faker_lists
     from .lexicon import UNISEX_NAMES
+    from .selection import faker_lists
 
     lists = lists or faker_lists()
     w = word.strip(".,").lower()
@@ -195,7 +197,8 @@ def given_name_gender(word: str, lists: Mapping[str, frozenset[str]] | None = No
 
 def gender_agreement(dictionary, labels: Mapping, top: int | None = None) -> dict:
     """Rule Q3 for one dictionary and one hand-labelled file."""
-    from . import _canon, faker_lists
+    from .dictionary import _canon
+    from .selection import faker_lists
 
     lists = faker_lists()
     keys = {_canon(k).lower(): k for k in _top(dictionary, top)}
@@ -222,13 +225,10 @@ def _token_nll(model, batch_ids: list[list[int]], pad_id: int) -> list:
     """Per-sequence arrays of next-token negative log-likelihoods (position i predicts token i + 1)."""
     import torch
 
+    from ...batching import pad_ids
+
     device = next(model.parameters()).device
-    n = max(len(s) for s in batch_ids)
-    ids = torch.full((len(batch_ids), n), pad_id, dtype=torch.long)
-    att = torch.zeros((len(batch_ids), n), dtype=torch.long)
-    for i, s in enumerate(batch_ids):
-        ids[i, :len(s)] = torch.as_tensor(s)
-        att[i, :len(s)] = 1
+    ids, att = pad_ids(batch_ids, pad_id)
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), attention_mask=att.to(device), use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)
@@ -242,7 +242,7 @@ def perplexity_ratio(model, tokenizer, dictionary, texts: Sequence[str], max_tok
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ..corpus import Document, make_blocks
+    from ...corpus import Document, make_blocks
     from ..translation import Translator
 
     if not len(dictionary) or max_tokens <= 0:
