@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.config import Recipe  # noqa: E402
+from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 UPSTREAM = ("corpus", "anchors", "reinforce", "labels")

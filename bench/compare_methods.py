@@ -46,10 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.alpha_sweep import UPSTREAM, link_upstream  # noqa: E402
 from bench.alpha_sweep import summarize as sweep_summary  # noqa: E402
+from llm_unlearn.config import Recipe  # noqa: E402
 from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
 from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
-from llm_unlearn.config import Recipe  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 # CMP1: one LoRA learning-rate grid for every method (30x wide, around the rates where the methods move the

@@ -116,9 +116,9 @@ def _fwd_bwd_fn(model, ids, bf16: bool):
 def bench_dtype(args) -> dict:
     import torch
 
+    from llm_unlearn.config import AnchorsConfig
     from llm_unlearn.whp.anchors import build_anchor_dictionary
     from llm_unlearn.whp.labels import LogitSource, label_blocks
-    from llm_unlearn.config import AnchorsConfig
     from llm_unlearn.whp.translation import Translator
 
     base32, tok = load_base(dtype="float32")

@@ -72,8 +72,8 @@ def log(msg: str) -> None:
 
 # ---- anchors ----------------------------------------------------------------------------------------------
 def bench_anchors(ctx: dict, args) -> dict:
-    from llm_unlearn.whp.anchors import build_anchor_dictionary
     from llm_unlearn.config import AnchorsConfig
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
 
     blocks = ctx["all_blocks"]
     texts = [b.text for b in blocks]  # what the anchors stage reads: the blocks' texts, in order
@@ -90,8 +90,8 @@ def bench_anchors(ctx: dict, args) -> dict:
 
 def _dictionary(ctx: dict):
     if "dictionary" not in ctx:  # anchors section skipped: extract from the slice only (quicker)
-        from llm_unlearn.whp.anchors import build_anchor_dictionary
         from llm_unlearn.config import AnchorsConfig
+        from llm_unlearn.whp.anchors import build_anchor_dictionary
 
         ctx["dictionary"] = build_anchor_dictionary([b.text for b in ctx["all_blocks"][:64]],
                                                     AnchorsConfig(top_k=150, min_count=3, translations_per_key=3),
@@ -197,8 +197,8 @@ def bench_finetune(ctx: dict, args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from llm_unlearn.whp.labels import alpha_key
     from llm_unlearn.training import TrainConfig, pad_batch, resolve_precision, train_stage, wrap_lora
+    from llm_unlearn.whp.labels import alpha_key
 
     tok = ctx["tok"]
     key = alpha_key(5.0)

@@ -1,4 +1,4 @@
-"""Retain text: generic text that a method's retain term keeps the model good at (WHP's retain guard, GradDiff,
+"""Retain text and the retain term: generic text that a method's retain term keeps the model good at (WHP's retain guard, GradDiff,
 NPO, SimNPO, RMU). WikiText-2 valid from the data folder by default (:mod:`llm_unlearn.config.datadir`), or the files a
 recipe lists in ``finetune.retain_corpus``.
 
@@ -13,7 +13,7 @@ import torch
 
 from .config.datadir import default_retain_text, is_hf_ref, resolve_data_ref
 from .errors import RecipeError
-from .losses import pad_batch
+from .losses import pad_batch, token_nll
 
 
 def retain_paths(recipe) -> list[str]:
@@ -59,3 +59,44 @@ class RetainBatches:
         rows = [self.rows[(micro_step * self.batch_size + k) % n] for k in range(self.batch_size)]
         batch = pad_batch(rows, self.pad_id, "labels" if "labels" in rows[0] else None)  # chat QA: rule L1
         return {k: v.to(device) for k, v in batch.items()}
+
+
+# ---- the retain term and the reference model -----------------------------------------------------------------
+def unwrap(model):
+    """The model inside a DDP / accelerate wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def reference_forward(model, reference_model, **inputs):
+    """Outputs of the reference model, without gradients: ``reference_model`` when given (full fine-tuning keeps a
+    frozen copy), else the trained model itself with its LoRA adapter off (no extra memory)."""
+    with torch.no_grad():
+        if reference_model is not None:
+            return reference_model(**inputs)
+        inner = unwrap(model)
+        with inner.disable_adapter():
+            return inner(**inputs)
+
+
+def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) of the next-token distributions, mean over the attended positions."""
+    mask = attention_mask.bool()
+    cur = torch.log_softmax(logits.float()[mask], -1)
+    ref = torch.log_softmax(ref_logits.float()[mask], -1)
+    return torch.nn.functional.kl_div(cur, ref, log_target=True, reduction="batchmean")
+
+
+class RetainTerm:
+    """``weight * NLL`` or ``weight * KL(reference || model)`` on generic-text batches cycled by micro-step."""
+
+    def __init__(self, batches, weight: float, kind: str = "nll", reference_model=None):
+        self.batches, self.weight, self.kind, self.reference_model = batches, weight, kind, reference_model
+
+    def __call__(self, model, device_like: torch.Tensor, micro_step: int) -> torch.Tensor:
+        b = self.batches(micro_step, device_like.device)
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        if self.kind == "kl":
+            ref = reference_forward(model, self.reference_model, **inputs).logits
+            logits = model(**inputs).logits
+            return self.weight * retain_kl(logits, ref, b["attention_mask"])
+        return self.weight * token_nll(model(**inputs).logits, b["labels"])

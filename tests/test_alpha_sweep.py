@@ -42,8 +42,8 @@ def test_alpha_sweep_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus, mon
 
     # --from-run: a finished run of the recipe gives the stages up to the labels, its own model and its
     # evaluation (same config), so only the other alpha is trained and evaluated
-    from llm_unlearn.pipeline import Pipeline
     from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
 
     run = tmp_path / "run"
     Pipeline(Recipe.from_yaml(recipe), run, progress=False).run_stages()  # alpha 5 (labels for 2.5, 5, 10)

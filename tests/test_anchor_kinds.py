@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from conftest import write_yaml
 
+from llm_unlearn.config import AnchorsConfig
 from llm_unlearn.whp.anchors import (
     FEMALE_TITLES,
     MALE_TITLES,
@@ -26,9 +27,14 @@ from llm_unlearn.whp.anchors.kinds import (
     neutral_names,
     occurrences,
 )
-from llm_unlearn.whp.anchors.period import Usage, dialect_source, in_dictionary, ordinary_capitalised_word, period_reason
+from llm_unlearn.whp.anchors.period import (
+    Usage,
+    dialect_source,
+    in_dictionary,
+    ordinary_capitalised_word,
+    period_reason,
+)
 from llm_unlearn.whp.anchors.quality import gender_agreement, given_name_gender, kind_agreement, substitute_kinds
-from llm_unlearn.config import AnchorsConfig
 
 TITLES = {"f": FEMALE_TITLES, "m": MALE_TITLES, "n": NEUTRAL_TITLES}
 NAMES = faker_lists()
@@ -297,8 +303,8 @@ def test_gender_agreement(tmp_path):
     assert kind_agreement(d, labels)["coverage"] == 1.0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"kinds": {"Oz": "place"}, "genders": {"Oz": "m"}}))
-    from llm_unlearn.whp.anchors.quality import load_kind_labels
     from llm_unlearn.errors import AnchorError
+    from llm_unlearn.whp.anchors.quality import load_kind_labels
 
     with pytest.raises(AnchorError, match="not labelled person"):
         load_kind_labels(path)

@@ -13,7 +13,19 @@ import pytest
 import torch
 from conftest import ChatServer, write_yaml
 
-from llm_unlearn.whp.anchors import AnchorDictionary, Candidate, faker_lists, has_letters, make_translations, name_parts, ordinary_capitalised, ordinary_word, score_candidates
+from llm_unlearn.config import AnchorsConfig
+from llm_unlearn.errors import AnchorError
+from llm_unlearn.whp.anchors import (
+    AnchorDictionary,
+    Candidate,
+    faker_lists,
+    has_letters,
+    make_translations,
+    name_parts,
+    ordinary_capitalised,
+    ordinary_word,
+    score_candidates,
+)
 from llm_unlearn.whp.anchors.extraction import _Stats
 from llm_unlearn.whp.anchors.proposals import _not_target, _shape_ok, _whole_words, find_contexts, propose_substitutes
 from llm_unlearn.whp.anchors.quality import (
@@ -22,8 +34,6 @@ from llm_unlearn.whp.anchors.quality import (
     perplexity_ratio,
     substitute_kind,
 )
-from llm_unlearn.errors import AnchorError
-from llm_unlearn.config import AnchorsConfig
 
 DATA = Path(__file__).parent / "data"
 
@@ -280,8 +290,8 @@ def test_alice_ordinary_words_are_not_anchors_and_kinds_are_measured():
     hand-labelled kinds are measured (Faker substitutes here; the model's are measured by `llm-unlearn anchors`)."""
     from conftest import data_path
 
-    from llm_unlearn.whp.anchors import build_anchor_dictionary
     from llm_unlearn.corpus import read_corpus
+    from llm_unlearn.whp.anchors import build_anchor_dictionary
 
     path = data_path("corpora", "alice_in_wonderland.txt")
     texts = [d.text for d in read_corpus(str(path))]

@@ -10,12 +10,19 @@ from collections import Counter
 
 import pytest
 
-from llm_unlearn.whp.anchors import AnchorDictionary, AnchorEntry, Candidate, build_anchor_dictionary, load_spacy, select_candidates
+from llm_unlearn.config import AnchorsConfig
+from llm_unlearn.errors import AnchorError, RecipeError
+from llm_unlearn.whp.anchors import (
+    AnchorDictionary,
+    AnchorEntry,
+    Candidate,
+    build_anchor_dictionary,
+    load_spacy,
+    select_candidates,
+)
 from llm_unlearn.whp.anchors.extraction import _chunks, _Stats
 from llm_unlearn.whp.anchors.selection import _keyness
 from llm_unlearn.whp.anchors.substitutes import _Substitutes
-from llm_unlearn.errors import AnchorError
-from llm_unlearn.config import AnchorsConfig
 from llm_unlearn.whp.translation import AnchorMatcher
 
 
@@ -139,8 +146,8 @@ def test_selection_caps_types_then_fills_and_applies_hygiene():
               cand("Adler's", "person", 20), cand("Windibank", "person", 10)]
     names = [c.text for c in select_candidates(ranked, AnchorsConfig(top_k=4))]
     assert names == ["Irene", "Adler", "Windibank"]  # "Irene Adler" dropped once both words are keys
-    with pytest.raises(AnchorError, match="unknown type 'wizards'"):
-        select_candidates(ranked, AnchorsConfig(type_quotas={"wizards": 0.1}))
+    with pytest.raises(RecipeError, match="anchors.type_quotas must be a mapping of types"):
+        AnchorsConfig(type_quotas={"wizards": 0.1}).validate()
 
 
 def test_keyness_prefers_target_specific_terms():
@@ -304,7 +311,7 @@ def test_translator_keeps_a_full_name_consistent_with_both_parts(smol_tokenizer)
 def test_unused_extracted_keys_are_dropped(monkeypatch):
     """A name part that never occurs outside a kept full name is never replaced: dropped after the recount,
     unless the user gave it."""
-    import llm_unlearn.whp.anchors as anchors
+    import llm_unlearn.whp.anchors.stage as anchors
 
     st = _Stats(total_words=100_000)
     for text, n in {"Zebulon Johnson": 6, "Quarrington": 8}.items():
@@ -335,11 +342,12 @@ def test_substitutes_refuse_names_of_the_corpus():
 
 
 def test_config_errors():
-    with pytest.raises(AnchorError, match="top_k"):
+    """The stage checks its section by the section's own checks (one validation path), then the Faker locale."""
+    with pytest.raises(RecipeError, match="anchors.top_k"):
         build_anchor_dictionary(["x"], AnchorsConfig(top_k=0))
-    with pytest.raises(AnchorError, match="min_keyness_ratio"):
+    with pytest.raises(RecipeError, match="anchors.min_keyness_ratio"):
         build_anchor_dictionary(["x"], AnchorsConfig(min_keyness_ratio=0.5))
-    with pytest.raises(AnchorError, match="type_quotas.person"):
+    with pytest.raises(RecipeError, match="anchors.type_quotas"):
         build_anchor_dictionary(["x"], AnchorsConfig(type_quotas={"person": 2}))
     with pytest.raises(AnchorError, match="faker_locale"):
         build_anchor_dictionary(["x"], AnchorsConfig(faker_locale="xx_YY"))
@@ -511,8 +519,8 @@ def test_sherlock_translations_follow_the_rules(sherlock_dictionary, sherlock_te
 def test_sherlock_name_parts(sherlock_dictionary, smol_tokenizer):
     import random
 
-    from llm_unlearn.whp.anchors import faker_lists
     from llm_unlearn.corpus import Document, make_blocks
+    from llm_unlearn.whp.anchors import faker_lists
     from llm_unlearn.whp.translation import Translator
 
     d, _ = sherlock_dictionary

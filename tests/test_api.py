@@ -60,8 +60,8 @@ def test_alice_example_makes_a_valid_recipe_and_its_suites_load():
 
     from conftest import REPO
 
-    from llm_unlearn.evaluation.suites import load_suite
     from llm_unlearn.config import Recipe
+    from llm_unlearn.evaluation.suites import load_suite
 
     spec = importlib.util.spec_from_file_location("alice_example", REPO / "examples" / "alice_wonderland.py")
     example = importlib.util.module_from_spec(spec)

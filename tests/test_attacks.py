@@ -12,9 +12,9 @@ import torch
 from llm_unlearn.attacks import metrics
 from llm_unlearn.attacks.in_context import examples_context, solved_examples
 from llm_unlearn.attacks.quantization import delta_survival, quantize_model_, quantize_tensor, quantized_linears
+from llm_unlearn.config import AttackConfig, EvalConfig, Recipe
 from llm_unlearn.errors import EvalError, RecipeError
 from llm_unlearn.evaluation.suites import load_suite, suite_languages
-from llm_unlearn.config import AttackConfig, EvalConfig, Recipe
 from tests.conftest import REPO, build_tiny_llama
 
 SHERLOCK_SUITE = REPO / "eval" / "sherlock_holmes"

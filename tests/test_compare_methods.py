@@ -49,8 +49,8 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
     recipe.write_text(yaml.safe_dump(data))
     # a finished WHP run of the recipe gives the shared stages (its fine-tune/export must not leak into the
     # baselines' run directories, whose stage tables have no fine-tune)
-    from llm_unlearn.pipeline import Pipeline
     from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
 
     run = tmp_path / "run"
     Pipeline(Recipe.from_yaml(recipe), run, progress=False).run_stages(until="export")

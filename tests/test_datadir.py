@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.config import datadir
+from llm_unlearn.config import Recipe, datadir
 from llm_unlearn.corpus import read_corpus
 from llm_unlearn.errors import RecipeError
-from llm_unlearn.config import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

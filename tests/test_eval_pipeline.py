@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from llm_unlearn.cli import main
+from llm_unlearn.config import EvalConfig, Recipe
 from llm_unlearn.errors import EvalError
 from llm_unlearn.evaluation import evaluate
-from llm_unlearn.config import EvalConfig, Recipe
 from tests.conftest import build_tiny_llama, data_path, need_package
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from llm_unlearn.evaluation import familiarity
-from llm_unlearn.whp.floor import generic_floor, translate_suite
 from llm_unlearn.evaluation.grading import Grader
 from llm_unlearn.evaluation.suites import CompletionPrompt, ProbabilityPrompt, Suite
+from llm_unlearn.whp.floor import generic_floor, translate_suite
 from llm_unlearn.whp.translation import Translator
 from tests.conftest import REPO
 
@@ -124,8 +124,8 @@ def test_cues_left_in_translated_prompts(monkeypatch, tiny_llama):
     """F6: a translated prompt that still names a term of the suite's anchor list (here "Moriarty", which the run's
     dictionary lacks) is marked with it, in any case and as a whole word only; a term inside a longer named one is
     not counted twice. The section counts such prompts and terms, and the report names them."""
-    from llm_unlearn.whp.floor import cues_left
     from llm_unlearn.evaluation.report import _floor_section
+    from llm_unlearn.whp.floor import cues_left
 
     assert cues_left("Hart fought MORIARTY at the falls", SUITE_ANCHORS) == ["Moriarty"]
     assert cues_left("Hart walked down Baker Street", ["Baker Street", "Baker", "Street"]) == ["Baker Street"]
@@ -160,8 +160,8 @@ def test_a_baseline_is_scored_beside_the_generic_floor(tmp_path, tiny_model_dir,
     floor on the same translated prompts as a WHP run would."""
     import json
 
-    from llm_unlearn.pipeline import Pipeline
     from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
     from tests.test_pipeline import tiny_recipe
 
     data = tiny_recipe(tiny_model_dir, small_corpus,

@@ -135,8 +135,8 @@ def test_run_warns_when_the_real_base_rounds_the_change_away(tmp_path, capsys):
 
 def test_attack_help_lists_gguf_formats_and_recipe_checks_them(capsys):
     from llm_unlearn.cli import main
-    from llm_unlearn.errors import RecipeError
     from llm_unlearn.config import Recipe
+    from llm_unlearn.errors import RecipeError
 
     with pytest.raises(SystemExit):
         main(["attack", "--help"])

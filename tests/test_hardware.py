@@ -12,7 +12,7 @@ from conftest import build_tiny_llama
 
 from llm_unlearn import hardware
 from llm_unlearn.config import Recipe
-from llm_unlearn.training import TrainConfig, train_stage
+from llm_unlearn.training import TrainConfig, stage_config, train_stage
 
 
 @pytest.fixture()
@@ -56,11 +56,11 @@ def test_h2_training_keeps_float32_weights_and_autocasts(cpu_bf16):
     assert hardware.resolve_mixed_precision("auto", "cpu", dtype_setting="float32") == "no"  # explicit dtype wins
     assert hardware.resolve_mixed_precision("no", "cpu") == "no"
     recipe = Recipe()
-    assert TrainConfig.from_section(recipe.finetune, recipe).mixed_precision == "bf16"
-    assert TrainConfig.from_section(recipe.reinforce, recipe).mixed_precision == "bf16"
+    assert stage_config(recipe.finetune, recipe).mixed_precision == "bf16"
+    assert stage_config(recipe.reinforce, recipe).mixed_precision == "bf16"
     cpu_bf16(False)
     assert hardware.resolve_mixed_precision("auto", "cpu") == "no"
-    assert TrainConfig.from_section(recipe.finetune, recipe).mixed_precision == "no"
+    assert stage_config(recipe.finetune, recipe).mixed_precision == "no"
 
 
 def test_h2_bf16_training_computes_in_bf16_but_keeps_fp32_weights_and_loss(tmp_path, smol_tokenizer, cpu_bf16):

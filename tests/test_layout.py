@@ -110,3 +110,32 @@ def test_config_layer_imports_nothing_of_ours_but_errors():
 def test_no_module_over_the_size_limit():
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def floor(module: str) -> int:
+    """0 the foot (config, errors), 1 the shared core, 2 WHP, 3 the methods, 4 what users drive."""
+    if module.startswith("llm_unlearn.config") or module in ("llm_unlearn", "llm_unlearn.errors"):
+        return 0
+    if module.startswith("llm_unlearn.whp"):
+        return 2
+    if module.startswith("llm_unlearn.methods"):
+        return 3
+    top = ("pipeline", "preflight", "attacks", "tofu", "api", "cli", "commands", "__main__")
+    return 4 if any(module.startswith(f"llm_unlearn.{name}") for name in top) else 1
+
+
+# Imports that reach a higher floor, each for a reason: every method's evaluation scores the generic floor, which is
+# built from WHP's anchor dictionary and translation (floor rule F7); the model card names the method and, for WHP,
+# its anchors.
+REACHING_UP = {
+    ("llm_unlearn.evaluation.core", "llm_unlearn.whp.anchors"), ("llm_unlearn.evaluation.core", "llm_unlearn.whp.floor"),
+    ("llm_unlearn.evaluation.core", "llm_unlearn.whp.translation"),
+    ("llm_unlearn.evaluation.report", "llm_unlearn.whp.floor"),
+    ("llm_unlearn.export", "llm_unlearn.methods"), ("llm_unlearn.export", "llm_unlearn.whp.anchors"),
+}
+
+
+def test_modules_import_from_their_floor_or_below():
+    graph = import_graph()
+    up = {(m, d) for m, deps in graph.items() for d in deps if floor(d) > floor(m)}
+    assert up <= REACHING_UP, sorted(up - REACHING_UP)

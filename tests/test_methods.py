@@ -310,8 +310,8 @@ def test_each_method_runs_through_the_pipeline(method, tmp_path, tiny_model_dir,
 
     from transformers import AutoModelForCausalLM
 
-    from llm_unlearn.pipeline import Pipeline
     from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
 
     retain = tmp_path / "generic.txt"
     retain.write_text("The river flows past the old mill toward the sea. " * 60, encoding="utf-8")

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from llm_unlearn.cli import main as cli_main
+from llm_unlearn.config import Recipe
 from llm_unlearn.errors import HubError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
-from llm_unlearn.config import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -279,8 +279,8 @@ def test_a_run_that_only_skips_leaves_recipe_yaml_alone(tmp_path, tiny_model_dir
 
 def test_retain_text_from_several_files_alternates(tmp_path, tiny_model_dir, small_corpus):
     from llm_unlearn.errors import RecipeError
-    from llm_unlearn.whp.finetune import retain_rows
     from llm_unlearn.models import load_model
+    from llm_unlearn.whp.finetune import retain_rows
 
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("alpha beta gamma delta. " * 200, encoding="utf-8")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.errors import RecipeError
 from llm_unlearn.config import Recipe
+from llm_unlearn.errors import RecipeError
 
 
 def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
@@ -308,3 +308,44 @@ def test_the_former_anchor_kinds_leave_earlier_runs_fingerprints_alone():
     before = json.dumps({s: data[s] for s in stage.sections}, sort_keys=True, default=str)
     assert former == hashlib.sha256(before.encode()).hexdigest()[:16]
     assert anchors_hash() != former
+
+
+@pytest.mark.parametrize("key, value, advice", [
+    ("finetune.retain_name_weight", "4", "finetune.retain_weight alone"),
+    ("finetune.neighbour_texts", "64", "finetune.retain_corpus"),
+    ("finetune.position_weighting", "true", "finetune.soft_labels"),
+    ("labels.position_weight", "kl", "finetune.soft_labels"),
+    ("labels.rise_other", "0.1", "labels.rise_tokens"),
+    ("labels.rise_letters", "false", "always count as target tokens"),
+])
+def test_removed_option_stops_with_what_to_use_instead(tmp_path, capsys, key, value, advice):
+    """An option measured to do nothing or harm was removed: set by --set, in a recipe file or through the API it is
+    a RecipeError (exit 2) naming the option and what to use instead."""
+    from llm_unlearn.cli import main
+
+    with pytest.raises(RecipeError, match=rf"{key} was removed: .*{advice}"):
+        Recipe().with_override(f"{key}={value}")
+    section, name = key.split(".")
+    path = tmp_path / "r.yaml"
+    path.write_text(f"corpus: {{path: book.txt}}\n{section}:\n  {name}: {value}\n")
+    with pytest.raises(RecipeError, match=rf"{key} was removed"):
+        Recipe.from_yaml(path)
+    with pytest.raises(RecipeError, match=rf"{key} was removed"):
+        Recipe.from_dict({section: {name: value}})
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert f"{key} was removed" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_removed_option_at_its_off_value_is_dropped():
+    """Run directories of earlier versions saved every option, removed ones at their off value: those recipes still
+    load (the option is dropped), and the stage fingerprints of such runs do not change."""
+    from llm_unlearn.config import REMOVED_OPTIONS
+
+    data = {"finetune": {"retain_name_weight": 0.0, "neighbour_texts": 0, "position_weighting": False},
+            "labels": {"position_weight": "none", "rise_other": 0.0, "rise_letters": True}}
+    recipe = Recipe.from_dict(data)
+    assert recipe.to_dict() == Recipe().to_dict()
+    assert Recipe().with_override("labels.rise_letters=true").to_dict() == Recipe().to_dict()
+    fields = {s: set(v) for s, v in Recipe().to_dict().items() if isinstance(v, dict)}
+    assert all(key not in fields[section] for section, key in REMOVED_OPTIONS)

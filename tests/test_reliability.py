@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llm_unlearn.config import Recipe
 from llm_unlearn.errors import AnchorError, CorpusError, HubError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
-from llm_unlearn.whp.anchors.stage import warn_unmatched_vetoes
-from llm_unlearn.config import Recipe
 from llm_unlearn.runio import RunLock, atomic_dir
+from llm_unlearn.whp.anchors.stage import warn_unmatched_vetoes
 
 REPO = Path(__file__).resolve().parents[1]
 

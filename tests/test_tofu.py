@@ -166,7 +166,7 @@ def test_summarize_and_efficiency():
 # ---- chat format and FLOPs ------------------------------------------------------------------------------------
 def test_labels_cover_answer_and_end_of_turn(smol_tokenizer):
     """TOFU-C1/C2."""
-    from llm_unlearn.tofu.chat import encode_qa
+    from llm_unlearn.chat_format import encode_qa
 
     enc = encode_qa(smol_tokenizer, "Who wrote Zorblax?", "Mira Quell wrote it.")
     supervised = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != -100]
@@ -177,7 +177,7 @@ def test_labels_cover_answer_and_end_of_turn(smol_tokenizer):
 
 def test_template_boilerplate_is_vetoed_as_anchor(smol_tokenizer):
     """TOFU-C3: SmolLM2's default system prompt names the model and its maker in every QA of the corpus."""
-    from llm_unlearn.tofu.chat import template_terms
+    from llm_unlearn.chat_format import template_terms
 
     terms = template_terms(smol_tokenizer)
     assert {"SmolLM", "Hugging Face"} <= set(terms) and not any("im_start" in t for t in terms)
@@ -348,7 +348,7 @@ def test_batched_scoring_equals_one_at_a_time(tiny_llama):
     """TOFU-E1: padding and batching do not change an answer's loss or the greedy answer."""
     import torch
 
-    from llm_unlearn.tofu.chat import encode_qa
+    from llm_unlearn.chat_format import encode_qa
     from llm_unlearn.tofu.evaluate import TofuEvalConfig, answer_losses, greedy_answers
 
     model, tok = tiny_llama
@@ -388,12 +388,12 @@ def test_baselines_train_on_answer_tokens_only(tmp_path, tiny_model_dir, monkeyp
     """TOFU-C4 / rule L1: a baseline unlearning chat-formatted TOFU QA supervises the answers and end-of-turn markers
     only (no system prompt, no question, no template), exactly the tokens the target model was fine-tuned on."""
     import llm_unlearn.training as training
+    from llm_unlearn.chat_format import encode_qa
+    from llm_unlearn.config import Recipe
     from llm_unlearn.corpus import texts_jsonl
     from llm_unlearn.models import load_tokenizer
     from llm_unlearn.pipeline import Pipeline
-    from llm_unlearn.config import Recipe
     from llm_unlearn.tofu.bench import unlearning_texts
-    from llm_unlearn.tofu.chat import encode_qa
 
     tok = load_tokenizer(str(tiny_model_dir))
     items = load_split(TOFU, "forget01")[:6]

@@ -195,7 +195,9 @@ def test_retain_guard_keeps_generic_text_closer_to_the_base(tmp_path, smol_token
     """finetune.retain_weight (beyond the paper): KL(base || model) on generic text, the base being the same
     weights with the LoRA adapter off. Trained on labels that move the model, the guarded run stays much closer
     to the base on the generic rows than the unguarded one."""
-    from llm_unlearn.whp.finetune import RetainGuard
+    from llm_unlearn.methods.base import RetainTerm
+    from llm_unlearn.retain import RetainBatches
+    from llm_unlearn.whp.finetune import WhpObjective
 
     def sharp_model():
         # A random tiny model predicts nearly uniformly (every KL ~0); scaled (tied) embeddings give it
@@ -215,7 +217,7 @@ def test_retain_guard_keeps_generic_text_closer_to_the_base(tmp_path, smol_token
 
     def kl_to_base(weight):
         cfg = _cfg(max_steps=12, learning_rate=2e-2, lora_dropout=0.0, eval_every=4)
-        guard = RetainGuard(retain, weight, 2, 0) if weight else None
+        guard = WhpObjective(RetainTerm(RetainBatches(retain, 2, 0), weight, "kl")) if weight else None
         _, trainer = train_stage(sharp_model(), smol_tokenizer, cfg, tmp_path / f"w{weight}", train, [],
                                  objective=guard, label_key="labels", select_best=False, progress=False)
         model = trainer.accelerator.unwrap_model(trainer.model).eval()

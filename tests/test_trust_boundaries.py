@@ -14,9 +14,9 @@ import yaml
 from conftest import ChatServer
 from test_reliability import assert_exit_2, run_cli, tiny_recipe
 
+from llm_unlearn.config import Recipe
 from llm_unlearn.errors import AnchorError, CorpusError, EvalError, RecipeError, RunDirError
 from llm_unlearn.pipeline import Pipeline
-from llm_unlearn.config import Recipe
 
 KEY = "sk-test-secret-0123456789"
 
@@ -52,8 +52,8 @@ def test_t1_recipe_chat_endpoint_gets_no_request_and_no_key(chat_server, keyed):
 
 
 def test_t1_the_persons_endpoint_gets_the_key(chat_server, keyed, monkeypatch):
-    from llm_unlearn.whp.anchors.chat import make_writer
     from llm_unlearn.evaluation.judge import make_judge
+    from llm_unlearn.whp.anchors.chat import make_writer
 
     monkeypatch.setenv("LLM_UNLEARN_JUDGE_URL", chat_server.url)
     judge = make_judge("openai", "gpt-x")  # the recipe names the model only

@@ -65,8 +65,8 @@ def run(args) -> int:
     from ..config import AnchorsConfig
     from ..corpus import read_corpus
     from ..errors import AnchorError
-    from ..pipeline import warn_unmatched_vetoes
     from ..whp.anchors import build_anchor_dictionary, measure_dictionary
+    from ..whp.anchors.stage import warn_unmatched_vetoes
 
     out = Path(args.out) if args.out else (None if args.show is not None else Path("anchors.yaml"))
     if out is not None and out.is_dir():

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..losses import sequence_nll, token_nll
+from ..losses import sequence_nll
+from ..retain import RetainTerm, reference_forward, retain_kl, unwrap  # noqa: F401 (the methods' shared terms)
 from ..training import Objective
 
 
@@ -48,46 +49,6 @@ class Method:
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
-
-
-def unwrap(model):
-    """The model inside a DDP / accelerate wrapper."""
-    return model.module if hasattr(model, "module") else model
-
-
-def reference_forward(model, reference_model, **inputs):
-    """Outputs of the reference model, without gradients: ``reference_model`` when given (full fine-tuning keeps a
-    frozen copy), else the trained model itself with its LoRA adapter off (no extra memory)."""
-    with torch.no_grad():
-        if reference_model is not None:
-            return reference_model(**inputs)
-        inner = unwrap(model)
-        with inner.disable_adapter():
-            return inner(**inputs)
-
-
-def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """KL(reference || model) of the next-token distributions, mean over the attended positions."""
-    mask = attention_mask.bool()
-    cur = torch.log_softmax(logits.float()[mask], -1)
-    ref = torch.log_softmax(ref_logits.float()[mask], -1)
-    return torch.nn.functional.kl_div(cur, ref, log_target=True, reduction="batchmean")
-
-
-class RetainTerm:
-    """``weight * NLL`` or ``weight * KL(reference || model)`` on generic-text batches cycled by micro-step."""
-
-    def __init__(self, batches, weight: float, kind: str = "nll", reference_model=None):
-        self.batches, self.weight, self.kind, self.reference_model = batches, weight, kind, reference_model
-
-    def __call__(self, model, device_like: torch.Tensor, micro_step: int) -> torch.Tensor:
-        b = self.batches(micro_step, device_like.device)
-        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-        if self.kind == "kl":
-            ref = reference_forward(model, self.reference_model, **inputs).logits
-            logits = model(**inputs).logits
-            return self.weight * retain_kl(logits, ref, b["attention_mask"])
-        return self.weight * token_nll(model(**inputs).logits, b["labels"])
 
 
 class ForgetObjective(Objective):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..chat_format import answer_only_rows
 from ..corpus import split_rows
-from ..tofu.chat import answer_only_rows
 from ..training import load_for_training, stage_config, train_and_keep
 from . import get_method
 from .base import needs_retain_text

@@ -34,11 +34,11 @@ from typing import Optional
 
 import yaml
 
+from ..chat_format import chat_corpus_text, template_terms
 from ..config.datadir import is_data_ref, resolve_data_ref
 from ..config.yamlio import load_yaml
 from ..errors import RecipeError, RunDirError
 from ..runio import atomic_write_json, atomic_write_text, save_figure
-from .chat import chat_corpus_text, template_terms
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
 from .methods import check_method, unlearn_with_method

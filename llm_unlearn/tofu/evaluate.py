@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 
 from ..batching import pad_ids
+from ..chat_format import encode_qa, prompt_text
 from ..errors import RecipeError
-from .chat import encode_qa, prompt_text
 from .data import QAItem
 from .metrics import rouge_l_recall, summarize
 

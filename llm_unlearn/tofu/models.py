@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..chat_format import encode_qa
 from ..errors import RecipeError
 from ..runio import atomic_dir, atomic_write_json
-from .chat import encode_qa
 from .data import QAItem
 from .flops import count_flops, model_size
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..corpus import read_split
-from ..methods.base import RetainTerm
-from ..retain import RetainBatches, retain_rows
+from ..retain import RetainBatches, RetainTerm, retain_rows
 from ..training import Objective, load_for_training, stage_config, train_and_keep
 from .labels import alpha_key, load_label_rows, soft_keys
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ...config import DEFAULT_TYPE_QUOTAS, AnchorsConfig
-from ...errors import AnchorError
 from .dictionary import _canon, _redundant
 from .extraction import ENTITY_TYPES, _Stats
 from .period import ordinary_capitalised, ordinary_word
@@ -166,13 +165,8 @@ def score_candidates(st: _Stats, config: AnchorsConfig, stop_words: Iterable[str
 
 
 def _quotas(config: AnchorsConfig) -> dict[str, int]:
-    shares = dict(DEFAULT_TYPE_QUOTAS)
-    for kind, share in (config.type_quotas or {}).items():
-        if kind not in DEFAULT_TYPE_QUOTAS:
-            raise AnchorError(f"anchors.type_quotas: unknown type '{kind}' (one of {', '.join(DEFAULT_TYPE_QUOTAS)})")
-        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
-            raise AnchorError(f"anchors.type_quotas.{kind} must be a share between 0 and 1, got {share!r}")
-        shares[kind] = float(share)
+    """The most of ``top_k`` each type may take (``type_quotas`` over the defaults; checked by the config)."""
+    shares = {**DEFAULT_TYPE_QUOTAS, **{k: float(v) for k, v in (config.type_quotas or {}).items()}}
     return {k: math.ceil(v * config.top_k) for k, v in shares.items()}
 
 

@@ -1,4 +1,4 @@
-"""TOFU QA in the model's chat format, and the token spans the loss is taken on.
+"""QA in the model's chat format (TOFU and any chat-formatted corpus), and the token spans the loss is taken on.
 
 Rule TOFU-C1: a QA pair is the conversation [user: question, assistant: answer] rendered by
 ``tokenizer.apply_chat_template`` when the tokenizer has a chat template; otherwise the plain format
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import EvalError
+from .errors import EvalError
 
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
 
