@@ -20,8 +20,9 @@ Protocol (docs/results.md, "Method comparison"):
   mean of completion familiarity and P(target), as % of base); when none qualifies, the one with the smallest
   perplexity change (marked in the table).
 - Steps (rule CMP3): the table gives each model's optimizer steps over all its training stages (WHP: reinforce plus
-  fine-tune; a baseline: its unlearn stage). Checkpoints: WHP's fine-tune keeps its best validation checkpoint
-  (``llm_unlearn.whp.finetune``), the baselines their last step; the column "kept" says which.
+  fine-tune; a baseline: its unlearn stage). Checkpoints: one rule for every method, the lowest validation loss of
+  its own loss on the held-out target blocks (``llm_unlearn.methods.unlearn``, ``llm_unlearn.whp.finetune``); the
+  column "kept" says so.
 - Evaluation: every model on the selection prompts, WikiText-2 and held-out target perplexity (``sweep/``), then
   the base and each method's chosen model on the report prompts and the benchmarks (``final/``);
   ``--with-model LABEL=PATH`` adds other models (e.g. the demo's full-length WHP model) to both.
@@ -95,7 +96,7 @@ def training_steps(run_dir: Path) -> tuple[int | None, str]:
         if steps:
             total += max(steps)
             seen = True
-    kept = "best validation" if "finetune" in stages else "last step"
+    kept = "best validation"  # one checkpoint rule for every method (llm_unlearn.methods.unlearn)
     return (total if seen else None), kept
 
 

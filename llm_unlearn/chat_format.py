@@ -111,7 +111,7 @@ def answer_only_rows(tokenizer, *row_lists: list[dict]) -> str | None:
     """TOFU-C4 / rule L1 on training rows: give each row holding a chat answer a ``labels`` column (answer and
     end-of-turn tokens; -100 elsewhere; a row without one keeps every token). Returns the label key to train on
     ("labels"), or None when no row holds a chat answer (nothing changes)."""
-    from ..losses import chat_answer_labels
+    from .losses import chat_answer_labels
 
     markers = answer_markers(tokenizer)
     if markers is None:
@@ -123,3 +123,23 @@ def answer_only_rows(tokenizer, *row_lists: list[dict]) -> str | None:
     for r in rows:
         r["labels"] = labelled[id(r)] if labelled[id(r)] is not None else list(r["input_ids"])
     return "labels"
+
+
+def mask_outside_answers(tokenizer, key: str, *row_lists: list[dict]) -> int:
+    """Rule L1 for labels built elsewhere (WHP's generic labels, column ``key``): in every row holding a chat answer,
+    the positions outside the answer and its end-of-turn marker get -100, so the loss is on the answer tokens only, as
+    for every other method (TOFU-C4). Rows without one keep their labels. Returns how many rows were masked."""
+    from .losses import chat_answer_labels
+
+    markers = answer_markers(tokenizer)
+    if markers is None:
+        return 0
+    masked = 0
+    for rows in row_lists:
+        for r in rows:
+            answer = chat_answer_labels(r["input_ids"], *markers)
+            if answer is None:
+                continue
+            r[key] = [lab if keep != -100 else -100 for lab, keep in zip(r[key], answer, strict=True)]
+            masked += 1
+    return masked

@@ -88,7 +88,7 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
     # CMP3: steps over every training stage (WHP: reinforce + fine-tune) and the checkpoint kept
     whp = result["variants"]["whp lr 0.001"]
     assert whp["steps"] == 4 + 6 and whp["kept"] == "best validation"
-    assert result["variants"]["npo lr 0.001"]["kept"] == "last step"
+    assert result["variants"]["npo lr 0.001"]["kept"] == "best validation"  # one checkpoint rule for all
     assert "steps (all stages)" in md and "the grids differ" in md
     (out / "compare.png").unlink()
     assert compare_methods.main([str(recipe), "--out", str(out), "--replot"]) == 0

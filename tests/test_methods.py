@@ -322,6 +322,9 @@ def test_each_method_runs_through_the_pipeline(method, tmp_path, tiny_model_dir,
     manifest = pipe.run_stages(until="export")
     assert manifest["stages"]["unlearn"]["metrics"]["method"] == method
     assert manifest["stages"]["export"]["metrics"]["method"] == method
+    # one checkpoint rule for every method, as WHP's fine-tune: the lowest validation loss of its own loss
+    unlearn = manifest["stages"]["unlearn"]["metrics"]
+    assert unlearn["kept"] == "best" and unlearn["best"]["step"] is not None, unlearn
     assert (run / "unlearn" / "adapter" / "adapter_config.json").exists()
     assert not list(run.glob("**/checkpoint-*"))
     card = (run / "export" / "model" / "README.md").read_text()

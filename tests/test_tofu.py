@@ -448,3 +448,27 @@ def test_sanity_checks_can_fail_and_forget_quality_reads_as_a_test():
     text = forget_quality_verdict(0.12, 80, base_p=0.081)
     assert text == "p = 0.12 on 80 items: not rejected (no evidence of a difference); base model 0.081"
     assert "rejected (differs" in forget_quality_verdict(0.001, 80)
+
+
+def test_whp_generic_labels_are_masked_outside_the_answers(tiny_model_dir):
+    """Rule L1 for WHP: on chat-formatted QA the generic labels count on the answer and end-of-turn tokens only, the
+    same tokens as every baseline and as the target model's fine-tune (TOFU-C4); plain text keeps every label."""
+    from llm_unlearn.chat_format import encode_qa, mask_outside_answers
+    from llm_unlearn.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    items = load_split(TOFU, "forget01")[:3]
+    rows, refs = [], []
+    for it in items:
+        ref = encode_qa(tok, it.question, it.answer)
+        generic = [-100] + [(t + 7) % len(tok) for t in ref["input_ids"][1:]]  # a label at every position
+        rows.append({"input_ids": list(ref["input_ids"]), "labels_alpha_5": generic})
+        refs.append((ref["labels"], generic))
+    plain = {"input_ids": tok("It was a dark night.", add_special_tokens=False)["input_ids"]}
+    plain["labels_alpha_5"] = list(plain["input_ids"])
+    assert mask_outside_answers(tok, "labels_alpha_5", rows[:2], [*rows[2:], plain]) == 3
+    for row, (answer, generic) in zip(rows, refs, strict=True):
+        kept = [i for i, lab in enumerate(row["labels_alpha_5"]) if lab != -100]
+        assert kept == [i for i, lab in enumerate(answer) if lab != -100] and kept
+        assert all(row["labels_alpha_5"][i] == generic[i] for i in kept)
+    assert plain["labels_alpha_5"] == plain["input_ids"]

@@ -27,7 +27,10 @@ class SectionChecks:
 
     section: ClassVar[str] = ""
 
-    def validate(self) -> None:  # overridden per section
+    def __post_init__(self):
+        self.validate()  # a section built in code is checked at once; Recipe.validate checks again (after --set)
+
+    def validate(self) -> None:  # overridden per section, next to its fields
         pass
 
     def _fail(self, name: str, need: str) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from .checks import SectionChecks
 from .datadir import is_data_ref, is_hf_ref, resolve_data_ref
 
 logger = logging.getLogger(__name__)
@@ -215,13 +214,7 @@ def build(cls, data: dict, source: str, prefix: str):
             )
         kwargs[name] = conv
     try:
-        built = cls(**kwargs)  # sections with checks in __post_init__ (TrainConfig, the methods' configs)
+        return cls(**kwargs)  # every section checks its fields in __post_init__
     except RecipeError as exc:
         raise RecipeError(f"{source}: {exc}") from exc
-    if isinstance(built, SectionChecks):
-        try:
-            built.validate()
-        except RecipeError as exc:
-            raise RecipeError(f"{source}: {exc}") from exc
-    return built
 

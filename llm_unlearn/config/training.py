@@ -87,9 +87,6 @@ class TrainConfig(SectionChecks):
     report_to: str = "none"  # none | tensorboard | ... (transformers integrations)
     seed: int = 0
 
-    def __post_init__(self):
-        self.validate()  # a config built in code is checked at once; the recipe checks again after --set
-
     def validate(self) -> None:
         check_training(self)
         self._float("adam_beta1", 0, 1, high_open=True)

@@ -14,8 +14,9 @@ from .base import needs_retain_text
 
 def run_unlearn(run, recipe, progress: bool = True) -> dict:
     """corpus/blocks.jsonl -> unlearn/adapter: a baseline method's training on the target blocks (its training
-    settings are the ``finetune`` section's; the weights after the last step are kept: every method gets the same
-    number of optimizer steps)."""
+    settings are the ``finetune`` section's). Checkpoint rule, the same for every method (WHP's fine-tune included):
+    the checkpoint with the lowest validation loss of the method's own loss on the held-out target blocks, the last
+    step when there are none (TOFU unlearns every forget QA)."""
     method = get_method(recipe.method)
     config = getattr(recipe, method.name)
     cfg = stage_config(recipe.finetune, recipe)
@@ -36,6 +37,6 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
     train, val = split_rows(run)
     label_key = answer_only_rows(tokenizer, train, val)  # chat QA: the answer tokens only (rule L1, TOFU-C4)
     result, _ = train_and_keep(model, tokenizer, cfg, Path(run.root) / method.weights_stage, method.weights(run),
-                               train, val, keep="final", objective=objective, label_key=label_key, desc=method.name,
+                               train, val, keep="best", objective=objective, label_key=label_key, desc=method.name,
                                progress=progress)
     return {"method": method.name, **result}

@@ -5,13 +5,16 @@ As in the authors' script, the checkpoint with the lowest validation loss (on he
 labels) is kept. Optional, beyond the paper: the retain guard, ``retain_weight * KL(base || model)`` on generic
 text (WikiText-2 by default), which protects related knowledge that the labels alone would also push down; and
 soft labels (``soft_labels``): cross-entropy against softmax of the stored top-k generic logits instead of their
-argmax (:func:`llm_unlearn.losses.soft_label_loss`). The loss is :class:`WhpObjective`.
+argmax (:func:`llm_unlearn.losses.soft_label_loss`). The loss is :class:`WhpObjective`. On chat-formatted QA
+(TOFU) the loss is on the answer tokens only, as for every method (rule L1,
+:func:`llm_unlearn.chat_format.mask_outside_answers`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..chat_format import mask_outside_answers
 from ..corpus import read_split
 from ..retain import RetainBatches, RetainTerm, retain_rows
 from ..training import Objective, load_for_training, stage_config, train_and_keep
@@ -44,6 +47,7 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
     split = read_split(run)
     train = [by_block[i] for i in split["train"]]
     val = [by_block[i] for i in split["validation"]]
+    answers_only = mask_outside_answers(tokenizer, key, train, val)  # chat QA: the answer tokens only (rule L1)
     guard = None
     if recipe.finetune.retain_weight > 0:
         base_copy = None
@@ -58,4 +62,4 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
                                progress=progress)
     if "second_loss_last" in result:
         result["extra_loss"] = result["second_loss_last"]
-    return {"label_alpha": alpha, "soft_labels": bool(soft), **result}
+    return {"label_alpha": alpha, "soft_labels": bool(soft), "answer_only_rows": answers_only, **result}
