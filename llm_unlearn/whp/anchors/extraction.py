@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ...errors import AnchorError
+from .dictionary import _canon, _norm
 
 # spaCy entity labels kept as candidates, and the kind of translation each gets.
 ENTITY_TYPES = {
@@ -29,7 +30,6 @@ TITLES = FEMALE_TITLES | MALE_TITLES | NEUTRAL_TITLES
 _POSSESSIVES = {"'s", "’s", "'", "’", "s"}
 _EXCLUDE_PIPES = ["parser", "lemmatizer", "senter", "textcat", "textcat_multilabel", "entity_linker",
                   "trainable_lemmatizer", "span_finder", "spancat"]
-from .dictionary import _canon, _norm
 
 _SENTENCE_END = {".", "!", "?", "…"}
 _OPENERS = {'"', "“", "‘", "'", "(", "[", "—", "-", "_"}
