@@ -196,9 +196,10 @@ class UnlearnTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, objective: Objective, **kwargs):
+    def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
+        self.sam_rho = sam_rho
         self._micro_step: int | None = None
         self.second_losses: list[float] = []
 
@@ -214,7 +215,10 @@ class UnlearnTrainer(Trainer):
         if self._micro_step is None:  # resumed runs start at an optimizer-step boundary
             self._micro_step = self.state.global_step * self.args.gradient_accumulation_steps
         inputs = self._prepare_inputs(inputs)
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.sam_rho > 0:
+            loss = self._sharpness_aware_step(model, inputs, num_items_in_batch)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         second = self.objective.second_loss(model, inputs, self._micro_step)
         if second is not None:
             kwargs = {}
@@ -224,6 +228,53 @@ class UnlearnTrainer(Trainer):
             self.second_losses.append(float(second.detach()))
         self._micro_step += 1
         return loss
+
+
+    def _sharpness_aware_step(self, model, inputs, num_items_in_batch):
+        """Rules SAM1-SAM3 (sharpness-aware unlearning, Fan et al. 2025): the main loss's gradient is taken at the
+        worst nearby weights. SAM1: a first backward at the weights gives g; SAM2: the trainable weights move by
+        ``rho * g / ||g||`` (the steepest ascent of radius rho) and the main term's backward runs there; SAM3: the
+        weights move back, and the second term (the retain term) is taken at the weights themselves. Gradients of
+        earlier micro-batches are kept aside during SAM1, so accumulation adds the perturbed gradients only."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        held = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        model.train()
+        with self.compute_loss_context_manager():
+            first = self.objective.loss(model, inputs)
+        self.accelerator.backward(first)
+        shifts = perturb_along_gradient(params, self.sam_rho)
+        for p, grad in zip(params, held, strict=True):
+            p.grad = grad
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        undo_perturbation(params, shifts)
+        return loss
+
+
+def perturb_along_gradient(params: list, rho: float) -> list:
+    """SAM2: move each parameter by ``rho * grad / ||grad||`` (the norm over all of them); returns what
+    :func:`undo_perturbation` needs (each moved parameter's weights before the move; None where a parameter has no
+    gradient). With a zero gradient nothing moves."""
+    grads = [p.grad for p in params]
+    norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
+    saved = []
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is None or norm == 0.0:
+                saved.append(None)
+                continue
+            saved.append(p.detach().clone())
+            p.add_((g.float() * (rho / norm)).to(p.dtype))
+    return saved
+
+
+def undo_perturbation(params: list, saved: list) -> None:
+    """SAM3: the parameters back, bit for bit, where :func:`perturb_along_gradient` found them."""
+    with torch.no_grad():
+        for p, before in zip(params, saved, strict=True):
+            if before is not None:
+                p.copy_(before)
 
 
 class _EvalAtEnd(TrainerCallback):
@@ -324,7 +375,8 @@ def _history(log_history: list[dict], accumulation: int) -> list[dict]:
 def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
                 val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
                 soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
-                progress: bool = True, callbacks: list | None = None) -> tuple[dict, UnlearnTrainer]:
+                progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0
+                ) -> tuple[dict, UnlearnTrainer]:
     """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
 
     Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
@@ -353,7 +405,7 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                 "bf16" if args.bf16 else "fp16" if args.fp16 else "no", torch.get_num_threads())
     trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),
                              eval_dataset=RowDataset(val_rows) if val_rows else None, data_collator=collate,
-                             objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])])
+                             objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])], sam_rho=sam_rho)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
 

@@ -242,3 +242,74 @@ def test_report_to_tensorboard_needs_the_package(tmp_path, smol_tokenizer):
     else:
         with pytest.raises(RecipeError, match="pip install tensorboard"):
             training_args(_cfg(report_to="tensorboard"), tmp_path, True, True, False)
+
+
+def test_sam_perturbation_moves_rho_along_the_gradient_and_back():
+    """SAM2 / SAM3 on hand-made parameters: the shift is rho * g / ||g|| (norm over all parameters), a parameter
+    without a gradient stays, a zero gradient moves nothing, and undoing restores the weights exactly."""
+    from llm_unlearn.training import perturb_along_gradient, undo_perturbation
+
+    a = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    b = torch.nn.Parameter(torch.tensor([[0.5]]))
+    c = torch.nn.Parameter(torch.tensor([7.0]))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([[4.0]])  # ||g|| = 5
+    shifts = perturb_along_gradient([a, b, c], 0.5)
+    assert torch.allclose(a.detach(), torch.tensor([1.3, 2.0])) and torch.allclose(b.detach(), torch.tensor([[0.9]]))
+    assert shifts[2] is None and float(c.detach()) == 7.0
+    undo_perturbation([a, b, c], shifts)
+    assert torch.equal(a.detach(), torch.tensor([1.0, 2.0])) and torch.equal(b.detach(), torch.tensor([[0.5]]))
+    a.grad = torch.zeros(2)
+    b.grad = None
+    assert perturb_along_gradient([a, b], 0.5) == [None, None] and torch.equal(a.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_sam_step_takes_the_gradient_at_the_perturbed_weights(tmp_path, smol_tokenizer):
+    """SAM1-SAM3 in the trainer, against a plain reference: the gradient the optimizer sees in the first step is the
+    loss's gradient at w + rho * g / ||g|| (computed by hand from the same starting weights and batch), and after the
+    step the weights are those it started from (the perturbation is undone before the optimizer moves them)."""
+    from llm_unlearn.losses import pad_batch
+
+    rows = _rows(2)
+    seen = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.global_step == 0:
+                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                seen["weights"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def start():
+        torch.manual_seed(0)
+        return build_tiny_llama(smol_tokenizer)
+
+    cfg = _cfg(max_steps=1, batch_size=2, lora_dropout=0.0, mixed_precision="no")
+    train_stage(start(), smol_tokenizer, cfg, tmp_path / "sam", rows, [], select_best=False, progress=False,
+                callbacks=[Grab()], sam_rho=0.05)
+    sam_grads, weights = seen["grads"], seen["weights"]
+    # the reference: the same LoRA model at the weights the trainer held before its step (nothing left perturbed)
+    from llm_unlearn.training import wrap_lora
+
+    model = wrap_lora(start(), cfg)
+    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    assert set(params) == set(weights)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n])
+    batch = pad_batch(rows, smol_tokenizer.pad_token_id, None)
+    loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    loss.backward()
+    g = {n: p.grad.clone() for n, p in params.items()}
+    norm = torch.sqrt(sum((v ** 2).sum() for v in g.values()))
+    with torch.no_grad():
+        for n, p in params.items():
+            p.add_(0.05 * g[n] / norm)
+            p.grad = None
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.backward()
+    # the trainer clips the gradient's norm to 1 before its step: compare directions
+    def unit(grads):
+        flat = torch.cat([grads[n].flatten() for n in sorted(params)])
+        return flat / flat.norm()
+
+    sam, ref, plain = unit(sam_grads), unit({n: p.grad for n, p in params.items()}), unit(g)
+    assert float(sam @ ref) > 0.99999, float(sam @ ref)
+    assert float(sam @ plain) < 0.9999, float(sam @ plain)  # not the gradient at the weights themselves

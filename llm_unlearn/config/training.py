@@ -123,12 +123,16 @@ class FinetuneConfig(TrainConfig):
     # blocks alternate (default: WikiText-2 valid from the data folder, see llm_unlearn.config.datadir)
     retain_corpus: Optional[str | list] = None
     retain_batch_size: Optional[int] = None  # generic blocks per step for retain terms (default: batch_size)
+    # Robust unlearning, any method: sharpness-aware unlearning (Fan et al. 2025; llm_unlearn.training, rules
+    # SAM1-SAM3): the main loss's gradient taken at the worst weights within this radius (0 = off; ~2x a step)
+    sam_rho: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         self._float("label_alpha", 0, low_open=True, optional=True)
         self._bool("soft_labels")
         self._float("retain_weight", 0)
+        self._float("sam_rho", 0)
         rc = self.retain_corpus
         if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
                 isinstance(rc, list) and rc and all(isinstance(p, str) and p.strip() for p in rc)):

@@ -38,5 +38,5 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
     label_key = answer_only_rows(tokenizer, train, val)  # chat QA: the answer tokens only (rule L1, TOFU-C4)
     result, _ = train_and_keep(model, tokenizer, cfg, Path(run.root) / method.weights_stage, method.weights(run),
                                train, val, keep="best", objective=objective, label_key=label_key, desc=method.name,
-                               progress=progress)
+                               progress=progress, sam_rho=recipe.finetune.sam_rho)
     return {"method": method.name, **result}

@@ -59,7 +59,7 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
         guard = RetainTerm(batches, recipe.finetune.retain_weight, "kl", base_copy)
     result, _ = train_and_keep(model, tokenizer, cfg, run.finetune_dir, run.finetune_weights, train, val, keep="best",
                                objective=WhpObjective(guard), label_key=key, soft_keys=soft, desc="unlearn",
-                               progress=progress)
+                               progress=progress, sam_rho=recipe.finetune.sam_rho)
     if "second_loss_last" in result:
         result["extra_loss"] = result["second_loss_last"]
     return {"label_alpha": alpha, "soft_labels": bool(soft), "answer_only_rows": answers_only, **result}
