@@ -107,21 +107,27 @@ def answer_markers(tokenizer) -> tuple[list[int], list[int]] | None:
     return list(enc), list(end_ids)
 
 
-def answer_only_rows(tokenizer, *row_lists: list[dict]) -> str | None:
-    """TOFU-C4 / rule L1 on training rows: give each row holding a chat answer a ``labels`` column (answer and
-    end-of-turn tokens; -100 elsewhere; a row without one keeps every token). Returns the label key to train on
-    ("labels"), or None when no row holds a chat answer (nothing changes)."""
+def _answer_labels(tokenizer, rows: list[dict]) -> list[list[int] | None] | None:
+    """Rule L1 per row: the answer-only labels of a row holding a chat answer (None for a row without one), or None
+    for all of them when the tokenizer has no chat markers."""
     from .losses import chat_answer_labels
 
     markers = answer_markers(tokenizer)
     if markers is None:
         return None
+    return [chat_answer_labels(r["input_ids"], *markers) for r in rows]
+
+
+def answer_only_rows(tokenizer, *row_lists: list[dict]) -> str | None:
+    """TOFU-C4 / rule L1 on training rows: give each row holding a chat answer a ``labels`` column (answer and
+    end-of-turn tokens; -100 elsewhere; a row without one keeps every token). Returns the label key to train on
+    ("labels"), or None when no row holds a chat answer (nothing changes)."""
     rows = [r for rows in row_lists for r in rows]
-    labelled = {id(r): chat_answer_labels(r["input_ids"], *markers) for r in rows}
-    if not any(v is not None for v in labelled.values()):
+    answers = _answer_labels(tokenizer, rows)
+    if answers is None or all(a is None for a in answers):
         return None
-    for r in rows:
-        r["labels"] = labelled[id(r)] if labelled[id(r)] is not None else list(r["input_ids"])
+    for r, answer in zip(rows, answers, strict=True):
+        r["labels"] = answer if answer is not None else list(r["input_ids"])
     return "labels"
 
 
@@ -129,17 +135,11 @@ def mask_outside_answers(tokenizer, key: str, *row_lists: list[dict]) -> int:
     """Rule L1 for labels built elsewhere (WHP's generic labels, column ``key``): in every row holding a chat answer,
     the positions outside the answer and its end-of-turn marker get -100, so the loss is on the answer tokens only, as
     for every other method (TOFU-C4). Rows without one keep their labels. Returns how many rows were masked."""
-    from .losses import chat_answer_labels
-
-    markers = answer_markers(tokenizer)
-    if markers is None:
-        return 0
+    rows = [r for rows in row_lists for r in rows]
     masked = 0
-    for rows in row_lists:
-        for r in rows:
-            answer = chat_answer_labels(r["input_ids"], *markers)
-            if answer is None:
-                continue
-            r[key] = [lab if keep != -100 else -100 for lab, keep in zip(r[key], answer, strict=True)]
-            masked += 1
+    for r, answer in zip(rows, _answer_labels(tokenizer, rows) or [None] * len(rows), strict=True):
+        if answer is None:
+            continue
+        r[key] = [lab if keep != -100 else -100 for lab, keep in zip(r[key], answer, strict=True)]
+        masked += 1
     return masked

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import TARGET_RISE_SETTINGS, Recipe
+from .config import REMOVED_OPTIONS, TARGET_RISE_SETTINGS, Recipe
 from .errors import RecipeError, RunDirError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import StageSpec, needs_retain_text
@@ -111,8 +111,9 @@ ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "sam_rho"): 
 
 # Options removed since runs existed (llm_unlearn.config.REMOVED_OPTIONS) that those runs hashed at their "off" value:
 # put back into the hash payload, so the runs keep their fingerprints
-REMOVED_HASHED = {("finetune", "neighbour_texts"): 0, ("finetune", "position_weighting"): False,
-                  ("labels", "position_weight"): "none"}
+REMOVED_HASHED = {key: REMOVED_OPTIONS[key][0] for key in (("finetune", "neighbour_texts"),
+                                                           ("finetune", "position_weighting"),
+                                                           ("labels", "position_weight"))}
 
 # WHP's stage table (the default method); a Pipeline uses its recipe's method's table (llm_unlearn.methods)
 STAGES: dict[str, StageSpec] = {s.name: s for s in get_method(DEFAULT_METHOD).stages}

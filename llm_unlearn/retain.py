@@ -67,15 +67,17 @@ def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def reference_forward(model, reference_model, **inputs):
+def reference_forward(model, reference_model, forward=None, **inputs):
     """Outputs of the reference model, without gradients: ``reference_model`` when given (full fine-tuning keeps a
-    frozen copy), else the trained model itself with its LoRA adapter off (no extra memory)."""
+    frozen copy), else the trained model itself with its LoRA adapter off (no extra memory). ``forward(m, **inputs)``
+    is what runs on that model (default: its forward pass; RMU reads one layer's output)."""
+    run = forward or (lambda m, **kw: m(**kw))
     with torch.no_grad():
         if reference_model is not None:
-            return reference_model(**inputs)
+            return run(reference_model, **inputs)
         inner = unwrap(model)
         with inner.disable_adapter():
-            return inner(**inputs)
+            return run(inner, **inputs)
 
 
 def retain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -195,8 +195,7 @@ def test_retain_guard_keeps_generic_text_closer_to_the_base(tmp_path, smol_token
     """finetune.retain_weight (beyond the paper): KL(base || model) on generic text, the base being the same
     weights with the LoRA adapter off. Trained on labels that move the model, the guarded run stays much closer
     to the base on the generic rows than the unguarded one."""
-    from llm_unlearn.methods.base import RetainTerm
-    from llm_unlearn.retain import RetainBatches
+    from llm_unlearn.retain import RetainBatches, RetainTerm
     from llm_unlearn.whp.finetune import WhpObjective
 
     def sharp_model():

@@ -105,9 +105,10 @@ def _range_text(low, high, low_open: bool, high_open: bool) -> str:
     return "a finite number"
 
 
-def did_you_mean(key: str, known, prefix: str = "") -> str:
+def did_you_mean(key: str, known, prefix: str = "", listed: str = "known") -> str:
+    """`` (did you mean 'PREFIX.close'?)`` for the closest known name, else `` (LISTED: every known name)``."""
     close = difflib.get_close_matches(key, sorted(known), n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" ({listed}: {', '.join(sorted(known))})"
 
 
 def need_number(section: str, name: str, value, low: float | None = None, low_open: bool = False,

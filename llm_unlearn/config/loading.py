@@ -4,7 +4,6 @@ the trust rule for settings from files, and the options that were removed."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import re
 import types
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
+from .checks import did_you_mean
 from .datadir import is_data_ref, is_hf_ref, resolve_data_ref
 
 logger = logging.getLogger(__name__)
@@ -195,9 +195,7 @@ def build(cls, data: dict, source: str, prefix: str):
     unknown = sorted(set(data) - names)
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, sorted(names), n=1)
-        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(names))})"
-        raise RecipeError(f"{source}: unknown key '{prefix}{key}'{hint}")
+        raise RecipeError(f"{source}: unknown key '{prefix}{key}'{did_you_mean(key, names, prefix, 'known keys')}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]

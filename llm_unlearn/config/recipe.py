@@ -29,7 +29,16 @@ from .loading import (
     resolve_override_path,
     resolve_relative_paths,
 )
-from .methods import DEFAULT_METHOD, GradAscentConfig, GradDiffConfig, NPOConfig, RMUConfig, SimNPOConfig, check_method
+from .methods import (
+    DEFAULT_METHOD,
+    METHOD_CONFIGS,
+    GradAscentConfig,
+    GradDiffConfig,
+    NPOConfig,
+    RMUConfig,
+    SimNPOConfig,
+    check_method,
+)
 from .sections import AttackConfig, CorpusConfig, EvalConfig, ExportConfig, ModelConfig
 from .training import FinetuneConfig, ReinforceConfig
 from .whp import AnchorsConfig, LabelsConfig
@@ -137,7 +146,7 @@ class Recipe:
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("model", "corpus", "anchors", "reinforce", "labels", "finetune", "eval",
                                            "export", "attack")
-    METHOD_SECTIONS: ClassVar[tuple[str, ...]] = ("grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
+    METHOD_SECTIONS: ClassVar[tuple[str, ...]] = tuple(METHOD_CONFIGS)
 
     def validate(self) -> None:
         """Every field of every section (types, ranges, finiteness, enums), then the rules across sections.

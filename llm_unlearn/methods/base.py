@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..losses import sequence_nll
-from ..retain import RetainTerm, reference_forward, retain_kl, unwrap  # noqa: F401 (the methods' shared terms)
+from ..retain import RetainTerm
 from ..training import Objective
 
 

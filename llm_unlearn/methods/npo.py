@@ -18,7 +18,8 @@ import torch
 
 from ..config.methods import NPOConfig
 from ..losses import sequence_nll
-from .base import ForgetObjective, Method, baseline_stages, reference_forward, retain_term
+from ..retain import reference_forward
+from .base import ForgetObjective, Method, baseline_stages, retain_term
 
 
 def npo_loss(nll: torch.Tensor, ref_nll: torch.Tensor, beta: float) -> torch.Tensor:

@@ -32,10 +32,13 @@ Defaults and their sources (rules RMU1-RMU4):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..config.methods import RMUConfig
-from .base import ForgetObjective, Method, baseline_stages, unwrap
+from ..retain import reference_forward, unwrap
+from .base import ForgetObjective, Method, baseline_stages
 
 PAPER_LAYER_FRACTION = 7 / 32
 PAPER_COEFF, PAPER_WIDTH = 6.5, 4096  # the WMDP README's Zephyr-7B value, kept for reference
@@ -141,11 +144,8 @@ class RMUObjective(ForgetObjective):
 
     def _base_output(self, model, inputs: dict) -> torch.Tensor:
         """The frozen model's output of the steering layer (the reference model, or the adapter off)."""
-        with torch.no_grad():
-            if self.reference_model is not None:
-                return layer_output(self.reference_model, self.layer, **inputs)
-            with unwrap(model).disable_adapter():
-                return layer_output(model, self.layer, **inputs)
+        return reference_forward(model, self.reference_model, functools.partial(layer_output, layer=self.layer),
+                                 **inputs)
 
     def _control(self, model, batch: dict, width: int) -> torch.Tensor:
         if self.control is None:
