@@ -375,13 +375,15 @@ def _history(log_history: list[dict], accumulation: int) -> list[dict]:
 def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train_rows: list[dict],
                 val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
                 soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
-                progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0
-                ) -> tuple[dict, UnlearnTrainer]:
+                progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0,
+                before_save=None) -> tuple[dict, UnlearnTrainer]:
     """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
 
     Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
     Writes ``STAGE/checkpoints`` (resumed from when present) and the kept weights: ``STAGE/best`` (lowest
-    validation loss) with ``select_best``, else ``STAGE/final``. Returns (metrics, trainer)."""
+    validation loss) with ``select_best``, else ``STAGE/final``; ``before_save(model)`` runs on the kept weights just
+    before they are written (quantization-aware training puts them on their grid there, rule QA5). Returns (metrics,
+    trainer)."""
     stage_dir = Path(stage_dir)
     if not train_rows:
         raise RecipeError(f"{desc}: no training blocks (corpus too small for the validation split?)")
@@ -423,6 +425,8 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
     state = trainer.state
     history = _history(state.log_history, cfg.gradient_accumulation)
     kept = stage_dir / ("best" if select_best else "final")
+    if before_save is not None:
+        before_save(trainer.model)
     trainer.save_model(str(kept))  # after load_best_model_at_end: the best weights
     trainer.accelerator.wait_for_everyone()
     vals = [h for h in history if not math.isnan(h["val_loss"])]

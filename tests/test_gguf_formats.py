@@ -1,4 +1,4 @@
-"""GGUF deployment rounding (llm_unlearn.attacks.gguf_formats, rules GG1-GG5; attack rule ATK-Q5)."""
+"""GGUF deployment rounding (llm_unlearn.gguf_formats, rules GG1-GG5; attack rule ATK-Q5)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, quants
 
-from llm_unlearn.attacks import gguf_formats as G
+from llm_unlearn import gguf_formats as G
 from llm_unlearn.attacks.quantization import quantized_linears
 from tests.conftest import build_tiny_llama
 

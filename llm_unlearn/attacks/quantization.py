@@ -28,7 +28,7 @@ import copy
 import torch
 
 from .base import AttackContext, Row
-from .gguf_formats import quantized_linears  # ATK-Q2 (one definition for both roundings)
+from ..gguf_formats import quantized_linears  # ATK-Q2 (one definition for both roundings)
 
 NAME = "quantization"
 
@@ -127,7 +127,7 @@ def run(ctx: AttackContext) -> list[Row]:
 def gguf_plans(ctx: AttackContext) -> list:
     """ATK-Q5: the base's own GGUF format first (when the base came from a GGUF file), then each format of
     ``attack.quant_formats`` (GG3); a format equal to the base file's type is measured once, as the file's."""
-    from .gguf_formats import base_plan, linear_plan
+    from ..gguf_formats import base_plan, linear_plan
 
     plans = []
     base = base_plan(ctx.base[0], ctx.base_spec) if ctx.base_spec else None
@@ -142,7 +142,7 @@ def gguf_plans(ctx: AttackContext) -> list:
 
 def _gguf_rows(ctx: AttackContext, plan) -> list[Row]:
     """ATK-Q5: base and unlearned model rounded by one GGUF plan (the base is the control, ATK-Q3)."""
-    from .gguf_formats import delta_vs_steps, rounded_copy
+    from ..gguf_formats import delta_vs_steps, rounded_copy
 
     rows = []
     variant = f"gguf {plan.label}"

@@ -93,11 +93,11 @@ def run(args) -> int:
 
 
 def print_rounding_warning(base_spec: str, model_path) -> str | None:
-    """Rule GG5 (llm_unlearn.attacks.gguf_formats): under the before/after table, say when the unlearned model's
+    """Rule GG5 (llm_unlearn.gguf_formats): under the before/after table, say when the unlearned model's
     weight changes are mostly smaller than half a quantization step of the base's own GGUF format."""
     import logging
 
-    from ..attacks.gguf_formats import rounding_message, run_rounding_check
+    from ..gguf_formats import rounding_message, run_rounding_check
 
     try:
         message = rounding_message(run_rounding_check(base_spec, model_path))

@@ -13,7 +13,7 @@ MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"
 BLOCK_SAMPLING = ("first", "spread")
 # the built-in multiple-choice benchmarks (files in the data folder's benchmarks/, llm_unlearn.evaluation.benchmarks)
 BENCHMARKS = ("arc_easy", "arc_challenge", "boolq", "piqa", "winogrande", "hellaswag")
-# GGUF formats the attack rounds to (llm_unlearn.attacks.gguf_formats.FORMATS)
+# GGUF formats the attack rounds to (llm_unlearn.gguf_formats.FORMATS)
 GGUF_FORMATS = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "Q4_K")
 
 

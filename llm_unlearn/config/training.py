@@ -39,6 +39,10 @@ def check_training(cfg: SectionChecks) -> None:
 
 
 
+# finetune.quantization_aware: the base file's own types, or a GGUF block format with a fixed grid
+# (llm_unlearn.quant_aware.GRID_FORMATS)
+QUANT_AWARE_CHOICES = ("base", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -126,9 +130,17 @@ class FinetuneConfig(TrainConfig):
     # Robust unlearning, any method: sharpness-aware unlearning (Fan et al. 2025; llm_unlearn.training, rules
     # SAM1-SAM3): the main loss's gradient taken at the worst weights within this radius (0 = off; ~2x a step)
     sam_rho: float = 0.0
+    # Quantization-aware unlearning (llm_unlearn.quant_aware, rules QA1-QA5): the forward sees the weights on the grid
+    # of the format the model will ship in (``base``: each weight's type in the base's GGUF file), so rounding the
+    # result to that format changes nothing. Needs full_finetune; null = off.
+    quantization_aware: Optional[str] = None
 
     def validate(self) -> None:
         super().validate()
+        self._choice("quantization_aware", QUANT_AWARE_CHOICES, optional=True)
+        if self.quantization_aware and not self.full_finetune:
+            self._fail("quantization_aware", "null unless full_finetune is true (it trains the quantized weights "
+                       "themselves; a LoRA adapter merged into them would be rounded again)")
         self._float("label_alpha", 0, low_open=True, optional=True)
         self._bool("soft_labels")
         self._float("retain_weight", 0)

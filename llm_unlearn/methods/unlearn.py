@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..chat_format import answer_only_rows
 from ..corpus import split_rows
+from ..quant_aware import grid_training
 from ..training import load_for_training, stage_config, train_and_keep
 from . import get_method
 from .base import needs_retain_text
@@ -36,7 +37,10 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
     objective = method.objective(config, retain_batches, reference)
     train, val = split_rows(run)
     label_key = answer_only_rows(tokenizer, train, val)  # chat QA: the answer tokens only (rule L1, TOFU-C4)
+    grid = grid_training(model, recipe.finetune.quantization_aware, recipe.model.spec, cfg.full_finetune,
+                         cfg.target_modules)
     result, _ = train_and_keep(model, tokenizer, cfg, Path(run.root) / method.weights_stage, method.weights(run),
                                train, val, keep="best", objective=objective, label_key=label_key, desc=method.name,
-                               progress=progress, sam_rho=recipe.finetune.sam_rho)
+                               progress=progress, sam_rho=recipe.finetune.sam_rho,
+                               before_save=grid.finish if grid else None)
     return {"method": method.name, **result}

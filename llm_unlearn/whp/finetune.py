@@ -16,6 +16,7 @@ import torch
 
 from ..chat_format import mask_outside_answers
 from ..corpus import read_split
+from ..quant_aware import grid_training
 from ..retain import RetainBatches, RetainTerm, retain_rows
 from ..training import Objective, load_for_training, stage_config, train_and_keep
 from .labels import alpha_key, load_label_rows, soft_keys
@@ -57,9 +58,12 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
         batches = RetainBatches(retain_rows(recipe, tokenizer), recipe.finetune.retain_batch_size or cfg.batch_size,
                                 tokenizer.pad_token_id)
         guard = RetainTerm(batches, recipe.finetune.retain_weight, "kl", base_copy)
+    grid = grid_training(model, recipe.finetune.quantization_aware, recipe.model.spec, cfg.full_finetune,
+                         cfg.target_modules)
     result, _ = train_and_keep(model, tokenizer, cfg, run.finetune_dir, run.finetune_weights, train, val, keep="best",
                                objective=WhpObjective(guard), label_key=key, soft_keys=soft, desc="unlearn",
-                               progress=progress, sam_rho=recipe.finetune.sam_rho)
+                               progress=progress, sam_rho=recipe.finetune.sam_rho,
+                               before_save=grid.finish if grid else None)
     if "second_loss_last" in result:
         result["extra_loss"] = result["second_loss_last"]
     return {"label_alpha": alpha, "soft_labels": bool(soft), "answer_only_rows": answers_only, **result}

@@ -311,7 +311,7 @@ def file_plan(model, path) -> Plan:
 def base_gguf_path(spec: str):
     """The GGUF file a base spec came from (a .gguf path or a packaged alias), else None. A chunked package is
     assembled into a temporary file: the caller removes ``(path, tmp_dir)[1]`` when not None."""
-    from ..models import _packaged_gguf_path, resolve_spec
+    from .models import _packaged_gguf_path, resolve_spec
 
     try:
         r = resolve_spec(spec)
@@ -441,7 +441,7 @@ def run_rounding_check(base_spec: str, model_path, dtype: str = "float32") -> di
     path, tmp = base_gguf_path(base_spec)
     if path is None:
         return None
-    from ..models import load_model
+    from .models import load_model
 
     try:
         base, _ = load_model(base_spec, dtype=dtype, device="cpu")
