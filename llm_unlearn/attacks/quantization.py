@@ -27,8 +27,8 @@ import copy
 
 import torch
 
-from .base import AttackContext, Row
 from ..gguf_formats import quantized_linears  # ATK-Q2 (one definition for both roundings)
+from .base import AttackContext, Row
 
 NAME = "quantization"
 
