@@ -4,6 +4,7 @@
     python bench/cpu_speed.py                         # both sections, ~10 minutes on 2 idle cores
     python bench/cpu_speed.py --only dtype --repeats 5
     python bench/cpu_speed.py --only contention --markdown
+    python bench/cpu_speed.py --only robust --out bench/results/robust_step_cost.json
 
 dtype       SmolLM2-135M, blocks of the Sherlock corpus (256 tokens), float32 vs bf16, measured side by side,
             interleaved after a warm-up round (bench.common.interleaved), ratio of medians:
@@ -16,6 +17,10 @@ dtype       SmolLM2-135M, blocks of the Sherlock corpus (256 tokens), float32 vs
                            float32 loss, backward, clip, AdamW on float32 state), batch of 4        goal >= 1.8x
             Also: how many hard labels bf16 changes (share of supervised positions identical to float32) and the
             mean KL between the float32 and bf16 soft labels (top-32 softmax).
+robust      one training step of the unlearning fine-tune's kinds, batch 4 x 256, bf16 autocast, side by side
+            (interleaved), each as a ratio to the demo's LoRA step: LoRA with sharpness-aware unlearning
+            (``finetune.sam_rho``: two forward/backward passes), full fine-tuning, full fine-tuning on the base
+            file's Q4_1 grid (``finetune.quantization_aware: base``), and the same on the MLP only.
 contention  one training step (bf16, batch 4 x 256) alone vs with one competing CPU-bound process (a Python busy
             loop, one core), each configuration in a fresh process (OpenMP reads its wait policy at start-up):
             the package default (passive waiting, threads = physical cores) vs OpenMP's active spinning.
@@ -53,7 +58,7 @@ from bench.common import (  # noqa: E402
     sherlock_blocks,
 )
 
-SECTIONS = ["dtype", "contention"]
+SECTIONS = ["dtype", "robust", "contention"]
 SOFT_TOP_K = 32
 
 
@@ -110,6 +115,56 @@ def _fwd_bwd_fn(model, ids, bf16: bool):
         return float(loss)
 
     return run
+
+
+def _sam_step_fn(model, ids, rho: float = 0.25):
+    """A LoRA step with sharpness-aware unlearning as ``UnlearnTrainer`` makes it (SAM1-SAM3)."""
+    import torch
+
+    from llm_unlearn.training import perturb_along_gradient, undo_perturbation
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98))
+    model.train()
+
+    def loss_of():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 ids[:, 1:].reshape(-1))
+
+    def step():
+        loss_of().backward()
+        shifts = perturb_along_gradient(params, rho)
+        opt.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        undo_perturbation(params, shifts)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss)
+
+    return step
+
+
+def bench_robust(args) -> dict:
+    from llm_unlearn.quant_aware import grid_training
+
+    base, tok = load_base(dtype="float32")
+    ids4 = _batch(sherlock_blocks(tok, max_blocks=4), 4)
+    lora, lora_sam = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    full = copy.deepcopy(base)
+    full_qa, mlp_qa = copy.deepcopy(base), copy.deepcopy(base)
+    grid_training(full_qa, "base", "smollm2-135m", True)
+    grid_training(mlp_qa, "base", "smollm2-135m", True, ["gate_proj", "up_proj", "down_proj"])
+    fns = {"lora": _train_step_fn(lora, ids4, True), "lora_sam": _sam_step_fn(lora_sam, ids4),
+           "full": _train_step_fn(full, ids4, True), "full_quantization_aware": _train_step_fn(full_qa, ids4, True),
+           "mlp_quantization_aware": _train_step_fn(mlp_qa, ids4, True)}
+    log("robust: training steps, batch 4 x 256, bf16 autocast")
+    t, _ = interleaved(fns, args.repeats, log=log)
+    ref = median(t["lora"])
+    return {"seconds": t, "ratio_to_lora": {k: median(v) / ref for k, v in t.items()}}
 
 
 # ---- dtype ------------------------------------------------------------------------------------------------------
@@ -291,6 +346,12 @@ def table(results: dict) -> list[tuple[str, str, str]]:
         for alpha, a in d["labels_agreement"].items():
             rows.append((f"labels identical to fp32, {alpha}", f"{a['supervised']} positions",
                          f"{100 * a['identical_share']:.2f}% (soft KL {a['soft_kl_mean']:.4f})"))
+    r = results.get("robust")
+    if r:
+        for name in ("lora_sam", "full", "full_quantization_aware", "mlp_quantization_aware"):
+            rows.append((f"training step, {name.replace('_', ' ')} vs LoRA",
+                         f"{median(r['seconds']['lora']):.2f} s -> {median(r['seconds'][name]):.2f} s",
+                         f"{r['ratio_to_lora'][name]:.2f}x"))
     c = results.get("contention")
     if c:
         for name, e in c["configs"].items():
@@ -334,7 +395,7 @@ def main(argv=None) -> int:
     results: dict = {"machine": machine_info(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     for name in sections:
         t0 = time.perf_counter()
-        results[name] = {"dtype": bench_dtype, "contention": bench_contention}[name](args)
+        results[name] = {"dtype": bench_dtype, "robust": bench_robust, "contention": bench_contention}[name](args)
         results[name]["section_seconds"] = time.perf_counter() - t0
     rows = table(results)
     results["table_markdown"] = print_table(rows, args.markdown)
