@@ -52,6 +52,10 @@ def model_card(recipe: Recipe, run: RunPaths, eval_table: str | None = None) -> 
     method = get_method(recipe.method)
     ft = recipe.finetune
     mode = "full fine-tune" if ft.full_finetune else f"LoRA r={ft.lora_r}, alpha={ft.lora_alpha}, merged"
+    if ft.quantization_aware:
+        fmt = "the base file's own GGUF types" if ft.quantization_aware == "base" else ft.quantization_aware
+        mode += (f", quantization-aware: trained on the grid of {fmt}, so quantizing it to that format with llama.cpp "
+                 "leaves the weights unchanged")
     if method.name == "whp":
         tag = "whos-harry-potter"
         intro = ("Made with [llm-unlearn](https://pypi.org/project/llm-unlearn/) using the \"Who's Harry Potter\" "

@@ -192,3 +192,5 @@ def test_pipeline_keeps_weights_that_are_their_own_gguf_encoding(tmp_path, tiny_
         moved += int((w != G.round_trip(b[f"{name}.weight"].data, "Q4_0")[0]).sum())
     assert moved > 0
     assert torch.equal(o["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+    card = (run / "export" / "model" / "README.md").read_text()
+    assert "quantization-aware: trained on the grid of Q4_0" in card
