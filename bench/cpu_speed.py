@@ -143,7 +143,7 @@ def _sam_step_fn(model, ids, rho: float = 0.25):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
