@@ -71,18 +71,25 @@ def block_grid(weight: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tens
     return d, m, fixed.reshape(weight.shape)
 
 
+def nearest_codes(weight: torch.Tensor, d: torch.Tensor, m: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """QA2: each entry's nearest code on its block's grid, clamped to ``lo..hi`` (float, shape ``rows x blocks x
+    32``); a block with ``d == 0`` gets code 0."""
+    w = weight.float().reshape(weight.shape[0], -1, BLOCK)
+    dd = d[..., None]
+    safe = torch.where(dd == 0, torch.ones_like(dd), dd)
+    return torch.clamp(torch.round((w - m[..., None]) / safe), lo, hi)
+
+
 def snap(weight: torch.Tensor, d: torch.Tensor, m: torch.Tensor, lo: int, hi: int,
          fixed: torch.Tensor | None = None, base_codes: torch.Tensor | None = None) -> torch.Tensor:
     """QA2 / QA3: each entry's nearest grid value, codes clamped to ``lo..hi``; ``fixed`` entries take
     ``base_codes``. Blocks with ``d == 0`` (constant blocks) keep their one value ``m``."""
-    rows = weight.shape[0]
-    w = weight.float().reshape(rows, -1, BLOCK)
+    codes = nearest_codes(weight, d, m, lo, hi)
+    w_shape = codes.shape
     dd, mm = d[..., None], m[..., None]
-    safe = torch.where(dd == 0, torch.ones_like(dd), dd)
-    codes = torch.clamp(torch.round((w - mm) / safe), lo, hi)
     if fixed is not None:
-        codes = torch.where(fixed.reshape(w.shape), base_codes.reshape(w.shape).float(), codes)
-    out = torch.where(dd == 0, mm.expand_as(w), mm + dd * codes)
+        codes = torch.where(fixed.reshape(w_shape), base_codes.reshape(w_shape).float(), codes)
+    out = torch.where(dd == 0, mm.expand(w_shape), mm + dd * codes)
     return out.reshape(weight.shape).to(weight.dtype)
 
 
@@ -112,7 +119,7 @@ class GridTraining:
         self.modules: list[torch.nn.Linear] = []
 
     @torch.no_grad()
-    def attach(self, model) -> dict:
+    def attach(self, model) -> None:
         mods = dict(model.named_modules())
         for p in model.parameters():  # QA4
             p.requires_grad_(False)
@@ -125,9 +132,7 @@ class GridTraining:
                 continue
             _, lo, hi, _ = _GRIDS[fmt]
             d, m, fixed = block_grid(mod.weight, fmt)
-            w = mod.weight.float().reshape(mod.weight.shape[0], -1, BLOCK)
-            safe = torch.where(d == 0, torch.ones_like(d), d)[..., None]
-            codes = torch.clamp(torch.round((w - m[..., None]) / safe), lo, hi).to(torch.int16)
+            codes = nearest_codes(mod.weight, d, m, lo, hi).to(torch.int16)
             mod.register_buffer("grid_d", d, persistent=False)
             mod.register_buffer("grid_m", m, persistent=False)
             mod.register_buffer("grid_fixed", fixed, persistent=False)
@@ -142,11 +147,11 @@ class GridTraining:
                               f"format with a fixed grid ({', '.join(GRID_FORMATS)}); name one of these formats")
         logger.info("quantization-aware training on %s grids: %s; %d weights not on a grid stay frozen", self.label,
                     ", ".join(f"{n} {f}" for f, n in sorted(counts.items())), len(skipped))
-        return {"format": self.label, "layers": counts, "frozen_planned": len(skipped)}
 
     @torch.no_grad()
     def finish(self, model=None) -> None:
-        """QA5: the grid values into the weights, the plain forward back, the grid buffers gone."""
+        """QA5: the grid values into the weights, the plain forward back, the grid buffers gone (``model``, what
+        ``train_stage``'s ``before_save`` passes, is not needed: the attached layers are known)."""
         for mod in self.modules:
             mod.weight.copy_(snap(mod.weight, mod.grid_d, mod.grid_m, mod.grid_lo, mod.grid_hi, mod.grid_fixed,
                                   mod.grid_base_codes))
