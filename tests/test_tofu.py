@@ -1,4 +1,4 @@
-"""TOFU benchmark (issue 14): file formats, TOFU's metrics against hand-computed values and scipy's KS test, the
+"""TOFU benchmark: file formats, TOFU's metrics against hand-computed values and scipy's KS test, the
 chat-format labels, the FLOPs estimate, and a tiny end-to-end run (target/retain training + eval + WHP)."""
 
 from __future__ import annotations
@@ -472,3 +472,107 @@ def test_whp_generic_labels_are_masked_outside_the_answers(tiny_model_dir):
         assert kept == [i for i, lab in enumerate(answer) if lab != -100] and kept
         assert all(row["labels_alpha_5"][i] == generic[i] for i in kept)
     assert plain["labels_alpha_5"] == plain["input_ids"]
+
+
+# ---- the relearning attack on half of the forget authors (TOFU-R1..R4) ------------------------------------------
+def _relearn_doc(values: dict[str, dict]) -> dict:
+    """A per-model relearn result where every scored item of model m has P = values[m][step]."""
+    return {m: {"before": [v[0]] * 4, "runs": {"0.001": {"after": {"2": [v[2]] * 4}}}} for m, v in values.items()}
+
+
+def test_relearn_halves_split_the_forget_authors():
+    """TOFU-R1: author order, the first n // 2 relearned on, the rest scored; fewer than two authors is refused."""
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.relearn import halves
+
+    data = build_tofu_data(TOFU, "forget10", authors=14, forget_authors=4)
+    learn, scored = halves(data)
+    assert learn == data.forget_authors[:2] and scored == data.forget_authors[2:] and not set(learn) & set(scored)
+    assert halves(build_tofu_data(TOFU, "forget10", authors=14, forget_authors=3))[0] == data.forget_authors[1:2]
+    with pytest.raises(RecipeError, match="at least 2 forget authors"):
+        halves(build_tofu_data(TOFU, "forget10", authors=14, forget_authors=1))
+
+
+def test_relearn_recovery_lies_between_retain_floor_and_target_ceiling():
+    """TOFU-R3/R4 by hand: floor 0.1 -> 0.3, ceiling 0.9 -> 0.7 (after 2 steps), model 0.2 -> 0.4:
+    recovery -> (0.2-0.1)/(0.9-0.1) = 0.125 before, (0.4-0.3)/(0.7-0.3) = 0.25 after."""
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.relearn import TofuRelearnConfig, recovery_rows, render_relearn
+
+    cfg = TofuRelearnConfig(steps=[2], learning_rates=[1e-3])
+    per = _relearn_doc({"retain": {0: 0.1, 2: 0.3}, "target": {0: 0.9, 2: 0.7}, "npo": {0: 0.2, 2: 0.4}})
+    rows = {(r["step"], r["model"]): r for r in recovery_rows(per, cfg, n_boot=50)}
+    assert rows[(0, "npo")]["recovery"] == pytest.approx(0.125) and rows[(2, "npo")]["recovery"] == pytest.approx(0.25)
+    assert rows[(2, "retain")]["recovery"] == pytest.approx(0) and rows[(2, "target")]["recovery"] == pytest.approx(1)
+    assert rows[(2, "npo")]["probability"] == pytest.approx(0.4) and rows[(2, "npo")]["n"] == 4
+    doc = {"config": {"steps": [2], "learning_rates": [1e-3], "lora_r": 16, "batch_size": 4}, "rows": list(rows.values()),
+           "relearned_authors": [3], "scored_authors": [4], "train_qa": 20, "scored_qa": 20}
+    table = render_relearn(doc)
+    assert "| npo | 0.200 (+0.12" in table and "0.400 (+0.25" in table and "lr 0.001, 2 steps" in table
+    with pytest.raises(RecipeError, match="floor and ceiling"):
+        recovery_rows({"npo": per["npo"]}, cfg)
+
+
+def test_relearn_config_checks():
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.bench import TofuBenchConfig
+    from llm_unlearn.tofu.relearn import TofuRelearnConfig
+
+    assert TofuRelearnConfig(steps=[100, "20"]).steps == [20, 100]
+    for bad in ({"steps": [0]}, {"steps": []}, {"learning_rates": [-1]}, {"batch_size": 0}, {"steps": ["x"]}):
+        with pytest.raises(RecipeError, match="relearn"):
+            TofuRelearnConfig(**bad)
+    with pytest.raises(RecipeError, match="relearn: unknown key 'step'"):
+        TofuBenchConfig.from_dict({"relearn": {"step": [20]}})
+    assert TofuBenchConfig.from_dict({"relearn": None}).relearn is None
+    assert TofuBenchConfig.from_dict({"relearn": {"learning_rates": ["1e-3"]}}).relearn.learning_rates == [1e-3]
+
+
+def test_relearn_attack_end_to_end_trains_on_one_half_scores_the_other(tmp_path, tiny_model_dir, monkeypatch):
+    """TOFU-R1/R2 on a tiny model: the attack trains on half A's answers only (every row's question masked), scores
+    half B before and after each snapshot for the retain, target and unlearned models; a rerun reuses the cache."""
+    import llm_unlearn.attacks.relearn as ar
+    from llm_unlearn.tofu.bench import TofuBenchConfig, run_tofu_benchmark
+
+    data_dir = _tiny_tofu(tmp_path / "tofu", authors=4)
+    full = [json.loads(line) for line in (data_dir / "full.json").read_text().splitlines()]
+    full = full[0] + full[1]
+    pert = [{**qa, "paraphrased_answer": qa["answer"], "perturbed_answer": [qa["answer"] + " No."] * 3}
+            for qa in full[-2 * QA_PER_AUTHOR:]]
+    (data_dir / "forget10_perturbed.json").write_text(json.dumps(pert))  # the last 2 authors' perturbed rows
+    seen = []
+    real = ar.relearn
+
+    def spy(model, tokenizer, texts, steps, lr, **kw):
+        seen.append(kw["rows"])
+        return real(model, tokenizer, texts, steps, lr, **kw)
+
+    monkeypatch.setattr(ar, "relearn", spy)
+    cfg = TofuBenchConfig.from_dict({
+        "model": str(tiny_model_dir), "split": "forget10", "methods": ["npo"], "device": "cpu",
+        "model_cache": str(tmp_path / "cache"),
+        "data": {"path": str(data_dir), "authors": 4, "forget_authors": 2, "eval_retain_items": 4,
+                 "eval_general_items": 2},
+        "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1, "warmup_epochs": 0},
+        "eval": {"batch_size": 8, "max_new_tokens": 2},
+        "unlearn": {"npo": {"finetune.max_steps": 1, "finetune.target_modules": ["q_proj", "v_proj"]}},
+        "relearn": {"steps": [1, 2], "learning_rates": [1e-2], "batch_size": 4, "lora_r": 2}})
+    out = tmp_path / "bench"
+    res = run_tofu_benchmark(cfg, out, progress=False)
+    doc = res["relearn"]
+    assert doc["relearned_authors"] == [2] and doc["scored_authors"] == [3]
+    assert doc["train_qa"] == QA_PER_AUTHOR and doc["scored_qa"] == QA_PER_AUTHOR
+    assert len(seen) == 3  # retain, target, npo: one run each at the one rate
+    from llm_unlearn.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    trained = {tok.decode([t for t in r["labels"] if t != -100]) for r in seen[0]}
+    assert all("Cy Marr likes" in t and "Di Voss" not in t and "What is" not in t for t in trained)
+    rows = {(r["step"], r["model"]) for r in doc["rows"]}
+    assert rows == {(s, m) for s in (0, 1, 2) for m in ("retain", "target", "npo")}
+    per = json.loads((out / "relearn" / "npo.json").read_text())["result"]
+    assert per["runs"]["0.01"]["after"]["2"] != per["before"]  # the snapshots differ from the unattacked model
+    assert "Relearning attack" in (out / "results.md").read_text() and (out / "tofu_relearn.png").stat().st_size > 0
+    seen.clear()
+    run_tofu_benchmark(cfg, out, progress=False)
+    assert not seen  # cached per model

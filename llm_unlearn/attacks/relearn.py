@@ -49,17 +49,18 @@ def text_rows(texts: list[str], tokenizer, block_size: int) -> list[dict]:
     return [{"input_ids": b.input_ids} for b in blocks if len(b) >= 2]
 
 
-def _collate(pad_id: int):
-    """Right-padded next-token batches (padding never trained on), as every training stage pads them."""
-    return functools.partial(pad_batch, pad_id=pad_id, label_key=None)
+def _collate(pad_id: int, labelled: bool = False):
+    """Right-padded next-token batches (padding never trained on), as every training stage pads them; ``labelled``
+    rows carry their own ``labels`` (e.g. answer tokens only), others are trained on every token."""
+    return functools.partial(pad_batch, pad_id=pad_id, label_key="labels" if labelled else None)
 
 
 @torch.no_grad()
 def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 4) -> float:
-    """Token-weighted mean causal-LM loss of ``model`` on ``rows``."""
+    """Token-weighted mean causal-LM loss of ``model`` on ``rows`` (on their ``labels`` where they have them)."""
     was_training = model.training
     model.eval()
-    collate = _collate(pad_id)
+    collate = _collate(pad_id, labelled=bool(rows) and "labels" in rows[0])
     dev = next(model.parameters()).device
     total, count = 0.0, 0
     try:
@@ -73,11 +74,14 @@ def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 4) -> floa
     return total / max(count, 1)
 
 
-def relearn(model, tokenizer, texts: list[str], steps: list[int], learning_rate: float, batch_size: int = 4,
-            block_size: int = 256, lora_r: int = 16, seed: int = 0, progress: bool = True):
+def relearn(model, tokenizer, texts: list[str] | None, steps: list[int], learning_rate: float, batch_size: int = 4,
+            block_size: int = 256, lora_r: int = 16, seed: int = 0, progress: bool = True,
+            rows: list[dict] | None = None):
     """ATK-RL1: LoRA-fine-tune a copy of ``model`` on ``texts``; returns (peft model, :class:`RelearnResult`).
 
-    Load a snapshot with ``peft.set_peft_model_state_dict(peft_model, result.snapshots[n])``."""
+    ``rows`` (instead of ``texts``): tokenized examples, ``input_ids`` with their own ``labels`` (e.g. a QA pair
+    supervised on its answer only). Load a snapshot with ``peft.set_peft_model_state_dict(peft_model,
+    result.snapshots[n])``."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
@@ -87,7 +91,8 @@ def relearn(model, tokenizer, texts: list[str], steps: list[int], learning_rate:
     if not steps or steps[0] < 1:
         raise EvalError("relearn steps must be positive integers")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = text_rows(texts, tokenizer, block_size)
+    labelled = rows is not None
+    rows = list(rows) if labelled else text_rows(texts or [], tokenizer, block_size)
     if not rows:
         raise EvalError("the relearn text is empty (no block of at least 2 tokens)")
     work = copy.deepcopy(model)
@@ -115,7 +120,7 @@ def relearn(model, tokenizer, texts: list[str], steps: list[int], learning_rate:
                                  report_to="none", seed=seed, data_seed=seed, disable_tqdm=not progress,
                                  remove_unused_columns=False, dataloader_num_workers=0,
                                  use_cpu=next(model.parameters()).device.type == "cpu")
-        trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=_collate(pad_id),
+        trainer = Trainer(model=peft_model, args=args, train_dataset=rows, data_collator=_collate(pad_id, labelled),
                           callbacks=[Snapshot()])
         trainer.remove_callback(PrinterCallback)  # the loss curve is kept in the result, not printed per step
         trainer.train()

@@ -44,6 +44,7 @@ from .evaluate import TofuEvalConfig, evaluate_model
 from .methods import check_method, unlearn_with_method
 from .metrics import efficiency, forget_quality
 from .models import QATrainConfig, cached_qa_model
+from .relearn import TofuRelearnConfig, cached_relearn, plot_relearn, recovery_rows, render_relearn
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class TofuBenchConfig:
     eval: TofuEvalConfig = field(default_factory=TofuEvalConfig)
     # per-method overrides of the unlearning recipe, e.g. {whp: {"reinforce.epochs": 3}}
     unlearn: dict = field(default_factory=dict)
+    relearn: Optional[TofuRelearnConfig] = None  # the relearning attack on half of the forget authors (TOFU-R1..R4)
 
     def __post_init__(self):
         if isinstance(self.methods, str):
@@ -109,6 +111,13 @@ class TofuBenchConfig:
                 data[key] = sec_cls(**_numbers(value, sec_cls))
             except TypeError as exc:
                 raise RecipeError(f"{source}: section '{key}': {exc}") from exc
+        if data.get("relearn") is not None:
+            value = data["relearn"]
+            names = {f.name for f in dataclasses.fields(TofuRelearnConfig)}
+            if not isinstance(value, dict) or set(value) - names:
+                bad = sorted(set(value) - names) if isinstance(value, dict) else ["(not a mapping)"]
+                raise RecipeError(f"{source}: relearn: unknown key '{bad[0]}' (known: {', '.join(sorted(names))})")
+            data["relearn"] = TofuRelearnConfig(**value)
         return cls(**data)
 
     @classmethod
@@ -280,6 +289,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
         print(f"[{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['value']}")
 
     template_vetoes = {term: None for term in template_terms(tokenizer)}  # rule TOFU-C3
+    model_paths = {"retain": retain.path, "target": target.path}
     for method in cfg.methods:
         forget_texts = unlearning_texts(method, tokenizer, data.forget_train)
         retain_texts = unlearning_texts(method, tokenizer, data.retain_train)
@@ -303,14 +313,31 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
         row.update({"unlearn_seconds": outcome["wall_seconds"], "unlearn_flops": outcome["flops"]["flops"],
                     **efficiency(outcome["wall_seconds"], retain.seconds, outcome["flops"]["flops"], retain.flops)})
         results["models"][method] = row
+        model_paths[method] = Path(outcome["model_path"])
+    if cfg.relearn is not None:
+        results["relearn"] = relearn_attack(model_paths, out, data, cfg, tokenizer, progress)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", render_table(results))
     try:
         plot_tofu(results, out / "tofu_plot.png")
+        if "relearn" in results:
+            plot_relearn(results["relearn"], out / "tofu_relearn.png")
     except ImportError:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
     print(render_table(results))
     return results
+
+
+def relearn_attack(model_paths: dict[str, Path], out: Path, data, cfg: TofuBenchConfig, tokenizer,
+                   progress: bool) -> dict:
+    """TOFU-R1..R4 on the retain model (floor), the target model (ceiling) and every unlearned model."""
+    per_model = {name: cached_relearn(name, path, _folder_stamp(path), out, lambda p: _load_weights(p, cfg.device),
+                                      tokenizer, data, cfg.relearn, cfg.eval, progress)
+                 for name, path in model_paths.items()}
+    first = next(iter(per_model.values()))
+    return {"config": dataclasses.asdict(cfg.relearn), "relearned_authors": first["relearned_authors"],
+            "scored_authors": first["scored_authors"], "train_qa": first["train_qa"], "scored_qa": first["scored_qa"],
+            "rows": recovery_rows(per_model, cfg.relearn)}
 
 
 def unlearning_texts(method: str, tokenizer, items) -> list[str]:
@@ -371,6 +398,8 @@ def render_table(results: dict) -> str:
               "it does not show equivalence. The base model never saw the forget authors: a method is read against "
               "its figure.", "", "Sanity checks:"]
     lines += [f"- [{'x' if c['ok'] else ' '}] {c['check']}: {c['value']}" for c in results.get("sanity", [])]
+    if "relearn" in results:
+        lines += ["", render_relearn(results["relearn"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
