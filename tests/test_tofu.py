@@ -549,30 +549,54 @@ def test_relearn_attack_end_to_end_trains_on_one_half_scores_the_other(tmp_path,
 
     monkeypatch.setattr(ar, "relearn", spy)
     cfg = TofuBenchConfig.from_dict({
-        "model": str(tiny_model_dir), "split": "forget10", "methods": ["npo"], "device": "cpu",
+        "model": str(tiny_model_dir), "split": "forget10", "methods": ["npo_small"], "device": "cpu",
         "model_cache": str(tmp_path / "cache"),
         "data": {"path": str(data_dir), "authors": 4, "forget_authors": 2, "eval_retain_items": 4,
                  "eval_general_items": 2},
         "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1, "warmup_epochs": 0},
         "eval": {"batch_size": 8, "max_new_tokens": 2},
-        "unlearn": {"npo": {"finetune.max_steps": 1, "finetune.target_modules": ["q_proj", "v_proj"]}},
+        "unlearn": {"npo": {"finetune.max_steps": 1}, "npo_small": {"method": "npo",
+                                                                   "finetune.target_modules": ["q_proj", "v_proj"]}},
         "relearn": {"steps": [1, 2], "learning_rates": [1e-2], "batch_size": 4, "lora_r": 2}})
     out = tmp_path / "bench"
     res = run_tofu_benchmark(cfg, out, progress=False)
     doc = res["relearn"]
     assert doc["relearned_authors"] == [2] and doc["scored_authors"] == [3]
     assert doc["train_qa"] == QA_PER_AUTHOR and doc["scored_qa"] == QA_PER_AUTHOR
-    assert len(seen) == 3  # retain, target, npo: one run each at the one rate
+    assert len(seen) == 3  # retain, target, npo_small (a variant of npo): one run each at the one rate
+    assert json.loads((out / "runs" / "npo_small" / "outcome.json").read_text())["key"]["overrides"] == {
+        "finetune.max_steps": 1, "finetune.target_modules": ["q_proj", "v_proj"]}
     from llm_unlearn.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     trained = {tok.decode([t for t in r["labels"] if t != -100]) for r in seen[0]}
     assert all("Cy Marr likes" in t and "Di Voss" not in t and "What is" not in t for t in trained)
     rows = {(r["step"], r["model"]) for r in doc["rows"]}
-    assert rows == {(s, m) for s in (0, 1, 2) for m in ("retain", "target", "npo")}
-    per = json.loads((out / "relearn" / "npo.json").read_text())["result"]
+    assert rows == {(s, m) for s in (0, 1, 2) for m in ("retain", "target", "npo_small")}
+    per = json.loads((out / "relearn" / "npo_small.json").read_text())["result"]
     assert per["runs"]["0.01"]["after"]["2"] != per["before"]  # the snapshots differ from the unattacked model
     assert "Relearning attack" in (out / "results.md").read_text() and (out / "tofu_relearn.png").stat().st_size > 0
     seen.clear()
     run_tofu_benchmark(cfg, out, progress=False)
     assert not seen  # cached per model
+
+
+def test_method_variants_inherit_their_methods_overrides_and_names_stay_plain():
+    """A variant (a `methods` label whose overrides name `method`) runs that method with the method's overrides
+    updated by its own; a label is a folder name under --out, so a path or a model's name is refused."""
+    from llm_unlearn.errors import RecipeError
+    from llm_unlearn.tofu.bench import TofuBenchConfig
+
+    cfg = TofuBenchConfig.from_dict({
+        "methods": ["whp", "whp_qa"],
+        "unlearn": {"whp": {"finetune.learning_rate": 5e-4, "labels.alpha": 10.0},
+                    "whp_qa": {"method": "whp", "finetune.learning_rate": 1.25e-3, "finetune.full_finetune": True}}})
+    assert cfg.method_of("whp_qa") == "whp" and cfg.method_of("whp") == "whp"
+    assert cfg.overrides_of("whp_qa") == {"finetune.learning_rate": 1.25e-3, "labels.alpha": 10.0,
+                                          "finetune.full_finetune": True}
+    assert cfg.overrides_of("whp") == {"finetune.learning_rate": 5e-4, "labels.alpha": 10.0}
+    for bad in ("../x", "target", "a/b", ""):
+        with pytest.raises(RecipeError, match="not a usable method or variant name"):
+            TofuBenchConfig.from_dict({"methods": [bad]})
+    with pytest.raises(RecipeError, match="itself a variant"):
+        TofuBenchConfig.from_dict({"methods": ["b"], "unlearn": {"a": {"method": "whp"}, "b": {"method": "a"}}})

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ class TofuBenchConfig:
     data: TofuDataConfig = field(default_factory=TofuDataConfig)
     train: QATrainConfig = field(default_factory=QATrainConfig)
     eval: TofuEvalConfig = field(default_factory=TofuEvalConfig)
-    # per-method overrides of the unlearning recipe, e.g. {whp: {"reinforce.epochs": 3}}
+    # per-method overrides of the unlearning recipe, e.g. {whp: {"reinforce.epochs": 3}}; a variant is a label of
+    # `methods` whose overrides name its method: {whp_qa: {method: whp, "finetune.quantization_aware": Q4_1}}
     unlearn: dict = field(default_factory=dict)
     relearn: Optional[TofuRelearnConfig] = None  # the relearning attack on half of the forget authors (TOFU-R1..R4)
 
@@ -90,6 +92,24 @@ class TofuBenchConfig:
         bad = [k for k, v in self.unlearn.items() if not isinstance(v, dict)]
         if bad:
             raise RecipeError(f"unlearn.{bad[0]} must be a mapping of 'section.key': value overrides")
+        for label in self.methods:  # a label names folders under --out: a plain name, not a path
+            if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", label) \
+                    or label in ("base", "target", "retain"):
+                raise RecipeError(f"methods: {label!r} is not a usable method or variant name (letters, digits, "
+                                  "'_', '-', '.'; not base, target or retain)")
+            method = self.method_of(label)
+            if method != label and "method" in self.unlearn.get(method, {}):
+                raise RecipeError(f"unlearn.{label}: method '{method}' is itself a variant; name a method")
+
+    def method_of(self, label: str) -> str:
+        """The unlearning method of a ``methods`` entry: its own name, or a variant's ``method`` override."""
+        return str(self.unlearn.get(label, {}).get("method", label))
+
+    def overrides_of(self, label: str) -> dict:
+        """A method's overrides; a variant's are its method's overrides updated by its own (``method`` dropped)."""
+        own = {k: v for k, v in self.unlearn.get(label, {}).items() if k != "method"}
+        method = self.method_of(label)
+        return {**self.unlearn.get(method, {}), **own} if method != label else own
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> TofuBenchConfig:
@@ -256,8 +276,8 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
         raise RecipeError(f"benchmark tofu runs in one process (this launch started {processes}): its evaluation and "
                           "model cache are not shared between processes. Use `accelerate launch --num_processes 1 -m "
                           "llm_unlearn benchmark tofu ...` or plain `llm-unlearn benchmark tofu ...` (one GPU)")
-    for m in cfg.methods:
-        check_method(m)  # fail before hours of training
+    for label in cfg.methods:
+        check_method(cfg.method_of(label))  # fail before hours of training
     out = Path(out)
     data_dir = Path(cfg.data.path) if cfg.data.path else default_data_dir()
     data = build_tofu_data(data_dir, cfg.split, cfg.data.authors, cfg.data.eval_retain_items,
@@ -290,30 +310,31 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
 
     template_vetoes = {term: None for term in template_terms(tokenizer)}  # rule TOFU-C3
     model_paths = {"retain": retain.path, "target": target.path}
-    for method in cfg.methods:
+    for label in cfg.methods:
+        method, overrides = cfg.method_of(label), cfg.overrides_of(label)
         forget_texts = unlearning_texts(method, tokenizer, data.forget_train)
         retain_texts = unlearning_texts(method, tokenizer, data.retain_train)
-        run_dir = out / "runs" / method
+        run_dir = out / "runs" / label
         outcome_path = run_dir / "outcome.json"
-        run_key = {"target_model": str(target.path), "overrides": cfg.unlearn.get(method, {}),
+        run_key = {"target_model": str(target.path), "overrides": overrides,
                    "forget_texts": hashlib.sha256("\x00".join(forget_texts).encode()).hexdigest()[:16]}
         if outcome_path.is_file():
             outcome = json.loads(outcome_path.read_text())
             if outcome.get("key") != json.loads(json.dumps(run_key)):
-                raise RunDirError(f"{run_dir} holds a {method} run from another target model or other overrides; "
+                raise RunDirError(f"{run_dir} holds a {label} run from another target model or other overrides; "
                                   "use a new --out, or delete that folder to redo it")
         else:
             res = unlearn_with_method(method, target.path, forget_texts, retain_texts, run_dir,
-                                      overrides=cfg.unlearn.get(method, {}), params=params,
+                                      overrides=overrides, params=params,
                                       vocab_size=mcfg.vocab_size, anchors=template_vetoes, progress=progress)
             outcome = {"key": run_key, "model_path": str(res.model_path), "wall_seconds": res.wall_seconds, "flops": res.flops}
             atomic_write_json(outcome_path, outcome)
-        ev = _eval_cached(method, Path(outcome["model_path"]), out, data, cfg, ratios, progress, tokenizer)
+        ev = _eval_cached(label, Path(outcome["model_path"]), out, data, cfg, ratios, progress, tokenizer)
         row = _row(ev)
         row.update({"unlearn_seconds": outcome["wall_seconds"], "unlearn_flops": outcome["flops"]["flops"],
                     **efficiency(outcome["wall_seconds"], retain.seconds, outcome["flops"]["flops"], retain.flops)})
-        results["models"][method] = row
-        model_paths[method] = Path(outcome["model_path"])
+        results["models"][label] = row
+        model_paths[label] = Path(outcome["model_path"])
     if cfg.relearn is not None:
         results["relearn"] = relearn_attack(model_paths, out, data, cfg, tokenizer, progress)
     atomic_write_json(out / "results.json", results)
