@@ -330,6 +330,22 @@ def test_relearn_lowers_the_loss_on_its_text(tiny_llama):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the given model is untouched
 
 
+def test_relearn_does_not_score_items_whose_answer_its_text_contains(tmp_path, mini_suite, smol_tokenizer):
+    """ATK-RL4: relearning on text that names Holmes and Watson scores the other items only (for the base, the
+    unlearned model and both relearned ones) and records how many it left out."""
+    from llm_unlearn.attacks import attack
+
+    base, unlearned = build_tiny_llama(smol_tokenizer, seed=0), build_tiny_llama(smol_tokenizer, seed=1)
+    cfg = AttackConfig(attacks=["relearn"], relearn_steps=[1], bootstrap=20, relearn_block_size=32)
+    doc = attack((unlearned, smol_tokenizer), (base, smol_tokenizer), [mini_suite], tmp_path / "out", config=cfg,
+                 eval_config=EvalConfig(max_new_tokens=2), heldout_texts=["Holmes and Watson walked. " * 20],
+                 relearn_lr=1e-3, progress=False)
+    row = next(r for r in doc["results"] if r["attack"] == "relearn")
+    assert row["info"]["left_out"] == {"completion": 2, "probability": 2}  # c1, c2 / p1, p2
+    assert row["recovery"]["familiarity"]["n"] == 3 and row["recovery"]["prob"]["n"] == 1  # c3-c5 / p3
+    assert "2 completion and 2 probability items not scored" in (tmp_path / "out" / "report.md").read_text()
+
+
 # ---- the whole run, the recipe, the split, the CLI ------------------------------------------------------------
 
 def test_attack_end_to_end(tmp_path, mini_suite, smol_tokenizer):

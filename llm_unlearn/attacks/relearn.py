@@ -10,6 +10,10 @@ Hu et al. 2025).
   (b) any text the user names (``--relearn-text NAME=FILE``).
 * ATK-RL3: the loss curve (every step) and the mean loss on the relearn text before and at each snapshot are
   recorded; the base model is relearned the same way as the control (``attack.relearn_control``).
+* ATK-RL4: after relearning on a source, an item whose answer that source contains (ATK-S1's test, applied to the
+  whole relearn text) is not scored: the text teaches that answer directly, which is learning, not recovery of what
+  was forgotten (Deeb & Roger 2024 relearn on some facts and score others). The row records how many items were left
+  out; base, unlearned and control are compared on the items kept.
 
 The loop is ``transformers.Trainer`` + ``peft`` behind one function, :func:`relearn`, so it can move onto the
 project's own Trainer subclass without touching the attack.
@@ -29,6 +33,7 @@ from ..corpus import Document, make_blocks
 from ..errors import EvalError
 from ..losses import pad_batch
 from .base import AttackContext, MissingInput, Row
+from .scoring import without_copied
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +164,8 @@ def run(ctx: AttackContext) -> list[Row]:
     cfg = ctx.config
     rows = []
     for source, texts in sources(ctx).items():
+        joined = "\n".join(texts)
+        scored = [without_copied(suite, lambda kind, pid, t=joined: t) for suite in ctx.suites]  # ATK-RL4
         for label, model, tok in ctx.models(control=cfg.relearn_control):
             peft_model, res = relearn(model, tok, texts, cfg.relearn_steps, ctx.relearn_lr,
                                       batch_size=cfg.relearn_batch_size, block_size=cfg.relearn_block_size,
@@ -168,12 +175,13 @@ def run(ctx: AttackContext) -> list[Row]:
             try:
                 for n in res.steps:
                     set_peft_model_state_dict(peft_model, res.snapshots[n])
-                    for suite in ctx.suites:
+                    for suite, left_out in scored:
                         m = ctx.scorer.suite(peft_model, tok, suite, label=f"relearn {source} {n} {label}")
+                        m["left_out"] = left_out
                         rows.append(Row(NAME, f"{source}-{n}", suite.name, label, m,
                                         info={"source": source, "steps": n, "lr": ctx.relearn_lr,
                                               "blocks": res.n_blocks, "text_loss": res.text_loss,
-                                              "loss_curve": res.loss_curve}))
+                                              "loss_curve": res.loss_curve, "left_out": left_out}))
             finally:
                 del peft_model
     return rows

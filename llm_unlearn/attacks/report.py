@@ -82,8 +82,8 @@ def render_markdown(doc: dict) -> str:
         left = (r.get("info") or {}).get("left_out")
         if left and any(left.values()):
             extra.append(f"- {r['attack']} {r['variant']} ({r['suite']}): {left['completion']} completion and "
-                         f"{left['probability']} probability items not scored: the attack text names their answer "
-                         "(their recovery would be copying)")
+                         f"{left['probability']} probability items not scored: the attack's text names their answer "
+                         "(scoring them would credit copying, or learning that very text)")
         gd = (r.get("info") or {}).get("gguf_delta")
         if gd:
             below = gd.get("share_below_half_step")

@@ -96,7 +96,7 @@ class Scorer:
                 comp_items = [(it["id"], it["grade"] / 3, it["completions"][0]) for it in comp.get("items", [])]
                 prob_items = [(it["id"], it["prob"]) for it in prob.get("items", [])]
             else:
-                suite, left_out = _without_copied(suite, context)
+                suite, left_out = without_copied(suite, context)
                 comp_items = self._completion(model, tokenizer, suite, context, cut_at_newline, label)
                 prob_items = self._probability(model, tokenizer, suite, context, label)
         finally:
@@ -166,7 +166,7 @@ class Scorer:
         return _measure(accuracy=rows)
 
 
-def _without_copied(suite: Suite, context: ContextFn | None) -> tuple[Suite, dict]:
+def without_copied(suite: Suite, context: ContextFn | None) -> tuple[Suite, dict]:
     """ATK-S1: the suite without the items whose answer the attack text contains, and how many were left out."""
     import dataclasses
 
