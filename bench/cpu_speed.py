@@ -121,7 +121,7 @@ def _sam_step_fn(model, ids, rho: float = 0.25):
     """A LoRA step with sharpness-aware unlearning as ``UnlearnTrainer`` makes it (SAM1-SAM3)."""
     import torch
 
-    from llm_unlearn.training import perturb_along_gradient, undo_perturbation
+    from llm_unlearn.robust import perturb_along_gradient, undo_perturbation
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98))

@@ -35,6 +35,7 @@ from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
 from .losses import pad_batch, soft_label_loss, token_nll
+from .robust import DisruptionMask, perturb_along_gradient, undo_perturbation
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +197,11 @@ class UnlearnTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, **kwargs):
+    def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, disruption_mask: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.sam_rho = sam_rho
+        self.disruption = DisruptionMask() if disruption_mask else None
         self._micro_step: int | None = None
         self.second_losses: list[float] = []
 
@@ -215,17 +217,30 @@ class UnlearnTrainer(Trainer):
         if self._micro_step is None:  # resumed runs start at an optimizer-step boundary
             self._micro_step = self.state.global_step * self.args.gradient_accumulation_steps
         inputs = self._prepare_inputs(inputs)
+        params = [p for p in model.parameters() if p.requires_grad] if self.disruption else []
+        held = [p.grad for p in params]  # earlier micro-batches' gradients, aside while this one is masked
+        for p in params:
+            p.grad = None
         if self.sam_rho > 0:
             loss = self._sharpness_aware_step(model, inputs, num_items_in_batch)
         else:
             loss = super().training_step(model, inputs, num_items_in_batch)
+        main = [p.grad for p in params]
+        for p in params:
+            p.grad = None
         second = self.objective.second_loss(model, inputs, self._micro_step)
+        if self.disruption:
+            self.disruption.missing_retain(second)
         if second is not None:
             kwargs = {}
             if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
                 kwargs["scale_wrt_gas"] = False  # divided here, as the Trainer does for the main loss
             self.accelerator.backward(second / self.current_gradient_accumulation_steps, **kwargs)
             self.second_losses.append(float(second.detach()))
+        if self.disruption:  # rules DM1-DM2 (llm_unlearn.robust)
+            combined = self.disruption.combine(main, [p.grad for p in params])
+            for p, h, g in zip(params, held, combined, strict=True):
+                p.grad = g if h is None else (h if g is None else h + g)
         self._micro_step += 1
         return loss
 
@@ -250,31 +265,6 @@ class UnlearnTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         undo_perturbation(params, shifts)
         return loss
-
-
-def perturb_along_gradient(params: list, rho: float) -> list:
-    """SAM2: move each parameter by ``rho * grad / ||grad||`` (the norm over all of them); returns what
-    :func:`undo_perturbation` needs (each moved parameter's weights before the move; None where a parameter has no
-    gradient). With a zero gradient nothing moves."""
-    grads = [p.grad for p in params]
-    norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
-    saved = []
-    with torch.no_grad():
-        for p, g in zip(params, grads, strict=True):
-            if g is None or norm == 0.0:
-                saved.append(None)
-                continue
-            saved.append(p.detach().clone())
-            p.add_((g.float() * (rho / norm)).to(p.dtype))
-    return saved
-
-
-def undo_perturbation(params: list, saved: list) -> None:
-    """SAM3: the parameters back, bit for bit, where :func:`perturb_along_gradient` found them."""
-    with torch.no_grad():
-        for p, before in zip(params, saved, strict=True):
-            if before is not None:
-                p.copy_(before)
 
 
 class _EvalAtEnd(TrainerCallback):
@@ -376,7 +366,7 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                 val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
                 soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
                 progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0,
-                before_save=None) -> tuple[dict, UnlearnTrainer]:
+                before_save=None, disruption_mask: bool = False) -> tuple[dict, UnlearnTrainer]:
     """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
 
     Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
@@ -407,7 +397,8 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                 "bf16" if args.bf16 else "fp16" if args.fp16 else "no", torch.get_num_threads())
     trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),
                              eval_dataset=RowDataset(val_rows) if val_rows else None, data_collator=collate,
-                             objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])], sam_rho=sam_rho)
+                             objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])], sam_rho=sam_rho,
+                             disruption_mask=disruption_mask)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -441,6 +432,8 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                "train_blocks": len(train_rows), "val_blocks": len(val_rows)}
     if trainer.second_losses:
         metrics["second_loss_last"] = trainer.second_losses[-1]
+    if trainer.disruption and trainer.disruption.kept:
+        metrics["disruption_mask_kept"] = float(np.mean(trainer.disruption.kept))
     return metrics, trainer
 
 

@@ -246,7 +246,7 @@ def test_report_to_tensorboard_needs_the_package(tmp_path, smol_tokenizer):
 def test_sam_perturbation_moves_rho_along_the_gradient_and_back():
     """SAM2 / SAM3 on hand-made parameters: the shift is rho * g / ||g|| (norm over all parameters), a parameter
     without a gradient stays, a zero gradient moves nothing, and undoing restores the weights exactly."""
-    from llm_unlearn.training import perturb_along_gradient, undo_perturbation
+    from llm_unlearn.robust import perturb_along_gradient, undo_perturbation
 
     a = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     b = torch.nn.Parameter(torch.tensor([[0.5]]))
@@ -312,3 +312,117 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_weights(tmp_path, smol_tok
     sam, ref, plain = unit(sam_grads), unit({n: p.grad for n, p in params.items()}), unit(g)
     assert float(sam @ ref) > 0.99999, float(sam @ ref)
     assert float(sam @ plain) < 0.9999, float(sam @ plain)  # not the gradient at the weights themselves
+
+
+def test_disruption_mask_by_hand():
+    """DM1 / DM2: the retain gradient's running average (momentum 0.9, from zero) decides which entries of the main
+    gradient stay; the retain gradient is added unmasked; a parameter with only one of the two keeps what it has."""
+    from llm_unlearn.robust import DisruptionMask
+
+    dm = DisruptionMask()
+    main = [torch.tensor([1.0, -2.0, 3.0, 0.0]), torch.tensor([5.0]), None]
+    retain = [torch.tensor([0.5, 0.5, -1.0, 1.0]), None, torch.tensor([2.0])]
+    out = dm.combine(main, retain)
+    # average 0.1 * retain = [+, +, -, +]; main's signs [+, -, +, 0]: only the first entry agrees
+    assert torch.allclose(out[0], torch.tensor([1.5, 0.5, -1.0, 1.0]))
+    assert torch.equal(out[1], torch.tensor([0.0])) and torch.equal(out[2], torch.tensor([2.0]))  # no average: masked
+    assert dm.kept == [pytest.approx(1 / 4)]  # 1 of the 4 nonzero main entries
+    out = dm.combine([torch.tensor([1.0, 1.0, 1.0, 1.0]), None, None],
+                     [torch.tensor([-0.1, -1.0, 0.0, 0.0]), None, None])
+    # average now 0.9 * [0.05, 0.05, -0.1, 0.1] + 0.1 * [-0.1, -1, 0, 0] = [0.035, -0.055, -0.09, 0.09]
+    assert torch.allclose(out[0], torch.tensor([0.9, -1.0, 0.0, 1.0]))
+    assert torch.allclose(dm.retain_avg[0], torch.tensor([0.035, -0.055, -0.09, 0.09]))
+
+
+def test_disruption_masked_step_equals_a_plain_reference(tmp_path, smol_tokenizer):
+    """DM1-DM2 in the trainer, against a plain reference loop: the first step's gradient is the main loss's gradient
+    masked where its sign differs from (0.1 x) the retain loss's, plus the retain loss's gradient, from the same
+    weights and batches; DM4: a method objective without a retain term is refused at its first step."""
+    from llm_unlearn.losses import pad_batch, token_nll
+    from llm_unlearn.training import Objective, wrap_lora
+
+    rows, retain_rows = _rows(2), _rows(2, seed=5)
+    retain_batch = pad_batch(retain_rows, smol_tokenizer.pad_token_id, None)
+
+    class WithRetain(Objective):
+        def second_loss(self, model, batch, micro_step):
+            out = model(input_ids=retain_batch["input_ids"], attention_mask=retain_batch["attention_mask"]).logits
+            return 0.5 * token_nll(out, retain_batch["labels"])
+
+    seen = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.global_step == 0:
+                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def start():
+        torch.manual_seed(0)
+        return build_tiny_llama(smol_tokenizer)
+
+    cfg = _cfg(max_steps=1, batch_size=2, lora_dropout=0.0, mixed_precision="no")
+    metrics, _ = train_stage(start(), smol_tokenizer, cfg, tmp_path / "dm", rows, [], objective=WithRetain(),
+                             select_best=False, progress=False, callbacks=[Grab()], disruption_mask=True)
+    assert 0 < metrics["disruption_mask_kept"] < 1
+    model = start()
+    torch.manual_seed(cfg.seed)  # as train_stage: the LoRA initialisation
+    model = wrap_lora(model, cfg)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    batch = pad_batch(rows, smol_tokenizer.pad_token_id, None)
+    token_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+              batch["labels"]).backward()
+    g_main = {n: p.grad.clone() for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    WithRetain().second_loss(model, None, 0).backward()
+    ref = {}
+    for n, p in params.items():
+        r = p.grad
+        ref[n] = g_main[n] * (torch.sign(g_main[n]) == torch.sign(0.1 * r)) + r
+
+    def unit(grads):
+        flat = torch.cat([grads[n].flatten() for n in sorted(params)])
+        return flat / flat.norm()
+
+    plain = {n: g_main[n] + params[n].grad for n in params}
+    assert float(unit(seen["grads"]) @ unit(ref)) > 0.99999
+    assert float(unit(seen["grads"]) @ unit(plain)) < 0.999  # not the unmasked sum
+    with pytest.raises(RecipeError, match="disruption_mask needs a retain term"):
+        train_stage(start(), smol_tokenizer, cfg, tmp_path / "dm2", rows, [], select_best=False, progress=False,
+                    disruption_mask=True)
+
+
+@pytest.mark.parametrize("method", ["whp", "npo"])
+def test_disruption_mask_reaches_the_unlearning_stage_and_needs_a_retain_term(tmp_path, tiny_model_dir, small_corpus,
+                                                                              monkeypatch, method):
+    """The recipe's finetune.disruption_mask reaches the trainer of WHP's fine-tune and of a baseline's unlearning
+    stage; DM4 at the recipe: a method without a retain term (or with its weight at 0) is refused before any stage."""
+    import llm_unlearn.training as training
+    from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
+
+    seen = {}
+    real = training.train_stage
+
+    def spy(*args, **kw):
+        if kw.get("desc") in ("unlearn", method):
+            seen["mask"] = kw.get("disruption_mask")
+            raise RuntimeError("stop here")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(training, "train_stage", spy)
+    small = {"max_steps": 1, "batch_size": 2, "target_modules": ["q_proj", "v_proj"]}
+    recipe = Recipe.from_dict({"name": "t", "target": "Sherlock Holmes", "method": method,
+                               "model": {"spec": str(tiny_model_dir)},
+                               "corpus": {"path": str(small_corpus), "block_size": 64, "validation_fraction": 0.2},
+                               "anchors": {"min_count": 1}, "reinforce": small, "labels": {"alphas": [5.0]},
+                               "finetune": {**small, "disruption_mask": True, "retain_weight": 1.0,
+                                            "retain_batch_size": 1},
+                               "eval": {"enabled": False}})
+    with pytest.raises(RuntimeError, match="stop here"):
+        Pipeline(recipe, tmp_path / "run", progress=False).run_stages(until="export")
+    assert seen["mask"] is True
+    bad = {"whp": {"finetune": {"disruption_mask": True}}, "npo": {"npo": {"retain_weight": 0},
+                                                                   "finetune": {"disruption_mask": True}}}[method]
+    with pytest.raises(RecipeError, match="disruption_mask needs a retain term"):
+        Recipe.from_dict({"method": method, "corpus": {"path": "x.txt"}, **bad}).validate()

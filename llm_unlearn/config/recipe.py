@@ -176,3 +176,12 @@ class Recipe:
         if self.finetune.soft_labels and self.labels.soft_top_k < 1:
             raise RecipeError("finetune.soft_labels needs the top-k generic logits: set labels.soft_top_k "
                               "(e.g. --set labels.soft_top_k=32)")
+        if self.finetune.disruption_mask:  # rule DM4 (llm_unlearn.robust): the mask agrees with a retain gradient
+            section = self.finetune if self.method == "whp" else getattr(self, self.method, None)
+            key = "finetune.retain_weight" if self.method == "whp" else f"{self.method}.retain_weight"
+            if not hasattr(section, "retain_weight"):
+                raise RecipeError(f"finetune.disruption_mask needs a retain term to agree with, and method "
+                                  f"{self.method} has none: use a method with one (e.g. grad_diff), or turn the mask off")
+            if not section.retain_weight:
+                raise RecipeError(f"finetune.disruption_mask needs a retain term to agree with: set {key} > 0, or "
+                                  "turn the mask off")

@@ -130,6 +130,9 @@ class FinetuneConfig(TrainConfig):
     # Robust unlearning, any method: sharpness-aware unlearning (Fan et al. 2025; llm_unlearn.training, rules
     # SAM1-SAM3): the main loss's gradient taken at the worst weights within this radius (0 = off; ~2x a step)
     sam_rho: float = 0.0
+    # Disruption masking (Sondej et al. 2025, MUDMAN; llm_unlearn.robust, rules DM1-DM4): the unlearning gradient
+    # kept only where its sign agrees with the averaged retain gradient's. Needs a retain term.
+    disruption_mask: bool = False
     # Quantization-aware unlearning (llm_unlearn.quant_aware, rules QA1-QA5): the forward sees the weights on the grid
     # of the format the model will ship in (``base``: each weight's type in the base's GGUF file), so rounding the
     # result to that format changes nothing. Needs full_finetune; null = off.
@@ -142,7 +145,7 @@ class FinetuneConfig(TrainConfig):
             self._fail("quantization_aware", "null unless full_finetune is true (it trains the quantized weights "
                        "themselves; a LoRA adapter merged into them would be rounded again)")
         self._float("label_alpha", 0, low_open=True, optional=True)
-        self._bool("soft_labels")
+        self._bool("soft_labels", "disruption_mask")
         self._float("retain_weight", 0)
         self._float("sam_rho", 0)
         rc = self.retain_corpus

@@ -42,5 +42,6 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
     result, _ = train_and_keep(model, tokenizer, cfg, Path(run.root) / method.weights_stage, method.weights(run),
                                train, val, keep="best", objective=objective, label_key=label_key, desc=method.name,
                                progress=progress, sam_rho=recipe.finetune.sam_rho,
+                               disruption_mask=recipe.finetune.disruption_mask,
                                before_save=grid.finish if grid else None)
     return {"method": method.name, **result}

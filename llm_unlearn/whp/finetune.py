@@ -63,6 +63,7 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
     result, _ = train_and_keep(model, tokenizer, cfg, run.finetune_dir, run.finetune_weights, train, val, keep="best",
                                objective=WhpObjective(guard), label_key=key, soft_keys=soft, desc="unlearn",
                                progress=progress, sam_rho=recipe.finetune.sam_rho,
+                               disruption_mask=recipe.finetune.disruption_mask,
                                before_save=grid.finish if grid else None)
     if "second_loss_last" in result:
         result["extra_loss"] = result["second_loss_last"]
