@@ -20,7 +20,8 @@ dtype       SmolLM2-135M, blocks of the Sherlock corpus (256 tokens), float32 vs
 robust      one training step of the unlearning fine-tune's kinds, batch 4 x 256, bf16 autocast, side by side
             (interleaved), each as a ratio to the demo's LoRA step: LoRA with sharpness-aware unlearning
             (``finetune.sam_rho``: two forward/backward passes), full fine-tuning, full fine-tuning on the base
-            file's Q4_1 grid (``finetune.quantization_aware: base``), and the same on the MLP only.
+            file's Q4_1 grid (``finetune.quantization_aware: base``), and the same on the MLP only; a LoRA step
+            with a retain term on one block, without and with the disruption mask (``finetune.disruption_mask``).
 contention  one training step (bf16, batch 4 x 256) alone vs with one competing CPU-bound process (a Python busy
             loop, one core), each configuration in a fresh process (OpenMP reads its wait policy at start-up):
             the package default (passive waiting, threads = physical cores) vs OpenMP's active spinning.
@@ -148,19 +149,60 @@ def _sam_step_fn(model, ids, rho: float = 0.25):
     return step
 
 
+def _retain_step_fn(model, ids, retain_ids, masked: bool):
+    """A LoRA step with a retain term on its own backward, as ``UnlearnTrainer`` runs it; ``masked``: with the
+    disruption mask (DM1-DM2) between the two gradients and the optimizer."""
+    import torch
+
+    from llm_unlearn.robust import DisruptionMask
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98))
+    mask = DisruptionMask()
+    model.train()
+
+    def loss_of(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=x).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 x[:, 1:].reshape(-1))
+
+    def step():
+        loss = loss_of(ids)
+        loss.backward()
+        main = [p.grad for p in params]
+        if masked:
+            for p in params:
+                p.grad = None
+        loss_of(retain_ids).backward()
+        if masked:
+            for p, g in zip(params, mask.combine(main, [p.grad for p in params]), strict=True):
+                p.grad = g
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss.detach())
+
+    return step
+
+
 def bench_robust(args) -> dict:
     from llm_unlearn.quant_aware import grid_training
 
     base, tok = load_base(dtype="float32")
     ids4 = _batch(sherlock_blocks(tok, max_blocks=4), 4)
     lora, lora_sam = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    lora_retain, lora_masked = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    retain1 = ids4[:1].flip(-1).contiguous()  # one block of other text, as the demo's retain_batch_size 1
     full = copy.deepcopy(base)
     full_qa, mlp_qa = copy.deepcopy(base), copy.deepcopy(base)
     grid_training(full_qa, "base", "smollm2-135m", True)
     grid_training(mlp_qa, "base", "smollm2-135m", True, ["gate_proj", "up_proj", "down_proj"])
     fns = {"lora": _train_step_fn(lora, ids4, True), "lora_sam": _sam_step_fn(lora_sam, ids4),
            "full": _train_step_fn(full, ids4, True), "full_quantization_aware": _train_step_fn(full_qa, ids4, True),
-           "mlp_quantization_aware": _train_step_fn(mlp_qa, ids4, True)}
+           "mlp_quantization_aware": _train_step_fn(mlp_qa, ids4, True),
+           "lora_retain": _retain_step_fn(lora_retain, ids4, retain1, False),
+           "lora_retain_disruption_mask": _retain_step_fn(lora_masked, ids4, retain1, True)}
     log("robust: training steps, batch 4 x 256, bf16 autocast")
     t, _ = interleaved(fns, args.repeats, log=log)
     ref = median(t["lora"])
