@@ -222,6 +222,15 @@ def _tiny_tofu(folder, authors=3):
     return folder
 
 
+def _tiny_config(model_dir, tmp_path, methods: list, unlearn: dict, data: dict) -> dict:
+    """A TOFU benchmark config on a tiny model: one short training epoch, small evaluation sets."""
+    return {"model": str(model_dir), "split": "forget10", "methods": methods, "device": "cpu",
+            "model_cache": str(tmp_path / "cache"), "data": {"eval_retain_items": 4, "eval_general_items": 2, **data},
+            "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1,
+                      "warmup_epochs": 0},
+            "eval": {"batch_size": 8, "max_new_tokens": 4}, "unlearn": unlearn}
+
+
 def test_tiny_end_to_end_benchmark(tmp_path, tiny_model_dir, monkeypatch):
     """Target/retain training (cached by content), evaluation, WHP from the target model, table and plot."""
     from llm_unlearn.tofu.bench import TofuBenchConfig, run_tofu_benchmark
@@ -230,14 +239,8 @@ def test_tiny_end_to_end_benchmark(tmp_path, tiny_model_dir, monkeypatch):
     whp = {"corpus.block_size": 64, "corpus.validation_fraction": 0.2, "anchors.min_count": 2,
            "reinforce.max_steps": 1, "reinforce.target_modules": ["q_proj", "v_proj"], "labels.alphas": [5.0],
            "finetune.max_steps": 1, "finetune.target_modules": ["q_proj", "v_proj"]}
-    cfg = TofuBenchConfig.from_dict({
-        "model": str(tiny_model_dir), "split": "forget10", "methods": ["whp"], "device": "cpu",
-        "model_cache": str(tmp_path / "cache"),
-        "data": {"path": str(data_dir), "authors": 3, "eval_retain_items": 4, "eval_general_items": 2,
-                 "eval_forget_items": 6},
-        "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1, "warmup_epochs": 0},
-        "eval": {"batch_size": 8, "max_new_tokens": 4},
-        "unlearn": {"whp": whp}})
+    cfg = TofuBenchConfig.from_dict(_tiny_config(tiny_model_dir, tmp_path, ["whp"], {"whp": whp},
+                                                 {"path": str(data_dir), "authors": 3, "eval_forget_items": 6}))
     out = tmp_path / "bench"
     res = run_tofu_benchmark(cfg, out, progress=False)
     assert res["data"]["target_train_qa"] == 60 and res["data"]["retain_train_qa"] == 40
@@ -548,15 +551,11 @@ def test_relearn_attack_end_to_end_trains_on_one_half_scores_the_other(tmp_path,
         return real(model, tokenizer, texts, steps, lr, **kw)
 
     monkeypatch.setattr(ar, "relearn", spy)
+    unlearn = {"npo": {"finetune.max_steps": 1},
+               "npo_small": {"method": "npo", "finetune.target_modules": ["q_proj", "v_proj"]}}
     cfg = TofuBenchConfig.from_dict({
-        "model": str(tiny_model_dir), "split": "forget10", "methods": ["npo_small"], "device": "cpu",
-        "model_cache": str(tmp_path / "cache"),
-        "data": {"path": str(data_dir), "authors": 4, "forget_authors": 2, "eval_retain_items": 4,
-                 "eval_general_items": 2},
-        "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 8, "gradient_accumulation": 1, "warmup_epochs": 0},
-        "eval": {"batch_size": 8, "max_new_tokens": 2},
-        "unlearn": {"npo": {"finetune.max_steps": 1}, "npo_small": {"method": "npo",
-                                                                   "finetune.target_modules": ["q_proj", "v_proj"]}},
+        **_tiny_config(tiny_model_dir, tmp_path, ["npo_small"], unlearn,
+                       {"path": str(data_dir), "authors": 4, "forget_authors": 2}),
         "relearn": {"steps": [1, 2], "learning_rates": [1e-2], "batch_size": 4, "lora_r": 2}})
     out = tmp_path / "bench"
     res = run_tofu_benchmark(cfg, out, progress=False)
