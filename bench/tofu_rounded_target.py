@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -21,9 +20,9 @@ from transformers import AutoModelForCausalLM
 
 from llm_unlearn.gguf_formats import linear_plan, rounded_copy
 from llm_unlearn.models import load_tokenizer
-from llm_unlearn.tofu.bench import TofuBenchConfig
-from llm_unlearn.tofu.data import build_tofu_data
+from llm_unlearn.tofu.bench import TofuBenchConfig, tofu_data
 from llm_unlearn.tofu.evaluate import answer_losses
+from llm_unlearn.tofu.metrics import answer_probability
 
 
 def main() -> None:
@@ -33,9 +32,7 @@ def main() -> None:
     ap.add_argument("--format", default="Q4_1", help="GGUF format (Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, Q4_K, ...)")
     args = ap.parse_args()
     cfg = TofuBenchConfig.from_yaml(args.recipe)
-    d = cfg.data
-    data = build_tofu_data(d.path, cfg.split, d.authors, d.eval_retain_items, d.eval_general_items,
-                           d.eval_forget_items, d.forget_authors)
+    data = tofu_data(cfg)
     path = json.loads((Path(args.out) / "results.json").read_text())["target_model"]["path"]
     tok = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).eval()
@@ -44,7 +41,7 @@ def main() -> None:
         cells = []
         for split, items in (("forget", data.forget_eval), ("retain", data.retain_eval)):
             losses = answer_losses(m, tok, [(it.question, it.answer) for it in items], cfg.eval)
-            cells.append(f"{split} P(answer) {sum(math.exp(-x) for x in losses) / len(losses):.3f}")
+            cells.append(f"{split} P(answer) {answer_probability(losses):.3f}")
         print(f"{name}: " + ", ".join(cells))
 
 

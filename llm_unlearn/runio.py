@@ -90,6 +90,20 @@ def atomic_write_json(path: str | Path, obj, strict: bool = False) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def cached_json(path: str | Path, key: dict, compute):
+    """The ``result`` kept in ``path`` when it was made with ``key`` (compared as JSON reads it back); otherwise
+    ``compute()``, kept in ``path`` with its key (atomically) and returned."""
+    path = Path(path)
+    key = json.loads(json.dumps(key))
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        if doc.get("key") == key:
+            return doc["result"]
+    result = compute()
+    atomic_write_json(path, {"key": key, "result": result})
+    return result
+
+
 @contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True):
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename."""

@@ -39,7 +39,7 @@ from ..chat_format import chat_corpus_text, template_terms
 from ..config.datadir import is_data_ref, resolve_data_ref
 from ..config.yamlio import load_yaml
 from ..errors import RecipeError, RunDirError
-from ..runio import atomic_write_json, atomic_write_text, save_figure
+from ..runio import atomic_write_json, atomic_write_text, cached_json, save_figure
 from .data import build_tofu_data
 from .evaluate import TofuEvalConfig, evaluate_model
 from .methods import check_method, unlearn_with_method
@@ -196,6 +196,13 @@ def default_data_dir() -> Path:
     return default_tofu_dir()
 
 
+def tofu_data(cfg: TofuBenchConfig):
+    """The configuration's TOFU data (rule TOFU-D4), from ``data.path`` or the bundled TOFU files."""
+    data_dir = Path(cfg.data.path) if cfg.data.path else default_data_dir()
+    return build_tofu_data(data_dir, cfg.split, cfg.data.authors, cfg.data.eval_retain_items,
+                           cfg.data.eval_general_items, cfg.data.eval_forget_items, cfg.data.forget_authors)
+
+
 def _load_weights(path: str | Path, device: Optional[str]):
     """The model at ``path`` in float32 (a folder we wrote: loaded directly, the tokenizer is shared; any other
     spec through :func:`llm_unlearn.models.load_model`)."""
@@ -213,27 +220,25 @@ def _load_weights(path: str | Path, device: Optional[str]):
 def _eval_cached(name: str, path: Path, out: Path, data, cfg: TofuBenchConfig, retain_ratios, progress: bool,
                  tokenizer, splits: Optional[list[str]] = None) -> dict:
     """Evaluate the model at ``path`` (once: the per-model result is kept in ``out/eval/<name>.json``)."""
-    target = out / "eval" / f"{name}.json"
     key = {"model": str(path), "stamp": _folder_stamp(path), "eval": dataclasses.asdict(cfg.eval), "data": dataclasses.asdict(cfg.data),
            "split": cfg.split, "splits": splits,
            "retain_ratios": hashlib.sha256(json.dumps(retain_ratios).encode()).hexdigest()[:16]}
-    if target.is_file():
-        doc = json.loads(target.read_text())
-        if doc.get("key") == json.loads(json.dumps(key)):
-            return doc["result"]
-    import torch
 
-    model = _load_weights(path, cfg.device)
-    sets = {k: v for k, v in data.eval_sets().items() if splits is None or k in splits}
-    t0 = time.perf_counter()
-    result = evaluate_model(model, tokenizer, sets, cfg.eval, retain_forget_ratios=retain_ratios, progress=progress,
-                            desc=name)
-    result["eval_seconds"] = time.perf_counter() - t0
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    atomic_write_json(target, {"key": key, "result": result})
-    return result
+    def evaluate() -> dict:
+        import torch
+
+        model = _load_weights(path, cfg.device)
+        sets = {k: v for k, v in data.eval_sets().items() if splits is None or k in splits}
+        t0 = time.perf_counter()
+        result = evaluate_model(model, tokenizer, sets, cfg.eval, retain_forget_ratios=retain_ratios,
+                                progress=progress, desc=name)
+        result["eval_seconds"] = time.perf_counter() - t0
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return result
+
+    return cached_json(out / "eval" / f"{name}.json", key, evaluate)
 
 
 def _folder_stamp(path: Path) -> str:
@@ -279,9 +284,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     for label in cfg.methods:
         check_method(cfg.method_of(label))  # fail before hours of training
     out = Path(out)
-    data_dir = Path(cfg.data.path) if cfg.data.path else default_data_dir()
-    data = build_tofu_data(data_dir, cfg.split, cfg.data.authors, cfg.data.eval_retain_items,
-                           cfg.data.eval_general_items, cfg.data.eval_forget_items, cfg.data.forget_authors)
+    data = tofu_data(cfg)
     logger.info("TOFU %s: %s", cfg.split, data.describe())
     cache_root = Path(cfg.model_cache) if cfg.model_cache else cache_dir() / "tofu"
     target = cached_qa_model("target", cfg.model, data.target_train, cfg.train, cache_root, cfg.device, progress)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..chat_format import encode_qa
 from ..errors import RecipeError
-from ..runio import atomic_write_json, save_figure
+from ..runio import cached_json, save_figure
 from .data import TofuData
 from .evaluate import TofuEvalConfig, answer_losses
 
@@ -116,21 +116,19 @@ def cached_relearn(name: str, path: Path, stamp: str, out: Path, load, tokenizer
                    cfg: TofuRelearnConfig, eval_cfg: TofuEvalConfig, progress: bool = True) -> dict:
     """:func:`relearn_model` once per model: kept in ``out/relearn/<name>.json``, redone when the model folder,
     the attack's settings, the halves or the evaluation settings change. ``load(path)`` gives the model."""
-    target = Path(out) / "relearn" / f"{name}.json"
     key = {"model": str(path), "stamp": stamp, "relearn": dataclasses.asdict(cfg), "eval": dataclasses.asdict(eval_cfg),
            "halves": list(halves(data)),
            "items": hashlib.sha256(json.dumps([it.question for it in data.forget_eval]).encode()).hexdigest()[:16]}
-    key = json.loads(json.dumps(key))
-    if target.is_file():
-        doc = json.loads(target.read_text())
-        if doc.get("key") == key:
-            return doc["result"]
-    logger.info("relearning attack on %s (%s)", name, path)
-    model = load(path)
-    result = relearn_model(model, tokenizer, data, cfg, eval_cfg, progress)
-    del model
-    atomic_write_json(target, {"key": key, "result": result})
-    return result
+
+    def attack() -> dict:
+        logger.info("relearning attack on %s (%s)", name, path)
+        model = load(path)
+        try:
+            return relearn_model(model, tokenizer, data, cfg, eval_cfg, progress)
+        finally:
+            del model
+
+    return cached_json(Path(out) / "relearn" / f"{name}.json", key, attack)
 
 
 def recovery_rows(per_model: dict[str, dict], cfg: TofuRelearnConfig, n_boot: int = 1000) -> list[dict]:
