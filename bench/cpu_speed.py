@@ -21,7 +21,9 @@ robust      one training step of the unlearning fine-tune's kinds, batch 4 x 256
             (interleaved), each as a ratio to the demo's LoRA step: LoRA with sharpness-aware unlearning
             (``finetune.sam_rho``: two forward/backward passes), full fine-tuning, full fine-tuning on the base
             file's Q4_1 grid (``finetune.quantization_aware: base``), and the same on the MLP only; a LoRA step
-            with a retain term on one block, without and with the disruption mask (``finetune.disruption_mask``).
+            with a retain term on one block, without and with the disruption mask (``finetune.disruption_mask``), and
+            with collapse of irrelevant representations (``finetune.cir_components: 24``; its bases, taken once per
+            stage, are not in the step).
 contention  one training step (bf16, batch 4 x 256) alone vs with one competing CPU-bound process (a Python busy
             loop, one core), each configuration in a fresh process (OpenMP reads its wait policy at start-up):
             the package default (passive waiting, threads = physical cores) vs OpenMP's active spinning.
@@ -186,6 +188,47 @@ def _retain_step_fn(model, ids, retain_ids, masked: bool):
     return step
 
 
+def _cir_step_fn(model, ids, retain_ids, components: int = 24):
+    """The retain-term LoRA step with collapse of irrelevant representations (CIR2-CIR3): the main gradient rebuilt
+    from collapsed activations and output gradients; the bases (CIR1, once per stage) taken before, not timed."""
+    import torch
+
+    from llm_unlearn.robust import CollapseIrrelevant
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98))
+    cir = CollapseIrrelevant(model, components)
+    model.train()
+
+    def loss_of(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=x).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                                 x[:, 1:].reshape(-1))
+
+    cir.collect(model, [{"input_ids": ids}], lambda b: loss_of(b["input_ids"]))
+    log(f"robust: CIR bases over one batch in {cir.collect_seconds:.1f} s")
+
+    def step():
+        cir.capturing = True
+        loss = loss_of(ids)
+        loss.backward()
+        cir.capturing = False
+        cir.rebuild()
+        main = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        loss_of(retain_ids).backward()
+        for p, g in zip(params, main, strict=True):
+            p.grad = g if p.grad is None else p.grad + g
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss.detach())
+
+    return step
+
+
 def bench_robust(args) -> dict:
     from llm_unlearn.quant_aware import grid_training
 
@@ -193,6 +236,7 @@ def bench_robust(args) -> dict:
     ids4 = _batch(sherlock_blocks(tok, max_blocks=4), 4)
     lora, lora_sam = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
     lora_retain, lora_masked = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
+    lora_cir = _lora(copy.deepcopy(base))
     retain1 = ids4[:1].flip(-1).contiguous()  # one block of other text, as the demo's retain_batch_size 1
     full = copy.deepcopy(base)
     full_qa, mlp_qa = copy.deepcopy(base), copy.deepcopy(base)
@@ -202,7 +246,8 @@ def bench_robust(args) -> dict:
            "full": _train_step_fn(full, ids4, True), "full_quantization_aware": _train_step_fn(full_qa, ids4, True),
            "mlp_quantization_aware": _train_step_fn(mlp_qa, ids4, True),
            "lora_retain": _retain_step_fn(lora_retain, ids4, retain1, False),
-           "lora_retain_disruption_mask": _retain_step_fn(lora_masked, ids4, retain1, True)}
+           "lora_retain_disruption_mask": _retain_step_fn(lora_masked, ids4, retain1, True),
+           "lora_retain_cir": _cir_step_fn(lora_cir, ids4, retain1)}
     log("robust: training steps, batch 4 x 256, bf16 autocast")
     t, _ = interleaved(fns, args.repeats, log=log)
     ref = median(t["lora"])
@@ -390,7 +435,10 @@ def table(results: dict) -> list[tuple[str, str, str]]:
                          f"{100 * a['identical_share']:.2f}% (soft KL {a['soft_kl_mean']:.4f})"))
     r = results.get("robust")
     if r:
-        for name in ("lora_sam", "full", "full_quantization_aware", "mlp_quantization_aware"):
+        for name in ("lora_sam", "full", "full_quantization_aware", "mlp_quantization_aware", "lora_retain",
+                     "lora_retain_disruption_mask", "lora_retain_cir"):
+            if name not in r["seconds"]:
+                continue
             rows.append((f"training step, {name.replace('_', ' ')} vs LoRA",
                          f"{median(r['seconds']['lora']):.2f} s -> {median(r['seconds'][name]):.2f} s",
                          f"{r['ratio_to_lora'][name]:.2f}x"))

@@ -35,10 +35,9 @@ from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
 from .losses import pad_batch, soft_label_loss, token_nll
-from .robust import DisruptionMask, perturb_along_gradient, undo_perturbation
+from .robust import CollapseIrrelevant, DisruptionMask, perturb_along_gradient, undo_perturbation
 
 logger = logging.getLogger(__name__)
-
 
 
 class Objective:
@@ -197,11 +196,13 @@ class UnlearnTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, disruption_mask: bool = False, **kwargs):
+    def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, disruption_mask: bool = False,
+                 cir_components: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.sam_rho = sam_rho
         self.disruption = DisruptionMask() if disruption_mask else None
+        self.cir = CollapseIrrelevant(self.model, cir_components) if cir_components else None
         self._micro_step: int | None = None
         self.second_losses: list[float] = []
 
@@ -217,14 +218,21 @@ class UnlearnTrainer(Trainer):
         if self._micro_step is None:  # resumed runs start at an optimizer-step boundary
             self._micro_step = self.state.global_step * self.args.gradient_accumulation_steps
         inputs = self._prepare_inputs(inputs)
-        params = [p for p in model.parameters() if p.requires_grad] if self.disruption else []
-        held = [p.grad for p in params]  # earlier micro-batches' gradients, aside while this one is masked
+        if self.cir and not self.cir.ready:
+            self.cir.collect_for(self, model)  # rule CIR1 (llm_unlearn.robust)
+        params = [p for p in model.parameters() if p.requires_grad] if self.disruption or self.cir else []
+        held = [p.grad for p in params]  # earlier micro-batches' gradients, aside while this one is changed
         for p in params:
             p.grad = None
         if self.sam_rho > 0:
             loss = self._sharpness_aware_step(model, inputs, num_items_in_batch)
         else:
+            if self.cir:
+                self.cir.capturing = True
             loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.cir:  # rule CIR2: the main term's gradient rebuilt from collapsed activations and gradients
+            self.cir.capturing = False
+            self.cir.rebuild()
         main = [p.grad for p in params]
         for p in params:
             p.grad = None
@@ -237,13 +245,13 @@ class UnlearnTrainer(Trainer):
                 kwargs["scale_wrt_gas"] = False  # divided here, as the Trainer does for the main loss
             self.accelerator.backward(second / self.current_gradient_accumulation_steps, **kwargs)
             self.second_losses.append(float(second.detach()))
-        if self.disruption:  # rules DM1-DM2 (llm_unlearn.robust)
-            combined = self.disruption.combine(main, [p.grad for p in params])
+        if params:  # rules DM1-DM2 (llm_unlearn.robust) where masked; else main + second
+            combined = (self.disruption.combine(main, [p.grad for p in params]) if self.disruption else
+                        [m if r is None else (r if m is None else m + r) for m, r in zip(main, [p.grad for p in params])])
             for p, h, g in zip(params, held, combined, strict=True):
                 p.grad = g if h is None else (h if g is None else h + g)
         self._micro_step += 1
         return loss
-
 
     def _sharpness_aware_step(self, model, inputs, num_items_in_batch):
         """Rules SAM1-SAM3 (sharpness-aware unlearning, Fan et al. 2025): the main loss's gradient is taken at the
@@ -366,7 +374,7 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                 val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
                 soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
                 progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0,
-                before_save=None, disruption_mask: bool = False) -> tuple[dict, UnlearnTrainer]:
+                before_save=None, disruption_mask: bool = False, cir_components: int = 0) -> tuple[dict, UnlearnTrainer]:
     """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
 
     Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
@@ -398,7 +406,7 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
     trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),
                              eval_dataset=RowDataset(val_rows) if val_rows else None, data_collator=collate,
                              objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])], sam_rho=sam_rho,
-                             disruption_mask=disruption_mask)
+                             disruption_mask=disruption_mask, cir_components=cir_components)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -434,6 +442,9 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
         metrics["second_loss_last"] = trainer.second_losses[-1]
     if trainer.disruption and trainer.disruption.kept:
         metrics["disruption_mask_kept"] = float(np.mean(trainer.disruption.kept))
+    if trainer.cir and trainer.cir.ready:
+        metrics["cir"] = {"directions": trainer.cir.directions, "maps": len(trainer.cir.maps),
+                          "seconds": round(trainer.cir.collect_seconds, 1)}
     return metrics, trainer
 
 

@@ -133,6 +133,10 @@ class FinetuneConfig(TrainConfig):
     # Disruption masking (Sondej et al. 2025, MUDMAN; llm_unlearn.robust, rules DM1-DM4): the unlearning gradient
     # kept only where its sign agrees with the averaged retain gradient's. Needs a retain term.
     disruption_mask: bool = False
+    # Collapse of irrelevant representations (Sondej & Yang 2025, CIR; llm_unlearn.robust, rules CIR1-CIR4): the
+    # unlearning gradient rebuilt from activations and output gradients without their mean and top principal
+    # components over the training text: this many activation directions (1.5x as many gradient ones); 0 = off
+    cir_components: int = 0
     # Quantization-aware unlearning (llm_unlearn.quant_aware, rules QA1-QA5): the forward sees the weights on the grid
     # of the format the model will ship in (``base``: each weight's type in the base's GGUF file), so rounding the
     # result to that format changes nothing. Needs full_finetune; null = off.
@@ -148,6 +152,13 @@ class FinetuneConfig(TrainConfig):
         self._bool("soft_labels", "disruption_mask")
         self._float("retain_weight", 0)
         self._float("sam_rho", 0)
+        self._int("cir_components", 0)
+        if self.cir_components and self.sam_rho:
+            self._fail("cir_components", "0 while sam_rho is set (the two rebuild the main gradient in different "
+                       "ways; use one)")
+        if self.cir_components and self.gradient_checkpointing:
+            self._fail("cir_components", "0 with gradient_checkpointing (its recomputed forward would be collected "
+                       "twice); turn checkpointing off")
         rc = self.retain_corpus
         if rc is not None and not (isinstance(rc, str) and rc.strip()) and not (
                 isinstance(rc, list) and rc and all(isinstance(p, str) and p.strip() for p in rc)):

@@ -43,5 +43,6 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
                                train, val, keep="best", objective=objective, label_key=label_key, desc=method.name,
                                progress=progress, sam_rho=recipe.finetune.sam_rho,
                                disruption_mask=recipe.finetune.disruption_mask,
+                               cir_components=recipe.finetune.cir_components,
                                before_save=grid.finish if grid else None)
     return {"method": method.name, **result}
