@@ -246,8 +246,9 @@ class UnlearnTrainer(Trainer):
             self.accelerator.backward(second / self.current_gradient_accumulation_steps, **kwargs)
             self.second_losses.append(float(second.detach()))
         if params:  # rules DM1-DM2 (llm_unlearn.robust) where masked; else main + second
-            combined = (self.disruption.combine(main, [p.grad for p in params]) if self.disruption else
-                        [m if r is None else (r if m is None else m + r) for m, r in zip(main, [p.grad for p in params])])
+            second_grads = [p.grad for p in params]
+            combined = (self.disruption.combine(main, second_grads) if self.disruption else
+                        [m if r is None else (r if m is None else m + r) for m, r in zip(main, second_grads, strict=True)])
             for p, h, g in zip(params, held, combined, strict=True):
                 p.grad = g if h is None else (h if g is None else h + g)
         self._micro_step += 1
