@@ -120,6 +120,15 @@ def _fwd_bwd_fn(model, ids, bf16: bool):
     return run
 
 
+def _lm_loss(model, ids):
+    """Next-token cross-entropy of ``ids`` under bf16 autocast (the robust section's main and retain terms)."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+
+
 def _sam_step_fn(model, ids, rho: float = 0.25):
     """A LoRA step with sharpness-aware unlearning as ``UnlearnTrainer`` makes it (SAM1-SAM3)."""
     import torch
@@ -131,10 +140,7 @@ def _sam_step_fn(model, ids, rho: float = 0.25):
     model.train()
 
     def loss_of():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=ids).logits
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 ids[:, 1:].reshape(-1))
+        return _lm_loss(model, ids)
 
     def step():
         loss_of().backward()
@@ -164,10 +170,7 @@ def _retain_step_fn(model, ids, retain_ids, masked: bool):
     model.train()
 
     def loss_of(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=x).logits
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 x[:, 1:].reshape(-1))
+        return _lm_loss(model, x)
 
     def step():
         loss = loss_of(ids)
@@ -201,10 +204,7 @@ def _cir_step_fn(model, ids, retain_ids, components: int = 24):
     model.train()
 
     def loss_of(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=x).logits
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 x[:, 1:].reshape(-1))
+        return _lm_loss(model, x)
 
     cir.collect(model, [{"input_ids": ids}], lambda b: loss_of(b["input_ids"]))
     log(f"robust: CIR bases over one batch in {cir.collect_seconds:.1f} s")

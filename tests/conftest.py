@@ -74,6 +74,23 @@ def build_tiny_llama(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2
     return LlamaForCausalLM(cfg).eval()
 
 
+def first_step_grads():
+    """A Trainer callback and the dict it fills: the trainable weights' gradients (``grads``) and values
+    (``weights``) just before the first optimizer step."""
+    from transformers import TrainerCallback
+
+    seen: dict = {}
+
+    class FirstStep(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.global_step == 0:
+                trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+                seen["grads"] = {n: p.grad.detach().clone() for n, p in trained}
+                seen["weights"] = {n: p.detach().clone() for n, p in trained}
+
+    return FirstStep(), seen
+
+
 def build_tiny_gemma(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2):
     """A randomly initialised Gemma-3 (text) LM with the real tokenizer's vocabulary."""
     import torch

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_tiny_llama
-from transformers import TrainerCallback
+from conftest import build_tiny_llama, first_step_grads
 
 from llm_unlearn.errors import RecipeError
 from llm_unlearn.losses import pad_batch, token_nll
@@ -88,12 +87,7 @@ def test_collapsed_step_against_a_plain_reference(tmp_path, smol_tokenizer):
     each side) plus the retain term's plain gradient; and it is not the plain gradient."""
     rows = _rows(4)
     retain = pad_batch(_rows(2, seed=7), smol_tokenizer.pad_token_id, None)
-    seen = {}
-
-    class Grab(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-            if state.global_step == 0:
-                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    grab, seen = first_step_grads()
 
     def start():
         torch.manual_seed(0)
@@ -103,7 +97,7 @@ def test_collapsed_step_against_a_plain_reference(tmp_path, smol_tokenizer):
                       learning_rate=1e-3)
     metrics, trainer = train_stage(start(), smol_tokenizer, cfg, tmp_path / "cir", rows, [],
                                    objective=_WithRetain(retain), select_best=False, progress=False,
-                                   callbacks=[Grab()], cir_components=3)
+                                   callbacks=[grab], cir_components=3)
     assert metrics["cir"]["directions"] == {"x": 3, "g": 4} and metrics["cir"]["maps"] == 14
     maps = {m.name: m for m in trainer.cir.maps}
 

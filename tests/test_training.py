@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_llama
+from conftest import build_tiny_llama, first_step_grads
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -269,13 +269,7 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_weights(tmp_path, smol_tok
     from llm_unlearn.losses import pad_batch
 
     rows = _rows(2)
-    seen = {}
-
-    class Grab(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-            if state.global_step == 0:
-                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                seen["weights"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    grab, seen = first_step_grads()
 
     def start():
         torch.manual_seed(0)
@@ -283,7 +277,7 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_weights(tmp_path, smol_tok
 
     cfg = _cfg(max_steps=1, batch_size=2, lora_dropout=0.0, mixed_precision="no")
     train_stage(start(), smol_tokenizer, cfg, tmp_path / "sam", rows, [], select_best=False, progress=False,
-                callbacks=[Grab()], sam_rho=0.05)
+                callbacks=[grab], sam_rho=0.05)
     sam_grads, weights = seen["grads"], seen["weights"]
     # the reference: the same LoRA model at the weights the trainer held before its step (nothing left perturbed)
     from llm_unlearn.training import wrap_lora
@@ -349,12 +343,7 @@ def test_disruption_masked_step_equals_a_plain_reference(tmp_path, smol_tokenize
             out = model(input_ids=retain_batch["input_ids"], attention_mask=retain_batch["attention_mask"]).logits
             return 0.5 * token_nll(out, retain_batch["labels"])
 
-    seen = {}
-
-    class Grab(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-            if state.global_step == 0:
-                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    grab, seen = first_step_grads()
 
     def start():
         torch.manual_seed(0)
@@ -362,7 +351,7 @@ def test_disruption_masked_step_equals_a_plain_reference(tmp_path, smol_tokenize
 
     cfg = _cfg(max_steps=1, batch_size=2, lora_dropout=0.0, mixed_precision="no")
     metrics, _ = train_stage(start(), smol_tokenizer, cfg, tmp_path / "dm", rows, [], objective=WithRetain(),
-                             select_best=False, progress=False, callbacks=[Grab()], disruption_mask=True)
+                             select_best=False, progress=False, callbacks=[grab], disruption_mask=True)
     assert 0 < metrics["disruption_mask_kept"] < 1
     model = start()
     torch.manual_seed(cfg.seed)  # as train_stage: the LoRA initialisation
