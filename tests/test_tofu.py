@@ -184,10 +184,12 @@ def test_template_boilerplate_is_vetoed_as_anchor(smol_tokenizer):
 
 
 def test_flop_counter_counts_passes(tiny_llama):
-    """TOFU-F1: 2N per inference token, 6N per full-training token."""
+    """TOFU-F1: 2N per inference token, 6N per full-training token, 4N + 2T when only T weights train (the MLP
+    only, with the embedding frozen), about 4N for a LoRA adapter."""
     import torch
 
-    from llm_unlearn.tofu.flops import count_flops, model_size
+    from llm_unlearn.tofu.flops import count_flops, model_size, trained_size
+    from llm_unlearn.training import TrainConfig, wrap_lora
 
     model, _ = tiny_llama
     n = model_size(model)
@@ -196,9 +198,21 @@ def test_flop_counter_counts_passes(tiny_llama):
         with torch.no_grad():
             model(input_ids=ids)
         model(input_ids=ids).logits.sum().backward()
-    assert c.inference_tokens == 14 and c.trained_full_tokens == 14
+    assert c.inference_tokens == 14 and c.trained_tokens == 14
     assert c.flops == pytest.approx(2 * n * 14 + 6 * n * 14)
     assert model.config.tie_word_embeddings and n < sum(v.numel() for v in model.state_dict().values())  # tied: once
+    for name, p in model.named_parameters():
+        p.requires_grad_(".mlp." in name)
+    mlp = trained_size(model)
+    assert 0 < mlp < n / 2
+    with count_flops(n, model.config.vocab_size) as c:
+        model(input_ids=ids).logits.sum().backward()
+    assert c.flops == pytest.approx(14 * (4 * n + 2 * mlp))  # not 6N: the embedding is frozen, the MLP is not
+    lora = wrap_lora(model.requires_grad_(False), TrainConfig(target_modules=["q_proj", "v_proj"]))
+    with count_flops(n, model.config.vocab_size) as c:
+        lora(input_ids=ids).logits.sum().backward()
+    assert c.flops == pytest.approx(14 * (4 * n + 2 * trained_size(lora)))
+    assert c.flops < 14 * 4.1 * n
 
 
 # ---- end to end on a tiny model ----------------------------------------------------------------------------

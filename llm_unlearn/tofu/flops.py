@@ -4,15 +4,17 @@ the language model processes, and whether a backward pass follows.
 Rule TOFU-F1 (the usual ``6 * N * D`` estimate, Kaplan et al. 2020, split by pass):
 * a forward pass costs ``2 * N`` FLOPs per token (``N`` = parameters of the model, tied weights once; attention's
   ``O(length^2)`` term is left out, small at TOFU's ~100-token QA);
-* a training forward (gradients enabled) adds a backward pass: ``4 * N`` per token when the embedding weights
-  are trained (full fine-tuning: gradients of activations and of weights), ``2 * N`` when they are frozen (LoRA /
-  adapters: gradients of activations only; the adapters' own weight gradients are negligible).
-So full fine-tuning is ``6 * N`` per token, LoRA ``4 * N``, inference ``2 * N``.
+* a training forward (gradients enabled) adds a backward pass: ``2 * N`` per token for the gradients of the
+  activations, plus ``2 * T`` for the gradients of the ``T`` weights being trained (those that require a gradient in
+  the outermost model running, tied weights once).
+So full fine-tuning is ``6 * N`` per token, LoRA about ``4 * N`` (its adapters are a fraction of a percent of N), a
+fine-tune of the MLP weights only ``4 * N + 2 * T_mlp``, inference ``2 * N``.
 
 Tokens are counted at the model's input embedding (one call per forward pass, padding included: it is computed),
 through a global forward hook on ``torch.nn.Embedding`` modules whose size is the model's vocabulary, so the
 count covers every model loaded inside the ``with`` block (reference models, generation steps, evaluation inside
-a method). Gradient checkpointing's recomputed forward is not counted.
+a method); ``T`` is read from the outermost ``transformers`` model whose forward is running. Gradient
+checkpointing's recomputed forward is not counted.
 """
 
 from __future__ import annotations
@@ -26,19 +28,29 @@ import torch
 class FlopCount:
     params: int
     inference_tokens: int = 0
-    trained_full_tokens: int = 0  # forward with gradients, embeddings trainable
-    trained_adapter_tokens: int = 0  # forward with gradients, embeddings frozen
+    trained_tokens: int = 0  # forward with gradients
+    trained_weight_tokens: int = 0  # sum over those tokens of the weights being trained (T)
 
     @property
     def flops(self) -> float:
         n = float(self.params)
-        return (2 * n * (self.inference_tokens + self.trained_full_tokens + self.trained_adapter_tokens)
-                + 4 * n * self.trained_full_tokens + 2 * n * self.trained_adapter_tokens)
+        return (2 * n * (self.inference_tokens + self.trained_tokens) + 2 * n * self.trained_tokens
+                + 2 * float(self.trained_weight_tokens))
 
     def to_dict(self) -> dict:
         return {"params": self.params, "inference_tokens": self.inference_tokens,
-                "trained_full_tokens": self.trained_full_tokens, "trained_adapter_tokens": self.trained_adapter_tokens,
+                "trained_tokens": self.trained_tokens, "trained_weight_tokens": self.trained_weight_tokens,
                 "flops": self.flops}
+
+
+def trained_size(model) -> int:
+    """The weights that require a gradient, each tensor once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.requires_grad and p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total
 
 
 class count_flops:  # noqa: N801 - used as a context manager, like torch.no_grad
@@ -47,7 +59,20 @@ class count_flops:  # noqa: N801 - used as a context manager, like torch.no_grad
     def __init__(self, params: int, vocab_size: int):
         self.count = FlopCount(params=int(params))
         self.vocab_size = int(vocab_size)
-        self._handle = None
+        self._handles: list = []
+        self._running: list[int] = []  # trained weights of each transformers model whose forward is running
+
+    def _enter_model(self, module, args):
+        from transformers import PreTrainedModel
+
+        if isinstance(module, PreTrainedModel):
+            self._running.append(trained_size(module) if torch.is_grad_enabled() else 0)
+
+    def _leave_model(self, module, args, output):
+        from transformers import PreTrainedModel
+
+        if isinstance(module, PreTrainedModel) and self._running:
+            self._running.pop()
 
     def _hook(self, module, args):
         if not isinstance(module, torch.nn.Embedding) or module.num_embeddings < self.vocab_size or not args:
@@ -57,20 +82,23 @@ class count_flops:  # noqa: N801 - used as a context manager, like torch.no_grad
             return
         n = int(ids.numel())
         if torch.is_grad_enabled():
-            if module.weight.requires_grad:
-                self.count.trained_full_tokens += n
-            else:
-                self.count.trained_adapter_tokens += n
+            self.count.trained_tokens += n
+            trained = self._running[0] if self._running else trained_size(module)
+            self.count.trained_weight_tokens += n * trained
         else:
             self.count.inference_tokens += n
 
     def __enter__(self) -> FlopCount:
-        self._handle = torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
+        hooks = torch.nn.modules.module
+        self._handles = [hooks.register_module_forward_pre_hook(self._enter_model),
+                         hooks.register_module_forward_pre_hook(self._hook),
+                         hooks.register_module_forward_hook(self._leave_model, always_call=True)]
         return self.count
 
     def __exit__(self, *exc):
-        if self._handle is not None:
-            self._handle.remove()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
         return False
 
 

@@ -171,7 +171,7 @@ def train_qa_model(base_spec: str, items: list[QAItem], cfg: QATrainConfig, out_
     return {
         "base_model": base_spec, "qa": len(items), "epochs": epochs, "wall_seconds": seconds,
         "sequence_tokens_per_epoch": sequence_tokens, "answer_tokens_per_epoch": answer_tokens,
-        "trained_tokens": int(flops.trained_full_tokens + flops.trained_adapter_tokens),
+        "trained_tokens": int(flops.trained_tokens),
         "analytic_flops": (6 if cfg.full_finetune else 4) * n_params * sequence_tokens * epochs,
         "flops": flops.to_dict(), "train_loss": float(result.training_loss), "steps": int(result.global_step),
         "log": [h for h in trainer.state.log_history if "loss" in h],
