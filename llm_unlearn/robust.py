@@ -238,9 +238,12 @@ class CollapseIrrelevant:
         if trainer.args.world_size > 1:
             raise RecipeError("finetune.cir_components runs on one process (its rebuilt gradients are not "
                               "all-reduced): launch without accelerate's multi-process config, or set it to 0")
+        from tqdm.auto import tqdm
+
         rows, bs = trainer.train_dataset, trainer.args.per_device_train_batch_size
+        starts = tqdm(range(0, len(rows), bs), desc="CIR bases", unit="batch", disable=trainer.args.disable_tqdm)
         batches = (trainer._prepare_inputs(trainer.data_collator([rows[j] for j in range(i, min(i + bs, len(rows)))]))
-                   for i in range(0, len(rows), bs))
+                   for i in starts)
 
         def loss_of(batch):
             with trainer.compute_loss_context_manager():
