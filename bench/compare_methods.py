@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Every unlearning method on the same data, steps and LoRA rank, each at its best of three learning rates.
+"""Every unlearning method on the same data, steps and LoRA rank, each at its best rate on one learning-rate grid.
 
     python bench/compare_methods.py recipes/sherlock_smollm2.yaml --out runs/compare \\
         --from-run runs/sherlock_smollm2 --set finetune.epochs=1
