@@ -24,7 +24,9 @@ Protocol (docs/results.md, "Method comparison"):
   its own loss on the held-out target blocks (``llm_unlearn.methods.unlearn``, ``llm_unlearn.whp.finetune``); the
   column "kept" says so.
 - Evaluation: every model on the selection prompts, WikiText-2 and held-out target perplexity (``sweep/``), then
-  the base and each method's chosen model on the report prompts and the benchmarks (``final/``);
+  the base and each method's chosen model on the report prompts and the benchmarks (``final/``), with the generic
+  floor on the report prompts when the recipe asks for it (``eval.generic_floor``: the base model on the prompts
+  with the target's names made generic by the shared anchor dictionary, the same floor for every method);
   ``--with-model LABEL=PATH`` adds other models (e.g. the demo's full-length WHP model) to both.
 
 WHP's stages up to the labels come from ``--from-run`` (a finished run of the same recipe) or run once in
@@ -152,6 +154,22 @@ def full_summary(out_dir: Path, target: str, control: str | None) -> dict[str, d
     return summary
 
 
+def floor_rows(final_doc: dict, target: str) -> dict | None:
+    """The generic floor of the target suite's report prompts (``final/eval.json``) beside every final model:
+    per section (completion familiarity, P(target)), the translated prompts' count and floor / model -> score."""
+    from llm_unlearn.whp.floor import section_scores
+
+    suite = (final_doc.get("generic_floor") or {}).get(target)
+    if not suite:
+        return None
+    out = {}
+    for section, key in (("completion", "familiarity"), ("probability", "mean_prob")):
+        sec = suite.get(section) or {}
+        scores = {name: s.get(key) for name, s in section_scores(sec).items()}
+        out[section] = {"prompts": sec.get("translated", 0), "scores": scores}
+    return out
+
+
 def _fmt(r: dict, key: str, unit: str = "%base") -> str:
     if key not in r:
         return "-"
@@ -191,6 +209,20 @@ def markdown(result: dict) -> str:
         out.append(line(method + mark, f"{v['lr']:g}", reported.get(label, {}), v))
     for label in result.get("extra_models", {}):
         out.append(line(label, "-", reported.get(label, {}), None))
+    floor = result.get("floor")
+    if floor:
+        comp, prob = floor["completion"], floor["probability"]
+        out += ["", f"On the report prompts that name the target ({comp['prompts']} completion, {prob['prompts']} "
+                "probability): the generic floor is the base model on them with the target's names made generic, "
+                "where a model that never knew the target would stand:", "",
+                "| model | completion familiarity (% of base) | P(target) (% of base) |", "|---|---|---|"]
+        for name in comp["scores"]:
+            cells = []
+            for sec in (comp, prob):
+                value, base = sec["scores"].get(name), sec["scores"].get("base")
+                cells.append("-" if value is None else
+                             f"{value:.3f} ({100 * value / base:.0f}%)" if base else f"{value:.3f}")
+            out.append("| " + " | ".join(["generic floor" if name == "floor" else name, *cells]) + " |")
     grid_note = "one grid for every method" if len(grids) <= 1 else "the grids differ between methods (--lrs)"
     out += ["", f"Every learning rate tried, on the selection prompts ({grid_note}):", "",
             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -277,8 +309,9 @@ def main(argv=None) -> int:
         result["summary"] = full_summary(args.out, result["target_suite"], result["control_suite"])
         final = args.out / "final" / "eval.json"
         if final.is_file():
-            result["reported"] = summarize(json.loads(final.read_text()),
-                                           (result["target_suite"], result["control_suite"]))
+            final_doc = json.loads(final.read_text())
+            result["reported"] = summarize(final_doc, (result["target_suite"], result["control_suite"]))
+            result["floor"] = floor_rows(final_doc, result["target_suite"])
         atomic_write_json(args.out / "compare.json", result)
         atomic_write_text(args.out / "compare.md", markdown(result))
         plot(result, args.out / "compare.png")
@@ -293,7 +326,9 @@ def main(argv=None) -> int:
     recipe = Recipe.from_yaml(args.recipe, list(args.set))
     shared = args.from_run or args.out / "shared"
     t0 = time.perf_counter()
-    Pipeline(recipe, shared).run_stages(until="labels" if "whp" in methods else "corpus")
+    floor_dictionary = shared / "anchors" / "anchors.yaml" if recipe.eval.generic_floor else None
+    upstream_until = "labels" if "whp" in methods else "anchors" if floor_dictionary else "corpus"
+    Pipeline(recipe, shared).run_stages(until=upstream_until)
     timings = {"shared_stages_s": round(time.perf_counter() - t0, 1)}
 
     variants, models = {}, {"base": recipe.model.spec}
@@ -320,7 +355,8 @@ def main(argv=None) -> int:
     heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
     t1 = time.perf_counter()
     splits = [split_suite(p, args.out / "suites") for p in recipe.eval.suites]  # CMP2
-    sweep_cfg = dataclasses.replace(recipe.eval, benchmarks=[], suites=[str(a) for a, _ in splits])
+    # the floor only places the reported numbers: the sweep (which chooses the rates) does without it
+    sweep_cfg = dataclasses.replace(recipe.eval, benchmarks=[], generic_floor=False, suites=[str(a) for a, _ in splits])
     doc = evaluate(models, sweep_cfg, args.out / "sweep", target_heldout=heldout, baseline="base")
     timings["eval_sweep_s"] = round(time.perf_counter() - t1, 1)
     names = [s["name"] for s in doc["suites"]]
@@ -335,7 +371,8 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     final_models = {"base": models["base"], **{label: models[label] for label in chosen.values()}, **extra}
     final_cfg = dataclasses.replace(recipe.eval, suites=[str(b) for _, b in splits], wikitext=None)
-    final_doc = evaluate(final_models, final_cfg, args.out / "final", baseline="base")
+    final_doc = evaluate(final_models, final_cfg, args.out / "final", baseline="base",
+                         floor_dictionary=floor_dictionary)
     timings["eval_final_s"] = round(time.perf_counter() - t1, 1)
     reported = summarize(final_doc, (target, control))
     for label, row in reported.items():  # perplexities come from the sweep (same models, same text)
@@ -348,7 +385,8 @@ def main(argv=None) -> int:
               "learning_rates": {m: list(lrs[m]) for m in methods}, "max_ppl_change": args.max_ppl_change,
               "variants": variants, "extra_models": extra, "chosen": chosen, "chosen_within_bound": within,
               "summary": summary, "reported": reported, "timings": timings, "target_suite": target,
-              "control_suite": control, "selection": f"suite items i % {SELECT_EVERY} == 0 choose; the rest report"}
+              "control_suite": control, "floor": floor_rows(final_doc, target),
+              "selection": f"suite items i % {SELECT_EVERY} == 0 choose; the rest report"}
     atomic_write_json(args.out / "compare.json", result)
     table = markdown(result)
     atomic_write_text(args.out / "compare.md", table)

@@ -44,7 +44,8 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
     data = tiny_recipe(tiny_model_dir, small_corpus)
     data["finetune"]["retain_corpus"] = [str(small_corpus)]  # the tiny model's retain text (no WikiText needed)
     data["eval"] = {"enabled": True, "suites": [str(REPO / "eval" / "sherlock_holmes")], "max_new_tokens": 4,
-                    "wikitext": str(small_corpus), "perplexity_max_tokens": 256, "plots": False, "bootstrap": 50}
+                    "wikitext": str(small_corpus), "perplexity_max_tokens": 256, "plots": False, "bootstrap": 50,
+                    "generic_floor": True}
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(data))
     # a finished WHP run of the recipe gives the shared stages (its fine-tune/export must not leak into the
@@ -85,6 +86,11 @@ def test_compare_methods_on_a_tiny_model(tmp_path, tiny_model_dir, small_corpus,
     final_doc = json.loads((out / "final" / "eval.json").read_text())
     assert sweep_doc["suites"][0]["n_completion"] == len(sel) and final_doc["suites"][0]["n_completion"] == len(rep)
     assert set(result["reported"]) == {"base", *result["chosen"].values()}
+    # the generic floor (from the shared run's anchor dictionary) places the reported numbers, not the choice
+    assert "generic_floor" not in sweep_doc and "sherlock_holmes" in final_doc["generic_floor"]
+    floor = result["floor"]["completion"]
+    assert floor["prompts"] > 0 and set(floor["scores"]) == {"floor", "base", *result["chosen"].values()}
+    assert "| generic floor |" in (out / "compare.md").read_text()
     # CMP3: steps over every training stage (WHP: reinforce + fine-tune) and the checkpoint kept
     whp = result["variants"]["whp lr 0.001"]
     assert whp["steps"] == 4 + 6 and whp["kept"] == "best validation"
