@@ -9,8 +9,10 @@ Protocol (docs/results.md, "Method comparison"):
 - Forget data: the recipe's target corpus blocks (one train / validation split, shared by all methods); retain
   data: the recipe's ``finetune.retain_corpus`` (WikiText-2 by default). Every method trains with the ``finetune``
   section's settings (LoRA rank, batch, epochs = the same number of optimizer steps); only the learning rate varies.
-- Learning rates (rule CMP1): one grid for every method (``GRID``: 1e-4, 3e-4, 1e-3, 3e-3); a method whose chosen
-  rate is at an end of the grid is marked "at the grid's edge" (the grid should be widened for it). ``--lrs
+- Learning rates (rule CMP1): one grid for every method (``GRID``: 1e-4, 3e-4, 1e-3, 3e-3, 1e-2); a method is
+  marked where the grid should be widened for it: chosen at the top rate within the perplexity bound ("at the grid's
+  top": a higher rate might forget more within it), or at the bottom rate with no rate within the bound ("at the
+  grid's bottom"). ``--lrs
   METHOD=a,b,c`` replaces a method's grid (the table then says the grids differ).
 - Selection prompts (rule CMP2): every suite is split once, by item order, into a selection third (items 0, 3, 6,
   ...) and a report part (the rest); the learning rate is chosen on the selection prompts, and the reported numbers
@@ -55,9 +57,10 @@ from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
-# CMP1: one LoRA learning-rate grid for every method (30x wide, around the rates where the methods move the
-# target text in a few dozen LoRA steps; a grid that stops at 1e-3 leaves NPO's choice at its edge)
-GRID = (1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3)
+# CMP1: one LoRA learning-rate grid for every method (100x wide, around the rates where the methods move the
+# target text in a few dozen LoRA steps; measured on the demo: one that stops at 3e-3 leaves WHP's, SimNPO's and
+# RMU's choices at its top)
+GRID = (1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2)
 LEARNING_RATES = {m: GRID for m in ("whp", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")}
 SELECT_EVERY = 3  # CMP2: items 0, 3, 6, ... of each suite choose the rate; the rest are reported
 
@@ -170,11 +173,22 @@ def floor_rows(final_doc: dict, target: str) -> dict | None:
     return out
 
 
+def edge_mark(lr: float, grid: list[float], within_bound: bool) -> str:
+    """CMP1: where the grid should be widened for a method's chosen rate (module docstring), else ''."""
+    if grid and lr == max(grid) and within_bound:
+        return " (at the grid's top)"
+    if grid and lr == min(grid) and not within_bound:
+        return " (at the grid's bottom)"
+    return ""
+
+
 def _fmt(r: dict, key: str, unit: str = "%base") -> str:
     if key not in r:
         return "-"
     if unit == "%base":
         return f"{r[key]:.3f} ({r[key + ' %base']:.0f}%)" if key + " %base" in r else f"{r[key]:.3f}"
+    if r[key] >= 1e5:  # a collapsed model: its perplexity's magnitude is what it says
+        return f"{r[key]:.1e} (collapsed)"
     return f"{r[key]:.2f} ({r[key + ' %change']:+.1f}%)" if key + " %change" in r else f"{r[key]:.2f}"
 
 
@@ -203,9 +217,8 @@ def markdown(result: dict) -> str:
     for method, label in result["chosen"].items():
         v = variants[label]
         mark = "" if result["chosen_within_bound"][method] else " (no lr within the ppl bound)"
-        grid = result.get("learning_rates", {}).get(method) or []
-        if grid and v["lr"] in (min(grid), max(grid)):
-            mark += " (at the grid's edge)"
+        mark += edge_mark(v["lr"], result.get("learning_rates", {}).get(method) or [],
+                          result["chosen_within_bound"][method])
         out.append(line(method + mark, f"{v['lr']:g}", reported.get(label, {}), v))
     for label in result.get("extra_models", {}):
         out.append(line(label, "-", reported.get(label, {}), None))

@@ -31,6 +31,17 @@ def test_selection_takes_the_most_forgetting_lr_within_the_perplexity_bound():
     assert compare_methods.select(rows, T, max_ppl_change=1) == ("a", False)
 
 
+def test_the_edge_mark_says_where_the_grid_should_be_widened():
+    grid = [1e-4, 1e-3, 1e-2]
+    # CMP1: the top rate within the bound might be beaten by a higher one; the bottom rate within the bound is not
+    assert compare_methods.edge_mark(1e-2, grid, True) == " (at the grid's top)"
+    assert compare_methods.edge_mark(1e-4, grid, True) == ""
+    assert compare_methods.edge_mark(1e-4, grid, False) == " (at the grid's bottom)"
+    assert compare_methods.edge_mark(1e-3, grid, False) == ""
+    assert compare_methods._fmt({"ppl/wikitext": 3.2e8, "ppl/wikitext %change": 1.6e9}, "ppl/wikitext", "%change") \
+        == "3.2e+08 (collapsed)"
+
+
 def test_bad_learning_rate_spec_is_refused():
     with pytest.raises(SystemExit, match="METHOD=lr1"):
         compare_methods.parse_lrs(["nosuch=1e-4"])
