@@ -55,6 +55,7 @@ from llm_unlearn.config import Recipe  # noqa: E402
 from llm_unlearn.evaluation.report import changes_vs_base, flat_summary  # noqa: E402
 from llm_unlearn.methods import get_method, method_names  # noqa: E402
 from llm_unlearn.pipeline import Pipeline  # noqa: E402
+from llm_unlearn.rundir import RunPaths  # noqa: E402
 from llm_unlearn.runio import atomic_write_json, atomic_write_text, save_figure  # noqa: E402
 
 # CMP1: one LoRA learning-rate grid for every method (100x wide, around the rates where the methods move the
@@ -339,7 +340,8 @@ def main(argv=None) -> int:
     recipe = Recipe.from_yaml(args.recipe, list(args.set))
     shared = args.from_run or args.out / "shared"
     t0 = time.perf_counter()
-    floor_dictionary = shared / "anchors" / "anchors.yaml" if recipe.eval.generic_floor else None
+    shared_paths = RunPaths(shared)
+    floor_dictionary = shared_paths.anchors if recipe.eval.generic_floor else None
     upstream_until = "labels" if "whp" in methods else "anchors" if floor_dictionary else "corpus"
     Pipeline(recipe, shared).run_stages(until=upstream_until)
     timings = {"shared_stages_s": round(time.perf_counter() - t0, 1)}
@@ -364,8 +366,8 @@ def main(argv=None) -> int:
     from llm_unlearn.corpus import read_blocks
     from llm_unlearn.evaluation import evaluate
 
-    blocks = read_blocks(shared / "corpus" / "blocks.jsonl")
-    heldout = [blocks[i].text for i in json.loads((shared / "corpus" / "split.json").read_text())["validation"]]
+    blocks = read_blocks(shared_paths.blocks)
+    heldout = [blocks[i].text for i in json.loads(shared_paths.split.read_text())["validation"]]
     t1 = time.perf_counter()
     splits = [split_suite(p, args.out / "suites") for p in recipe.eval.suites]  # CMP2
     # the floor only places the reported numbers: the sweep (which chooses the rates) does without it
