@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import warnings
 
 import torch
 
@@ -200,6 +201,10 @@ class CollapseIrrelevant:
         self.ready = False
         self.directions: dict[str, int] = {}
         self.collect_seconds = 0.0
+        # the hooks read only the output gradient, which torch gives also where the layer's input needs none (the
+        # first trained layer when everything below it is frozen); its warning about that case does not apply
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
+                                "respect to module outputs")
         for m in self.maps:
             m.inp.register_forward_pre_hook(functools.partial(self._keep_input, m))
             m.out.register_full_backward_pre_hook(functools.partial(self._keep_grad, m))
@@ -288,8 +293,9 @@ class CollapseIrrelevant:
                 continue
             d_in = d_out = None
             for x, g in pairs:
-                x = collapse(x.reshape(-1, x.shape[-1]).float(), m.bases.get("x", torch.zeros(0, x.shape[-1])))
-                g = collapse(g.reshape(-1, g.shape[-1]).float(), m.bases.get("g", torch.zeros(0, g.shape[-1])))
+                # a map with no basis (nothing to collapse) gets an empty one, made once
+                x = collapse(x.reshape(-1, x.shape[-1]).float(), m.bases.setdefault("x", torch.zeros(0, x.shape[-1])))
+                g = collapse(g.reshape(-1, g.shape[-1]).float(), m.bases.setdefault("g", torch.zeros(0, g.shape[-1])))
                 if m.lora:  # h = B (A x): dB = sum g (A x)^T, dA = sum (B^T g) x^T
                     a, b = (g.T @ (x @ m.inp.weight.float().T)), ((g @ m.out.weight.float()).T @ x)
                     d_out, d_in = (a, b) if d_out is None else (d_out + a, d_in + b)

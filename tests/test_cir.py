@@ -189,3 +189,75 @@ def test_cir_trains_the_unlearning_stage_of_a_run(tmp_path, tiny_model_dir, smal
     stage = "finetune" if method == "whp" else "unlearn"
     result = manifest["stages"][stage]["metrics"]
     assert result["cir"]["directions"] == {"x": 2, "g": 3} and result["cir"]["maps"] == 4
+
+
+def test_collapse_composes_with_quantization_aware_training(smol_tokenizer):
+    """CIR3 with QA2/QA4: on grid-trained layers CIR hooks only the weights on a grid (the frozen rest is not a
+    map), and with empty bases its rebuilt gradient is the straight-through gradient autograd gives the latent
+    weight; a collapsed step still leaves weights that are their own encoding after QA5."""
+    from llm_unlearn import gguf_formats as G
+    from llm_unlearn.quant_aware import grid_training
+
+    torch.manual_seed(0)
+    model = build_tiny_llama(smol_tokenizer).train()
+    gt = grid_training(model, "Q4_1", "unused", True, ["gate_proj", "up_proj", "down_proj"])
+    cir = CollapseIrrelevant(model, 2)
+    assert sorted(m.name for m in cir.maps) == sorted(n for n, _ in model.named_modules()
+                                                      if n.rsplit(".", 1)[-1] in ("gate_proj", "up_proj", "down_proj"))
+    batch = pad_batch(_rows(3), smol_tokenizer.pad_token_id, None)
+
+    def loss_of(b):
+        return token_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+
+    cir.ready = True  # empty bases first: the oracle
+    cir.capturing = True
+    loss_of(batch).backward()
+    cir.capturing = False
+    auto = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    cir.rebuild()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p.grad, auto[n], rtol=1e-4, atol=1e-6), n
+    model.zero_grad(set_to_none=True)
+    cir.collect(model, [batch], loss_of)  # now with bases: the step differs from autograd's and stays on the grid
+    cir.capturing = True
+    loss_of(batch).backward()
+    cir.capturing = False
+    cir.rebuild()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    differs = False
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            differs |= not torch.allclose(p.grad, auto[n], rtol=1e-2, atol=1e-5)
+    assert differs
+    opt.step()
+    gt.finish(model)
+    for m in cir.maps:
+        w = m.inp.weight.data
+        assert torch.equal(G.round_trip(w, "Q4_1")[0], w), m.name
+
+
+def test_cir_with_quantization_aware_full_finetune_in_a_run(tmp_path, tiny_model_dir, small_corpus):
+    """The two options together in a run: CIR collapses only the weights on the grid (q_proj and v_proj, 2 layers)
+    and the exported weights are their own Q4_0 encoding (QA5)."""
+    import json
+
+    from llm_unlearn import gguf_formats as G
+    from llm_unlearn.config import Recipe
+    from llm_unlearn.gguf_formats import quantized_linears
+    from llm_unlearn.models import load_model
+    from llm_unlearn.pipeline import Pipeline
+    from tests.test_pipeline import tiny_recipe
+
+    data = tiny_recipe(tiny_model_dir, small_corpus)
+    data["finetune"].update(full_finetune=True, quantization_aware="Q4_0", learning_rate=5e-2, cir_components=2)
+    run = tmp_path / "run"
+    Pipeline(Recipe.from_dict(data), run, progress=False).run_stages(until="export")
+    result = json.loads((run / "manifest.json").read_text())["stages"]["finetune"]["metrics"]
+    assert result["cir"]["maps"] == 4
+    out, _ = load_model(str(run / "export" / "model"), dtype="float32", device="cpu")
+    o = dict(out.named_parameters())
+    for name in quantized_linears(out):
+        if name.rsplit(".", 1)[-1] in ("q_proj", "v_proj"):
+            w = o[f"{name}.weight"].data
+            assert torch.equal(G.round_trip(w, "Q4_0")[0], w), name
