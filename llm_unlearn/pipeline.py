@@ -104,6 +104,7 @@ Stage = StageSpec  # the stage record (kept under its old name)
 # those runs keep their fingerprints (and are not recomputed) after an upgrade
 ADDED_SETTINGS = {("corpus", "relearn_fraction"): 0.0, ("finetune", "sam_rho"): 0.0,
                   ("finetune", "disruption_mask"): False, ("finetune", "cir_components"): 0,
+                  ("finetune", "meta_relearn_step"): 0.0,
                   ("finetune", "quantization_aware"): None,
                   ("labels", "rise_tokens"): "all", ("labels", "rise_keyness"): 5.0,
                   **{("labels", name): off for name, off in TARGET_RISE_SETTINGS.items()},

@@ -18,7 +18,19 @@ Disruption masking (Sondej et al. 2025, "Robust LLM Unlearning with MUDMAN"; ``f
 * DM4: a method without a retain term cannot be masked (there is nothing to agree with): a typed error at the first
   step says to set one.
 
-The meta-learning part of MUDMAN (unlearning against a simulated relearning adversary) is not implemented.
+Meta-unlearning, MUDMAN's meta-learning part (``finetune.meta_relearn_step``, :class:`MetaRelearner`): the
+unlearning gradient is taken where a relearning attacker would have moved the weights.
+
+* MU1 (the relearner): a copy of the trained weights, forked from them every :data:`META_FORK_EVERY` micro-batches
+  (the authors fork every 32 of their steps). At every micro-batch it takes one step of normalised gradient descent,
+  of length ``meta_relearn_step`` (the norm over all trained weights), on the batch's own text: the language-model
+  loss of its ``input_ids`` (what an attack relearning that text lowers), whatever labels the method trains on.
+* MU2 (the main gradient): the method's main loss is differentiated at the relearner's weights (before its step
+  of this micro-batch, as the authors reuse that forward) and the gradient goes to the trained weights; the
+  retain term, if any, is taken at the trained weights themselves.
+* MU3: the trained weights are back bit for bit after each micro-batch, before the optimizer moves them; one extra
+  forward and backward per micro-batch (about 2x a step). Not with ``sam_rho`` or ``cir_components`` (each rebuilds
+  the main gradient its own way): a typed error says so.
 
 Collapse of irrelevant representations (Sondej & Yang 2025, "CIR Ensures Robust and Non-Disruptive LLM
 Unlearning"; ``finetune.cir_components``, :class:`CollapseIrrelevant`): the unlearning update is built only from what
@@ -58,6 +70,7 @@ logger = logging.getLogger(__name__)
 DM_MOMENTUM = 0.9
 CIR_GRAD_RATIO = 1.5  # CIR1: gradient directions per activation direction (the reference's 36 / 24)
 CIR_TOKENS_PER_BATCH = 512  # CIR1: tokens of each batch in the statistics, evenly spaced (the cost is per token)
+META_FORK_EVERY = 16  # MU1: micro-batches between forks of the simulated relearner from the trained weights
 
 
 def perturb_along_gradient(params: list, rho: float) -> list:
@@ -83,6 +96,53 @@ def undo_perturbation(params: list, saved: list) -> None:
         for p, before in zip(params, saved, strict=True):
             if before is not None:
                 p.copy_(before)
+
+
+def own_text_loss(model, batch) -> torch.Tensor:
+    """MU1: the language-model loss of a batch's own ``input_ids`` (padding left out), whatever its labels."""
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    labels = ids if mask is None else ids.masked_fill(mask == 0, -100)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    shift = logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(shift.reshape(-1, shift.size(-1)), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
+
+
+class MetaRelearner:
+    """MU1 and MU3 over the trained weights ``params``: :meth:`enter` puts the relearner's weights in their place
+    (forking it first when due) and returns the trained ones, :meth:`relearn` moves the relearner, :meth:`leave`
+    puts the trained weights back."""
+
+    def __init__(self, params: list, step: float):
+        self.params, self.step = params, step
+        self.weights: list[torch.Tensor] | None = None
+        self.calls = 0
+
+    @torch.no_grad()
+    def enter(self) -> list[torch.Tensor]:
+        trained = [p.detach().clone() for p in self.params]
+        if self.weights is None or self.calls % META_FORK_EVERY == 0:
+            self.weights = [t.clone() for t in trained]
+        for p, w in zip(self.params, self.weights, strict=True):
+            p.copy_(w)
+        self.calls += 1
+        return trained
+
+    @torch.no_grad()
+    def relearn(self, grads: list) -> None:
+        """MU1: one normalised descent step of length ``step`` along the relearning gradients ``grads``."""
+        norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
+        if norm == 0.0:
+            return
+        for w, g in zip(self.weights, grads, strict=True):
+            if g is not None:
+                w.sub_((g.float() * (self.step / norm)).to(w.dtype))
+
+    @torch.no_grad()
+    def leave(self, trained: list[torch.Tensor]) -> None:
+        for p, t in zip(self.params, trained, strict=True):
+            p.copy_(t)
 
 
 class DisruptionMask:

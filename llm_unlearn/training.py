@@ -35,7 +35,14 @@ from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
 from .losses import pad_batch, soft_label_loss, token_nll
-from .robust import CollapseIrrelevant, DisruptionMask, perturb_along_gradient, undo_perturbation
+from .robust import (
+    CollapseIrrelevant,
+    DisruptionMask,
+    MetaRelearner,
+    own_text_loss,
+    perturb_along_gradient,
+    undo_perturbation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,10 +204,12 @@ class UnlearnTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, objective: Objective, sam_rho: float = 0.0, disruption_mask: bool = False,
-                 cir_components: int = 0, **kwargs):
+                 cir_components: int = 0, meta_relearn_step: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.sam_rho = sam_rho
+        self.meta = (MetaRelearner([p for p in self.model.parameters() if p.requires_grad], meta_relearn_step)
+                     if meta_relearn_step > 0 else None)
         self.disruption = DisruptionMask() if disruption_mask else None
         self.cir = CollapseIrrelevant(self.model, cir_components) if cir_components else None
         self._micro_step: int | None = None
@@ -226,6 +235,8 @@ class UnlearnTrainer(Trainer):
             p.grad = None
         if self.sam_rho > 0:
             loss = self._sharpness_aware_step(model, inputs, num_items_in_batch)
+        elif self.meta:
+            loss = self._meta_unlearning_step(model, inputs, num_items_in_batch)
         else:
             if self.cir:
                 self.cir.capturing = True
@@ -273,6 +284,27 @@ class UnlearnTrainer(Trainer):
             p.grad = grad
         loss = super().training_step(model, inputs, num_items_in_batch)
         undo_perturbation(params, shifts)
+        return loss
+
+
+    def _meta_unlearning_step(self, model, inputs, num_items_in_batch):
+        """Rules MU1-MU3 (llm_unlearn.robust): the main loss's gradient at the simulated relearner's weights, the
+        relearner one step further along its own text, the trained weights back."""
+        params = self.meta.params
+        held = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        trained = self.meta.enter()
+        model.train()
+        with self.compute_loss_context_manager():
+            relearn = own_text_loss(model, inputs)
+        self.accelerator.backward(relearn)
+        relearn_grads = [p.grad for p in params]
+        for p, grad in zip(params, held, strict=True):
+            p.grad = grad
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.meta.relearn(relearn_grads)
+        self.meta.leave(trained)
         return loss
 
 
@@ -375,7 +407,8 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
                 val_rows: list[dict], objective: Objective | None = None, label_key: str | None = None,
                 soft_keys: tuple[str, str] | None = None, select_best: bool = True, desc: str = "train",
                 progress: bool = True, callbacks: list | None = None, sam_rho: float = 0.0,
-                before_save=None, disruption_mask: bool = False, cir_components: int = 0) -> tuple[dict, UnlearnTrainer]:
+                before_save=None, disruption_mask: bool = False, cir_components: int = 0,
+                meta_relearn_step: float = 0.0) -> tuple[dict, UnlearnTrainer]:
     """Train ``model`` (wrapped in LoRA unless ``cfg.full_finetune``) on ``train_rows`` and validate on ``val_rows``.
 
     Rows are dicts with ``input_ids`` and, optionally, ``label_key`` (the labels) and the ``soft_keys`` columns.
@@ -407,7 +440,8 @@ def train_stage(model, tokenizer, cfg: TrainConfig, stage_dir: str | Path, train
     trainer = UnlearnTrainer(model=model, args=args, train_dataset=RowDataset(train_rows),
                              eval_dataset=RowDataset(val_rows) if val_rows else None, data_collator=collate,
                              objective=objective, callbacks=[_EvalAtEnd(), *(callbacks or [])], sam_rho=sam_rho,
-                             disruption_mask=disruption_mask, cir_components=cir_components)
+                             disruption_mask=disruption_mask, cir_components=cir_components,
+                             meta_relearn_step=meta_relearn_step)
     if not progress:
         from transformers.trainer_callback import PrinterCallback
 

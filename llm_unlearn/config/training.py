@@ -137,6 +137,10 @@ class FinetuneConfig(TrainConfig):
     # unlearning gradient rebuilt from activations and output gradients without their mean and top principal
     # components over the training text: this many activation directions (1.5x as many gradient ones); 0 = off
     cir_components: int = 0
+    # Meta-unlearning (MUDMAN's meta-learning; llm_unlearn.robust, rules MU1-MU3): the main loss's gradient taken at
+    # the weights of a simulated relearner of the training text, which moves this far (normalised) each micro-batch
+    # and is forked from the trained weights every 16; 0 = off; ~2x a step
+    meta_relearn_step: float = 0.0
     # Quantization-aware unlearning (llm_unlearn.quant_aware, rules QA1-QA5): the forward sees the weights on the grid
     # of the format the model will ship in (``base``: each weight's type in the base's GGUF file), so rounding the
     # result to that format changes nothing. Needs full_finetune; null = off.
@@ -156,6 +160,10 @@ class FinetuneConfig(TrainConfig):
         if self.cir_components and self.sam_rho:
             self._fail("cir_components", "0 while sam_rho is set (the two rebuild the main gradient in different "
                        "ways; use one)")
+        self._float("meta_relearn_step", 0)
+        if self.meta_relearn_step and (self.sam_rho or self.cir_components):
+            self._fail("meta_relearn_step", "0 while sam_rho or cir_components is set (each rebuilds the main "
+                       "gradient its own way; use one)")
         if self.cir_components and self.gradient_checkpointing:
             self._fail("cir_components", "0 with gradient_checkpointing (its recomputed forward would be collected "
                        "twice); turn checkpointing off")

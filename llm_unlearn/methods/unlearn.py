@@ -44,5 +44,6 @@ def run_unlearn(run, recipe, progress: bool = True) -> dict:
                                progress=progress, sam_rho=recipe.finetune.sam_rho,
                                disruption_mask=recipe.finetune.disruption_mask,
                                cir_components=recipe.finetune.cir_components,
+                               meta_relearn_step=recipe.finetune.meta_relearn_step,
                                before_save=grid.finish if grid else None)
     return {"method": method.name, **result}

@@ -65,6 +65,7 @@ def run_finetune(run, recipe, progress: bool = True) -> dict:
                                progress=progress, sam_rho=recipe.finetune.sam_rho,
                                disruption_mask=recipe.finetune.disruption_mask,
                                cir_components=recipe.finetune.cir_components,
+                               meta_relearn_step=recipe.finetune.meta_relearn_step,
                                before_save=grid.finish if grid else None)
     if "second_loss_last" in result:
         result["extra_loss"] = result["second_loss_last"]
