@@ -19,7 +19,8 @@ dtype       SmolLM2-135M, blocks of the Sherlock corpus (256 tokens), float32 vs
             mean KL between the float32 and bf16 soft labels (top-32 softmax).
 robust      one training step of the unlearning fine-tune's kinds, batch 4 x 256, bf16 autocast, side by side
             (interleaved), each as a ratio to the demo's LoRA step: LoRA with sharpness-aware unlearning
-            (``finetune.sam_rho``: two forward/backward passes), full fine-tuning, full fine-tuning on the base
+            (``finetune.sam_rho``: two forward/backward passes), with meta-unlearning (``finetune.meta_relearn_step``:
+            two forward/backward passes, two copies of the trained weights), full fine-tuning, full fine-tuning on the base
             file's Q4_1 grid (``finetune.quantization_aware: base``), and the same on the MLP only; a LoRA step
             with a retain term on one block, without and with the disruption mask (``finetune.disruption_mask``), and
             with collapse of irrelevant representations (``finetune.cir_components: 24``; its bases, taken once per
@@ -229,6 +230,37 @@ def _cir_step_fn(model, ids, retain_ids, components: int = 24):
     return step
 
 
+def _meta_step_fn(model, ids, step_length: float = 1.0):
+    """A LoRA step with meta-unlearning as ``UnlearnTrainer`` makes it (MU1-MU3): the relearner's own-text gradient,
+    the main gradient at its weights, the trained weights back."""
+    import torch
+
+    from llm_unlearn.robust import MetaRelearner, own_text_loss
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98))
+    meta = MetaRelearner(params, step_length)
+    model.train()
+
+    def step():
+        trained = meta.enter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            own_text_loss(model, {"input_ids": ids}).backward()
+        relearn = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        loss = _lm_loss(model, ids)
+        loss.backward()
+        meta.relearn(relearn)
+        meta.leave(trained)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss.detach())
+
+    return step
+
+
 def bench_robust(args) -> dict:
     from llm_unlearn.quant_aware import grid_training
 
@@ -236,13 +268,14 @@ def bench_robust(args) -> dict:
     ids4 = _batch(sherlock_blocks(tok, max_blocks=4), 4)
     lora, lora_sam = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
     lora_retain, lora_masked = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
-    lora_cir = _lora(copy.deepcopy(base))
+    lora_cir, lora_meta = _lora(copy.deepcopy(base)), _lora(copy.deepcopy(base))
     retain1 = ids4[:1].flip(-1).contiguous()  # one block of other text, as the demo's retain_batch_size 1
     full = copy.deepcopy(base)
     full_qa, mlp_qa = copy.deepcopy(base), copy.deepcopy(base)
     grid_training(full_qa, "base", "smollm2-135m", True)
     grid_training(mlp_qa, "base", "smollm2-135m", True, ["gate_proj", "up_proj", "down_proj"])
     fns = {"lora": _train_step_fn(lora, ids4, True), "lora_sam": _sam_step_fn(lora_sam, ids4),
+           "lora_meta": _meta_step_fn(lora_meta, ids4),
            "full": _train_step_fn(full, ids4, True), "full_quantization_aware": _train_step_fn(full_qa, ids4, True),
            "mlp_quantization_aware": _train_step_fn(mlp_qa, ids4, True),
            "lora_retain": _retain_step_fn(lora_retain, ids4, retain1, False),
