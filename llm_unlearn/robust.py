@@ -25,6 +25,7 @@ unlearning gradient is taken where a relearning attacker would have moved the we
   (the authors fork every 32 of their steps). At every micro-batch it takes one step of normalised gradient descent,
   of length ``meta_relearn_step`` (the norm over all trained weights), on the batch's own text: the language-model
   loss of its ``input_ids`` (what an attack relearning that text lowers), whatever labels the method trains on.
+  Its weights are not checkpointed: a resumed stage forks it again at the resumed weights.
 * MU2 (the main gradient): the method's main loss is differentiated at the relearner's weights (before its step
   of this micro-batch, as the authors reuse that forward) and the gradient goes to the trained weights; the
   retain term, if any, is taken at the trained weights themselves.

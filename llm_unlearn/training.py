@@ -286,7 +286,6 @@ class UnlearnTrainer(Trainer):
         undo_perturbation(params, shifts)
         return loss
 
-
     def _meta_unlearning_step(self, model, inputs, num_items_in_batch):
         """Rules MU1-MU3 (llm_unlearn.robust): the main loss's gradient at the simulated relearner's weights, the
         relearner one step further along its own text, the trained weights back."""
