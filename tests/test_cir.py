@@ -41,6 +41,20 @@ def test_collapse_basis_by_hand():
     assert collapse_basis(*_stats(pts), k=9).shape == (3, 3)  # never more than the dimension
 
 
+def _rebuilt_is_autograds(model, cir, backward) -> dict:
+    """CIR2's oracle for one backward: with ``cir``'s bases as they are (empty), every trained weight's rebuilt
+    gradient equals autograd's; returns autograd's."""
+    cir.capturing = True
+    backward()
+    cir.capturing = False
+    auto = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    cir.rebuild()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p.grad, auto[n], rtol=1e-4, atol=1e-6), n
+    return auto
+
+
 @pytest.mark.parametrize("full", [False, True])
 def test_rebuilt_gradient_with_empty_bases_is_autograds(smol_tokenizer, full):
     """CIR2's oracle: from the captured activations and output gradients with nothing collapsed, the rebuilt
@@ -57,16 +71,13 @@ def test_rebuilt_gradient_with_empty_bases_is_autograds(smol_tokenizer, full):
     assert len(cir.maps) == (6 if not full else 14)  # 3 LoRA pairs x 2 layers; 7 linears x 2 layers, no head
     cir.ready = True  # empty bases: nothing is collapsed
     batch = pad_batch(_rows(3), smol_tokenizer.pad_token_id, None)
-    cir.capturing = True
-    torch.manual_seed(1)
-    token_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-              batch["labels"]).backward()
-    cir.capturing = False
-    auto = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    cir.rebuild()
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            assert torch.allclose(p.grad, auto[n], rtol=1e-4, atol=1e-6), n
+
+    def backward():
+        torch.manual_seed(1)
+        token_nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                  batch["labels"]).backward()
+
+    auto = _rebuilt_is_autograds(model, cir, backward)
     assert all(not m.xs and not m.gs for m in cir.maps)  # the captured vectors are released
     assert full or auto[next(n for n in auto if "lora_A" in n)].abs().sum() > 0
 
@@ -210,14 +221,7 @@ def test_collapse_composes_with_quantization_aware_training(smol_tokenizer):
         return token_nll(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
 
     cir.ready = True  # empty bases first: the oracle
-    cir.capturing = True
-    loss_of(batch).backward()
-    cir.capturing = False
-    auto = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    cir.rebuild()
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            assert torch.allclose(p.grad, auto[n], rtol=1e-4, atol=1e-6), n
+    auto = _rebuilt_is_autograds(model, cir, lambda: loss_of(batch).backward())
     model.zero_grad(set_to_none=True)
     cir.collect(model, [batch], loss_of)  # now with bases: the step differs from autograd's and stays on the grid
     cir.capturing = True
