@@ -1,8 +1,8 @@
 """Robust unlearning steps that any method's training can use (the training engine calls them).
 
 Sharpness-aware unlearning (Fan et al. 2025, "Towards LLM Unlearning Resilient to Relearning Attacks";
-``finetune.sam_rho``), rules SAM1-SAM3 in :meth:`llm_unlearn.training.UnlearnTrainer._sharpness_aware_step`, with
-the weight perturbation here (:func:`perturb_along_gradient`, :func:`undo_perturbation`).
+``finetune.sam_rho``), rules SAM1-SAM3 in :func:`sharpness_aware_step`, with
+the weight perturbation (:func:`perturb_along_gradient`, :func:`undo_perturbation`).
 
 Disruption masking (Sondej et al. 2025, "Robust LLM Unlearning with MUDMAN"; ``finetune.disruption_mask``):
 
@@ -144,6 +144,55 @@ class MetaRelearner:
     def leave(self, trained: list[torch.Tensor]) -> None:
         for p, t in zip(self.params, trained, strict=True):
             p.copy_(t)
+
+
+def _aside(params: list) -> list:
+    """Earlier micro-batches' gradients, set aside (the parameters' own cleared) while this one's first pass runs."""
+    held = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    return held
+
+
+def sharpness_aware_step(trainer, model, inputs, plain_step):
+    """Rules SAM1-SAM3 (sharpness-aware unlearning, Fan et al. 2025) for the trainer's micro-batch: the main loss's
+    gradient is taken at the worst nearby weights. SAM1: a first backward at the weights gives g; SAM2: the trainable
+    weights move by ``rho * g / ||g||`` (the steepest ascent of radius rho) and the main term's backward
+    (``plain_step``, the Trainer's own step) runs there; SAM3: the weights move back, and the second term (the retain
+    term) is taken at the weights themselves. Gradients of earlier micro-batches are kept aside during SAM1, so
+    accumulation adds the perturbed gradients only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    held = _aside(params)
+    model.train()
+    with trainer.compute_loss_context_manager():
+        first = trainer.objective.loss(model, inputs)
+    trainer.accelerator.backward(first)
+    shifts = perturb_along_gradient(params, trainer.sam_rho)
+    for p, grad in zip(params, held, strict=True):
+        p.grad = grad
+    loss = plain_step()
+    undo_perturbation(params, shifts)
+    return loss
+
+
+def meta_unlearning_step(trainer, model, inputs, plain_step):
+    """Rules MU1-MU3 for the trainer's micro-batch: the relearner's own-text gradient, then the main loss's gradient
+    at the relearner's weights (``plain_step``, the Trainer's own step), the relearner one step further, the trained
+    weights back."""
+    meta = trainer.meta
+    held = _aside(meta.params)
+    trained = meta.enter()
+    model.train()
+    with trainer.compute_loss_context_manager():
+        relearn = own_text_loss(model, inputs)
+    trainer.accelerator.backward(relearn)
+    relearn_grads = [p.grad for p in meta.params]
+    for p, grad in zip(meta.params, held, strict=True):
+        p.grad = grad
+    loss = plain_step()
+    meta.relearn(relearn_grads)
+    meta.leave(trained)
+    return loss
 
 
 class DisruptionMask:

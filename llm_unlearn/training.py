@@ -35,14 +35,7 @@ from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
 from .losses import pad_batch, soft_label_loss, token_nll
-from .robust import (
-    CollapseIrrelevant,
-    DisruptionMask,
-    MetaRelearner,
-    own_text_loss,
-    perturb_along_gradient,
-    undo_perturbation,
-)
+from .robust import CollapseIrrelevant, DisruptionMask, MetaRelearner, meta_unlearning_step, sharpness_aware_step
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +226,12 @@ class UnlearnTrainer(Trainer):
         held = [p.grad for p in params]  # earlier micro-batches' gradients, aside while this one is changed
         for p in params:
             p.grad = None
-        if self.sam_rho > 0:
-            loss = self._sharpness_aware_step(model, inputs, num_items_in_batch)
-        elif self.meta:
-            loss = self._meta_unlearning_step(model, inputs, num_items_in_batch)
+        if self.sam_rho > 0 or self.meta:
+            def plain_step():
+                return super(UnlearnTrainer, self).training_step(model, inputs, num_items_in_batch)
+
+            step = sharpness_aware_step if self.sam_rho > 0 else meta_unlearning_step
+            loss = step(self, model, inputs, plain_step)
         else:
             if self.cir:
                 self.cir.capturing = True
@@ -264,48 +259,6 @@ class UnlearnTrainer(Trainer):
                 p.grad = g if h is None else (h if g is None else h + g)
         self._micro_step += 1
         return loss
-
-    def _sharpness_aware_step(self, model, inputs, num_items_in_batch):
-        """Rules SAM1-SAM3 (sharpness-aware unlearning, Fan et al. 2025): the main loss's gradient is taken at the
-        worst nearby weights. SAM1: a first backward at the weights gives g; SAM2: the trainable weights move by
-        ``rho * g / ||g||`` (the steepest ascent of radius rho) and the main term's backward runs there; SAM3: the
-        weights move back, and the second term (the retain term) is taken at the weights themselves. Gradients of
-        earlier micro-batches are kept aside during SAM1, so accumulation adds the perturbed gradients only."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        held = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        model.train()
-        with self.compute_loss_context_manager():
-            first = self.objective.loss(model, inputs)
-        self.accelerator.backward(first)
-        shifts = perturb_along_gradient(params, self.sam_rho)
-        for p, grad in zip(params, held, strict=True):
-            p.grad = grad
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        undo_perturbation(params, shifts)
-        return loss
-
-    def _meta_unlearning_step(self, model, inputs, num_items_in_batch):
-        """Rules MU1-MU3 (llm_unlearn.robust): the main loss's gradient at the simulated relearner's weights, the
-        relearner one step further along its own text, the trained weights back."""
-        params = self.meta.params
-        held = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        trained = self.meta.enter()
-        model.train()
-        with self.compute_loss_context_manager():
-            relearn = own_text_loss(model, inputs)
-        self.accelerator.backward(relearn)
-        relearn_grads = [p.grad for p in params]
-        for p, grad in zip(params, held, strict=True):
-            p.grad = grad
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        self.meta.relearn(relearn_grads)
-        self.meta.leave(trained)
-        return loss
-
 
 class _EvalAtEnd(TrainerCallback):
     """Validate and checkpoint after the last step too (the old loop did), whatever eval_every is."""
