@@ -65,6 +65,7 @@ import warnings
 import torch
 
 from .errors import RecipeError
+from .losses import token_nll
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,17 @@ CIR_TOKENS_PER_BATCH = 512  # CIR1: tokens of each batch in the statistics, even
 META_FORK_EVERY = 16  # MU1: micro-batches between forks of the simulated relearner from the trained weights
 
 
+def _norm(grads: list) -> float:
+    """The global L2 norm of gradients (None entries left out)."""
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
+
+
 def perturb_along_gradient(params: list, rho: float) -> list:
     """SAM2: move each parameter by ``rho * grad / ||grad||`` (the norm over all of them); returns what
     :func:`undo_perturbation` needs (each moved parameter's weights before the move; None where a parameter has no
     gradient). With a zero gradient nothing moves."""
     grads = [p.grad for p in params]
-    norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
+    norm = _norm(grads)
     saved = []
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
@@ -104,10 +110,7 @@ def own_text_loss(model, batch) -> torch.Tensor:
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
     labels = ids if mask is None else ids.masked_fill(mask == 0, -100)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    shift = logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(shift.reshape(-1, shift.size(-1)), labels[:, 1:].reshape(-1),
-                                             ignore_index=-100)
+    return token_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
 
 
 class MetaRelearner:
@@ -133,7 +136,7 @@ class MetaRelearner:
     @torch.no_grad()
     def relearn(self, grads: list) -> None:
         """MU1: one normalised descent step of length ``step`` along the relearning gradients ``grads``."""
-        norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.tensor(0.0)))
+        norm = _norm(grads)
         if norm == 0.0:
             return
         for w, g in zip(self.weights, grads, strict=True):
