@@ -125,9 +125,10 @@ def _lm_loss(model, ids):
     """Next-token cross-entropy of ``ids`` under bf16 autocast (the robust section's main and retain terms)."""
     import torch
 
+    from llm_unlearn.losses import token_nll
+
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(input_ids=ids).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+        return token_nll(model(input_ids=ids).logits, ids)
 
 
 def _sam_step_fn(model, ids, rho: float = 0.25):

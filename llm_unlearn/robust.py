@@ -149,8 +149,9 @@ class MetaRelearner:
             p.copy_(t)
 
 
-def _aside(params: list) -> list:
-    """Earlier micro-batches' gradients, set aside (the parameters' own cleared) while this one's first pass runs."""
+def set_aside(params: list) -> list:
+    """The parameters' gradients so far, handed back and cleared on the parameters (so a pass that follows writes
+    its own gradient only)."""
     held = [p.grad for p in params]
     for p in params:
         p.grad = None
@@ -165,7 +166,7 @@ def sharpness_aware_step(trainer, model, inputs, plain_step):
     term) is taken at the weights themselves. Gradients of earlier micro-batches are kept aside during SAM1, so
     accumulation adds the perturbed gradients only."""
     params = [p for p in model.parameters() if p.requires_grad]
-    held = _aside(params)
+    held = set_aside(params)
     model.train()
     with trainer.compute_loss_context_manager():
         first = trainer.objective.loss(model, inputs)
@@ -183,7 +184,7 @@ def meta_unlearning_step(trainer, model, inputs, plain_step):
     at the relearner's weights (``plain_step``, the Trainer's own step), the relearner one step further, the trained
     weights back."""
     meta = trainer.meta
-    held = _aside(meta.params)
+    held = set_aside(meta.params)
     trained = meta.enter()
     model.train()
     with trainer.compute_loss_context_manager():

@@ -35,7 +35,14 @@ from .config import TrainConfig
 from .errors import RecipeError
 from .hardware import resolve_mixed_precision, training_weights_dtype
 from .losses import pad_batch, soft_label_loss, token_nll
-from .robust import CollapseIrrelevant, DisruptionMask, MetaRelearner, meta_unlearning_step, sharpness_aware_step
+from .robust import (
+    CollapseIrrelevant,
+    DisruptionMask,
+    MetaRelearner,
+    meta_unlearning_step,
+    set_aside,
+    sharpness_aware_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +230,7 @@ class UnlearnTrainer(Trainer):
         if self.cir and not self.cir.ready:
             self.cir.collect_for(self, model)  # rule CIR1 (llm_unlearn.robust)
         params = [p for p in model.parameters() if p.requires_grad] if self.disruption or self.cir else []
-        held = [p.grad for p in params]  # earlier micro-batches' gradients, aside while this one is changed
-        for p in params:
-            p.grad = None
+        held = set_aside(params)  # earlier micro-batches' gradients, aside while this one is changed
         if self.sam_rho > 0 or self.meta:
             def plain_step():
                 return super(UnlearnTrainer, self).training_step(model, inputs, num_items_in_batch)
@@ -239,9 +244,7 @@ class UnlearnTrainer(Trainer):
         if self.cir:  # rule CIR2: the main term's gradient rebuilt from collapsed activations and gradients
             self.cir.capturing = False
             self.cir.rebuild()
-        main = [p.grad for p in params]
-        for p in params:
-            p.grad = None
+        main = set_aside(params)
         second = self.objective.second_loss(model, inputs, self._micro_step)
         if self.disruption:
             self.disruption.missing_retain(second)
