@@ -10,7 +10,8 @@ an attack found in two folders of one setting is an error (which one to plot is 
 completion familiarity and of P(target) on the suite's scored items with their 95% bootstrap intervals, one group per
 attack row (``relearn heldout-20``, ``in_context k=3``, ...), absent where that model was not attacked so. Dashed
 lines: the goals of the robustness protocol (at most 0.5 under relearning and in-context examples, 0.1 under the
-base file's own quantization). ``--json FILE`` writes the plotted numbers.
+base file's own quantization). The axis runs from -1 to 2: wider intervals run off it. ``--json FILE`` writes the
+plotted numbers, interval ends included.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def plot(data: dict, suite: str, out: Path) -> None:
                 hi.append((cell["ci_high"] if cell["ci_high"] is not None else cell["recovery"]) - cell["recovery"])
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label)
             for x, y in zip(xs, ys, strict=True):  # the value itself: a recovery of 0.00 has no visible bar
-                ax.annotate(f"{y:+.2f}", (x, 0), xytext=(0, -9 if y >= 0 else 3), textcoords="offset points",
-                            ha="center", fontsize=6)
+                ax.annotate(f"{y:+.2f}", (x, 0), xytext=(0, -3 if y >= 0 else 3), textcoords="offset points",
+                            ha="center", va="top" if y >= 0 else "bottom", rotation=90, fontsize=6)
         for j, attack in enumerate(attacks):
             goal = GOALS.get(attack.split()[0])
             if goal is not None:
@@ -96,9 +97,10 @@ def plot(data: dict, suite: str, out: Path) -> None:
         ax.axhline(1, color="grey", linewidth=0.8, linestyle="dotted")
         ax.set_xticks(range(len(attacks)), [a.replace(" (base file)", "") for a in attacks], rotation=15)
         ax.set_title(f"{suite}: recovery of {title}")
+        ax.set_ylim(-1.0, 2.0)  # wider intervals run off the axis (their ends are in --json)
     axes[0].set_ylabel("recovery (0 = as unlearned, 1 = back to base)")
-    axes[0].legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(labels), 3), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 2) // 3), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
