@@ -158,6 +158,12 @@ def set_aside(params: list) -> list:
     return held
 
 
+def put_back(params: list, held: list) -> None:
+    """The inverse of :func:`set_aside`: the held gradients become the parameters' gradients again."""
+    for p, grad in zip(params, held, strict=True):
+        p.grad = grad
+
+
 def sharpness_aware_step(trainer, model, inputs, plain_step):
     """Rules SAM1-SAM3 (sharpness-aware unlearning, Fan et al. 2025) for the trainer's micro-batch: the main loss's
     gradient is taken at the worst nearby weights. SAM1: a first backward at the weights gives g; SAM2: the trainable
@@ -172,8 +178,7 @@ def sharpness_aware_step(trainer, model, inputs, plain_step):
         first = trainer.objective.loss(model, inputs)
     trainer.accelerator.backward(first)
     shifts = perturb_along_gradient(params, trainer.sam_rho)
-    for p, grad in zip(params, held, strict=True):
-        p.grad = grad
+    put_back(params, held)
     loss = plain_step()
     undo_perturbation(params, shifts)
     return loss
@@ -191,8 +196,7 @@ def meta_unlearning_step(trainer, model, inputs, plain_step):
         relearn = own_text_loss(model, inputs)
     trainer.accelerator.backward(relearn)
     relearn_grads = [p.grad for p in meta.params]
-    for p, grad in zip(meta.params, held, strict=True):
-        p.grad = grad
+    put_back(meta.params, held)
     loss = plain_step()
     meta.relearn(relearn_grads)
     meta.leave(trained)

@@ -263,6 +263,7 @@ class UnlearnTrainer(Trainer):
         self._micro_step += 1
         return loss
 
+
 class _EvalAtEnd(TrainerCallback):
     """Validate and checkpoint after the last step too (the old loop did), whatever eval_every is."""
 
