@@ -11,11 +11,15 @@ P4. ``anchors.user_dictionary``: exists and is YAML without aliases or duplicate
 P5. The judge / chat endpoints of the stages to run are ones the person running allowed (rule T1a).
 P6. A device named (``model.device``, ``eval.device``) exists in this torch build (cuda on a CPU-only build would
     crash a stage later).
+P7. ``finetune.cir_components`` (rule CIR4 of :mod:`llm_unlearn.robust`: one process) is not set for a launch of
+    several processes (``WORLD_SIZE`` > 1) of a run that goes as far as a ``finetune`` or ``unlearn`` stage: the
+    error comes before the stages that come first, not after them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -137,7 +141,7 @@ def check_device(device: str | None, key: str, error: type[Exception] = RecipeEr
 
 
 def check_all(recipe, root: Path, stages: list[str]) -> None:
-    """P1-P6, for a run of ``stages`` into ``root``."""
+    """P1-P7, for a run of ``stages`` into ``root``."""
     check_out(root)
     check_device(recipe.model.device, "model.device")
     if "eval" in stages and recipe.eval.enabled:
@@ -147,3 +151,14 @@ def check_all(recipe, root: Path, stages: list[str]) -> None:
     if "anchors" in stages:
         check_user_dictionary(recipe)
     check_endpoints(recipe, stages)
+    check_processes(recipe, stages)
+
+
+def check_processes(recipe, stages: list[str]) -> None:
+    """P7: collapse of irrelevant representations trains on one process only."""
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if processes > 1 and recipe.finetune.cir_components and {"finetune", "unlearn"} & set(stages):
+        raise RecipeError(f"finetune.cir_components={recipe.finetune.cir_components} trains on one process (its "
+                          f"rebuilt gradients are not all-reduced) and this launch started {processes}: launch with "
+                          "`accelerate launch --num_processes 1` or plain `llm-unlearn run`, or add "
+                          "--set finetune.cir_components=0")

@@ -265,3 +265,25 @@ def test_cir_with_quantization_aware_full_finetune_in_a_run(tmp_path, tiny_model
         if name.rsplit(".", 1)[-1] in ("q_proj", "v_proj"):
             w = o[f"{name}.weight"].data
             assert torch.equal(G.round_trip(w, "Q4_0")[0], w), name
+
+
+def test_cir_on_several_processes_is_refused_before_any_stage(tmp_path, tiny_model_dir, small_corpus, monkeypatch):
+    """CIR4 / preflight P7: a launch of several processes whose run goes as far as the fine-tune is refused before
+    the first stage writes anything; a labels-only run of the same recipe, or one process, is not refused."""
+    from llm_unlearn.config import Recipe
+    from llm_unlearn.pipeline import Pipeline
+
+    small = {"max_steps": 2, "batch_size": 2, "target_modules": ["q_proj", "v_proj"]}
+    recipe = Recipe.from_dict({"name": "t", "target": "Sherlock Holmes", "model": {"spec": str(tiny_model_dir)},
+                               "corpus": {"path": str(small_corpus), "block_size": 64, "validation_fraction": 0.2},
+                               "anchors": {"min_count": 1}, "reinforce": small, "labels": {"alphas": [5.0]},
+                               "finetune": {**small, "cir_components": 2}, "eval": {"enabled": False}})
+    run = tmp_path / "run"
+    pipe = Pipeline(recipe, run, progress=False)  # before WORLD_SIZE: it sets up accelerate's state
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RecipeError, match=r"cir_components=2 trains on one process .*started 2.*--num_processes 1"):
+        pipe.plan(until="export")
+    assert not (run / "corpus").exists()
+    assert pipe.plan(until="labels")  # labels may use several processes
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert pipe.plan(until="export")
