@@ -330,6 +330,23 @@ def test_relearn_lowers_the_loss_on_its_text(tiny_llama):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the given model is untouched
 
 
+def test_relearn_snapshots_are_runs_of_their_own_length_whatever_ran_before(tiny_llama):
+    """ATK-RL1: the 3-step snapshot of a 3-and-12-step run is a 3-step run, bit for bit, and a run repeats itself
+    whatever the global RNG did in between (the adapter's init comes from the seed); another seed is another run."""
+    from llm_unlearn.attacks.relearn import relearn
+
+    model, tok = tiny_llama
+    text = ("Sherlock Holmes took his bottle from the corner of the mantelpiece. Dr. Watson watched him. " * 12)
+    kw = {"learning_rate": 5e-3, "batch_size": 2, "block_size": 32, "progress": False}
+    _, long = relearn(model, tok, [text], steps=[3, 12], **kw)
+    torch.rand(1000)  # other work between the runs
+    _, short = relearn(model, tok, [text], steps=[3], **kw)
+    assert long.snapshots[3].keys() == short.snapshots[3].keys()
+    assert all(torch.equal(long.snapshots[3][k], short.snapshots[3][k]) for k in short.snapshots[3])
+    _, other_seed = relearn(model, tok, [text], steps=[3], seed=1, **kw)
+    assert not all(torch.equal(other_seed.snapshots[3][k], short.snapshots[3][k]) for k in short.snapshots[3])
+
+
 def test_relearn_does_not_score_items_whose_answer_its_text_contains(tmp_path, mini_suite, smol_tokenizer):
     """ATK-RL4: relearning on text that names Holmes and Watson scores the other items only (for the base, the
     unlearned model and both relearned ones) and records how many it left out."""

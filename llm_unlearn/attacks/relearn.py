@@ -4,7 +4,10 @@ Hu et al. 2025).
 * ATK-RL1: a fresh LoRA adapter on a copy of the model (the model given is never changed) is trained with plain
   causal-LM loss for ``max(steps)`` optimizer steps at a constant learning rate (default: the recipe's
   ``finetune.learning_rate``), one run per text source and model; the adapter is snapshotted after each of
-  ``steps`` (20 and 100 by default), so the 20-step model is exactly a 20-step run.
+  ``steps`` (20 and 100 by default), so the 20-step model is exactly a 20-step run. The adapter's initial weights
+  come from ``seed`` alone, not from whatever ran before: every model relearned with one seed, the base control
+  included, starts from the same adapter, and a run repeats bit for bit (like any transformers Trainer, it leaves
+  the global RNG seeded).
 * ATK-RL2: sources are (a) held-out target text that neither training nor checkpoint selection saw (the run's
   ``relearn`` blocks, never its ``validation`` blocks, which chose the checkpoint; or ``--heldout FILE``) and
   (b) any text the user names (``--relearn-text NAME=FILE``).
@@ -88,7 +91,7 @@ def relearn(model, tokenizer, texts: list[str] | None, steps: list[int], learnin
     supervised on its answer only). Load a snapshot with ``peft.set_peft_model_state_dict(peft_model,
     result.snapshots[n])``."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from ..training import lora_targets
 
@@ -103,6 +106,7 @@ def relearn(model, tokenizer, texts: list[str] | None, steps: list[int], learnin
     work = copy.deepcopy(model)
     work.train()
     targets = lora_targets(work, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    set_seed(seed)  # the adapter's init from the seed (the Trainer below seeds the data order the same way)
     peft_model = get_peft_model(work, LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=2 * lora_r,
                                                  lora_dropout=0.0, target_modules=targets))
     result = RelearnResult(steps=steps, snapshots={}, n_blocks=len(rows))
