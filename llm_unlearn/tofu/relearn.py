@@ -112,11 +112,16 @@ def _lr_key(lr: float) -> str:
     return f"{lr:g}"
 
 
+RELEARN_VERSION = 2
+
+
 def cached_relearn(name: str, path: Path, stamp: str, out: Path, load, tokenizer, data: TofuData,
                    cfg: TofuRelearnConfig, eval_cfg: TofuEvalConfig, progress: bool = True) -> dict:
     """:func:`relearn_model` once per model: kept in ``out/relearn/<name>.json``, redone when the model folder,
-    the attack's settings, the halves or the evaluation settings change. ``load(path)`` gives the model."""
-    key = {"model": str(path), "stamp": stamp, "relearn": dataclasses.asdict(cfg), "eval": dataclasses.asdict(eval_cfg),
+    the attack's settings, the halves or the evaluation settings change, and when the attack itself changed
+    (``RELEARN_VERSION``: 2 = the adapter's init from the seed, rule ATK-RL1). ``load(path)`` gives the model."""
+    key = {"model": str(path), "stamp": stamp, "version": RELEARN_VERSION, "relearn": dataclasses.asdict(cfg),
+           "eval": dataclasses.asdict(eval_cfg),
            "halves": list(halves(data)),
            "items": hashlib.sha256(json.dumps([it.question for it in data.forget_eval]).encode()).hexdigest()[:16]}
 
