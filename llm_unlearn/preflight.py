@@ -154,9 +154,15 @@ def check_all(recipe, root: Path, stages: list[str]) -> None:
     check_processes(recipe, stages)
 
 
+def launched_processes() -> int:
+    """How many processes this launch started (``WORLD_SIZE``, set by ``accelerate launch`` / ``torchrun``; 1
+    otherwise), read before any accelerate state exists."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def check_processes(recipe, stages: list[str]) -> None:
     """P7: collapse of irrelevant representations trains on one process only."""
-    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    processes = launched_processes()
     if processes > 1 and recipe.finetune.cir_components and {"finetune", "unlearn"} & set(stages):
         raise RecipeError(f"finetune.cir_components={recipe.finetune.cir_components} trains on one process (its "
                           f"rebuilt gradients are not all-reduced) and this launch started {processes}: launch with "

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -275,8 +274,9 @@ def forget_quality_verdict(p: float | None, n: int, base_p: float | None = None)
 def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = True) -> dict:
     """Run the whole benchmark (see module docstring); returns the ``results.json`` document."""
     from ..models import cache_dir, load_model_config, load_tokenizer
+    from ..preflight import launched_processes
 
-    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    processes = launched_processes()
     if processes > 1:  # before any training: each process would train, evaluate and cache the same models
         raise RecipeError(f"benchmark tofu runs in one process (this launch started {processes}): its evaluation and "
                           "model cache are not shared between processes. Use `accelerate launch --num_processes 1 -m "
