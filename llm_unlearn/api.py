@@ -134,10 +134,8 @@ class Unlearner:
             self.recipe.model.spec = resolve_override_path(("model", "spec"), os.fspath(model))  # rule T6
         if target is not None:
             self.recipe.target = target
-        if method is not None:
-            self.recipe = self.recipe.with_override(f"method={json.dumps(method)}")
-        for key, value in items:
-            self.recipe = self.recipe.with_override(f"{key}={json.dumps(value)}")
+        sets = [] if method is None else [f"method={json.dumps(method)}"]
+        self.recipe = self.recipe.with_overrides(sets + [f"{key}={json.dumps(value)}" for key, value in items])
 
     def run(self, corpus=None, out: str | Path = "runs/unlearn", anchors: Mapping[str, Sequence[str] | None] | None = None,
             overwrite: bool = False, until: str = "eval", progress: bool = True) -> RunResult:

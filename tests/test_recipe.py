@@ -144,6 +144,21 @@ def test_later_override_wins():
     assert r.corpus.block_size == 32
 
 
+def test_overrides_are_checked_together_not_one_by_one():
+    """The demo recipe's own comment turns its quantization-aware full fine-tune back into LoRA with
+    ``--set finetune.full_finetune=false --set finetune.quantization_aware=null``: the first alone is an invalid
+    recipe, the two together a valid one, in either order; what stays invalid at the end is still refused."""
+    demo = Path(__file__).resolve().parents[1] / "recipes" / "sherlock_smollm2.yaml"
+    sets = ["finetune.full_finetune=false", "finetune.quantization_aware=null"]
+    for items in (sets, sets[::-1]):
+        r = Recipe.from_yaml(demo, overrides=items)
+        assert r.finetune.full_finetune is False and r.finetune.quantization_aware is None
+    with pytest.raises(RecipeError, match="quantization_aware must be null unless full_finetune"):
+        Recipe.from_yaml(demo, overrides=sets[:1])
+    with pytest.raises(RecipeError, match="quantization_aware must be null unless full_finetune"):
+        Recipe.from_yaml(demo, overrides=sets[::-1] + ["finetune.quantization_aware=base"])
+
+
 @pytest.mark.parametrize(
     "item, match",
     [

@@ -85,9 +85,7 @@ class Recipe:
         drop_file_trust(data, path)
         data = resolve_relative_paths(data, path.parent)
         recipe = cls.from_dict(data, source=str(path))
-        for item in overrides or []:
-            recipe = recipe.with_override(item)
-        return recipe
+        return recipe.with_overrides(list(overrides or []))
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> Recipe:
@@ -103,37 +101,17 @@ class Recipe:
 
     def with_override(self, item: str) -> Recipe:
         """Apply one ``section.key=value`` override (value parsed as YAML)."""
-        if "=" not in item:
-            raise RecipeError(f"override '{item}' must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        try:
-            value = load_yaml(raw)
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"override '{item}': value is not valid YAML: {exc}") from exc
-        value = resolve_override_path(tuple(dotted.strip().split(".")), value)
+        return self.with_overrides([item])
+
+    def with_overrides(self, items: list[str]) -> Recipe:
+        """Apply ``section.key=value`` overrides (values parsed as YAML) in order, later ones winning, and check the
+        recipe once they are all in: settings that must change together (e.g. ``finetune.full_finetune=false`` with
+        ``finetune.quantization_aware=null``) can be given in any order."""
         data = self.to_dict()
-        node = data
-        parts = dotted.strip().split(".")
-        for depth, part in enumerate(parts[:-1]):
-            if part in node and not isinstance(node[part], dict):
-                key = ".".join(parts[:depth + 1])
-                raise RecipeError(f"override '{item}': '{key}' is a value, not a section; use --set {key}=VALUE")
-            if not isinstance(node.get(part), dict):
-                raise RecipeError(f"override '{item}': unknown section '{part}'{did_you_mean(part, node)}")
-            node = node[part]
-        if parts[-1] not in node:
-            if len(parts) == 2 and removed_option(parts[0], parts[1], value, f"--set {item}"):
-                return self  # a removed option at its "off" value changes nothing
-            raise RecipeError(f"override '{item}': unknown key '{dotted.strip()}'"
-                               f"{did_you_mean(parts[-1], node, '.'.join(parts[:-1]) + '.')}")
-        if isinstance(node[parts[-1]], dict) and len(parts) == 1 and parts[0] in Recipe.SECTIONS + Recipe.METHOD_SECTIONS:
-            # `--set model=null` must not silently reset a whole section to its defaults
-            if not isinstance(value, dict):
-                raise RecipeError(f"override '{item}': '{parts[0]}' is a section, not a value; set one of its keys, "
-                                  f"e.g. --set {parts[0]}.{next(iter(node[parts[-1]]))}=...")
-            value = {**node[parts[-1]], **value}  # a mapping updates the keys it names and keeps the others
-        node[parts[-1]] = value
-        return Recipe.from_dict(data, source=f"--set {item}")
+        applied = [item for item in items if _apply_override(data, item)]
+        if not applied:
+            return self
+        return Recipe.from_dict(data, source=" ".join(f"--set {item}" for item in applied))
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some sections, used by the run manifest to decide what must be redone."""
@@ -185,3 +163,38 @@ class Recipe:
             if not section.retain_weight:
                 raise RecipeError(f"finetune.disruption_mask needs a retain term to agree with: set {key} > 0, or "
                                   "turn the mask off")
+
+
+def _apply_override(data: dict, item: str) -> bool:
+    """Write one ``section.key=value`` override into the recipe dict ``data``; False where it names a removed option
+    at its "off" value (nothing changes)."""
+    if "=" not in item:
+        raise RecipeError(f"override '{item}' must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override '{item}': value is not valid YAML: {exc}") from exc
+    value = resolve_override_path(tuple(dotted.strip().split(".")), value)
+    node = data
+    parts = dotted.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if part in node and not isinstance(node[part], dict):
+            key = ".".join(parts[:depth + 1])
+            raise RecipeError(f"override '{item}': '{key}' is a value, not a section; use --set {key}=VALUE")
+        if not isinstance(node.get(part), dict):
+            raise RecipeError(f"override '{item}': unknown section '{part}'{did_you_mean(part, node)}")
+        node = node[part]
+    if parts[-1] not in node:
+        if len(parts) == 2 and removed_option(parts[0], parts[1], value, f"--set {item}"):
+            return False  # a removed option at its "off" value changes nothing
+        raise RecipeError(f"override '{item}': unknown key '{dotted.strip()}'"
+                           f"{did_you_mean(parts[-1], node, '.'.join(parts[:-1]) + '.')}")
+    if isinstance(node[parts[-1]], dict) and len(parts) == 1 and parts[0] in Recipe.SECTIONS + Recipe.METHOD_SECTIONS:
+        # `--set model=null` must not silently reset a whole section to its defaults
+        if not isinstance(value, dict):
+            raise RecipeError(f"override '{item}': '{parts[0]}' is a section, not a value; set one of its keys, "
+                              f"e.g. --set {parts[0]}.{next(iter(node[parts[-1]]))}=...")
+        value = {**node[parts[-1]], **value}  # a mapping updates the keys it names and keeps the others
+    node[parts[-1]] = value
+    return True
