@@ -592,6 +592,16 @@ def test_relearn_attack_end_to_end_trains_on_one_half_scores_the_other(tmp_path,
     seen.clear()
     run_tofu_benchmark(cfg, out, progress=False)
     assert not seen  # cached per model
+    # TOFU-O1: a run of another method in the same folder keeps npo_small's rows, its own relearning rows beside them
+    cfg.methods = ["npo"]
+    res3 = run_tofu_benchmark(cfg, out, progress=False)
+    assert len(seen) == 1  # only npo relearned: the floor and ceiling are cached
+    assert list(res3["models"]) == ["base", "target", "retain", "npo_small", "npo"]
+    assert res3["models"]["npo_small"] == res["models"]["npo_small"] and res3["kept_from_earlier"] == ["npo_small"]
+    assert {r["model"] for r in res3["relearn"]["rows"]} == {"retain", "target", "npo", "npo_small"}
+    table = (out / "results.md").read_text()
+    assert "| npo_small |" in table and "| npo |" in table and "kept from an earlier run" in table
+    assert not list(out.glob("results.replaced-*"))  # nothing had to be set aside
 
 
 def test_method_variants_inherit_their_methods_overrides_and_names_stay_plain():
@@ -613,3 +623,49 @@ def test_method_variants_inherit_their_methods_overrides_and_names_stay_plain():
             TofuBenchConfig.from_dict({"methods": [bad]})
     with pytest.raises(RecipeError, match="itself a variant"):
         TofuBenchConfig.from_dict({"methods": ["b"], "unlearn": {"a": {"method": "whp"}, "b": {"method": "a"}}})
+
+
+def _results_doc(models: dict, relearn_rows=None, target="/c/target-1", lr=1e-3) -> dict:
+    cfg = {"split": "forget10", "model": "m", "data": {"authors": 4}, "train": {"epochs": 1}, "eval": {"batch_size": 8}}
+    doc = {"config": cfg, "data": {"forget_authors": 2}, "target_model": {"path": target},
+           "retain_model": {"path": "/c/retain-1"}, "models": {"base": {"p": 0.1}, "target": {"p": 0.8},
+                                                               "retain": {"p": 0.2}, **models}}
+    if relearn_rows is not None:
+        doc["relearn"] = {"config": {"learning_rates": [lr], "steps": [20]},
+                          "rows": [{"lr": lr, "step": s, "model": m, "probability": p} for m, s, p in relearn_rows]}
+    return doc
+
+
+def test_earlier_rows_are_kept_when_they_compare_and_set_aside_when_not(tmp_path):
+    """TOFU-O1: `--methods X` into a folder keeps the methods an earlier run scored there (results.json holds the
+    folder), this run's row wins for its own name; relearning rows only against the same floor and ceiling; an
+    earlier file that does not compare is kept as results.replaced-*.json, never overwritten."""
+    from llm_unlearn.tofu.bench import keep_earlier_rows
+
+    path = tmp_path / "results.json"
+    floor = [("retain", 0, 0.15), ("retain", 20, 0.17), ("target", 0, 0.84), ("target", 20, 0.80)]
+    path.write_text(json.dumps(_results_doc({"whp": {"p": 0.4}, "npo": {"p": 0.1}},
+                                            floor + [("whp", 0, 0.44), ("whp", 20, 0.74), ("npo", 20, 0.27)])))
+    res = keep_earlier_rows(_results_doc({"npo": {"p": 0.1}, "rmu": {"p": 0.3}},
+                                         floor + [("rmu", 0, 0.3), ("rmu", 20, 0.5)]), path)
+    assert list(res["models"]) == ["base", "target", "retain", "whp", "npo", "rmu"] and res["kept_from_earlier"] == ["whp"]
+    assert {(r["model"], r["step"]) for r in res["relearn"]["rows"]} == {
+        (m, s) for m in ("retain", "target", "whp", "rmu") for s in (0, 20)} | {("npo", 20)}
+    assert path.is_file() and not list(tmp_path.glob("results.replaced-*"))  # all kept: nothing set aside
+    # a redone npo (another row) drops the earlier npo's relearning rows, which are then set aside with the file
+    res = keep_earlier_rows(_results_doc({"npo": {"p": 0.5}}), path)
+    assert res["models"]["npo"] == {"p": 0.5} and {r["model"] for r in res["relearn"]["rows"]} == {"retain", "target", "whp"}
+    assert len(list(tmp_path.glob("results.replaced-*.json"))) == 1 and not path.exists()
+    # another relearning floor (the same settings): the earlier relearning rows do not compare
+    path.write_text(json.dumps(_results_doc({"whp": {"p": 0.4}}, floor + [("whp", 20, 0.74)])))
+    moved = [("retain", 0, 0.15), ("retain", 20, 0.2), ("target", 0, 0.84), ("target", 20, 0.80)]
+    res = keep_earlier_rows(_results_doc({"npo": {"p": 0.1}}, moved + [("npo", 20, 0.3)]), path)
+    assert "whp" in res["models"] and {r["model"] for r in res["relearn"]["rows"]} == {"retain", "target", "npo"}
+    assert len(list(tmp_path.glob("results.replaced-*.json"))) == 2 and not path.exists()
+    # another target model: nothing is carried over, the earlier file is set aside
+    path.write_text(json.dumps(_results_doc({"whp": {"p": 0.4}})))
+    res = keep_earlier_rows(_results_doc({"npo": {"p": 0.1}}, target="/c/target-2"), path)
+    assert list(res["models"]) == ["base", "target", "retain", "npo"] and "kept_from_earlier" not in res
+    assert not path.exists()
+    kept = sorted(tmp_path.glob("results.replaced-*.json"))
+    assert len(kept) == 3 and any(json.loads(k.read_text())["models"].get("whp") == {"p": 0.4} for k in kept)

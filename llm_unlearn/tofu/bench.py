@@ -16,7 +16,8 @@
    figure: p < 0.05 rejects "same truth-ratio distribution as the retain model"; p >= 0.05 only fails to reject
    (no equivalence), and the base model, which never saw the forget authors, is the reference a method is read
    against;
-5. ``results.json``, ``results.md`` (table) and ``tofu_plot.png`` (model utility vs log forget quality) in ``--out``.
+5. ``results.json``, ``results.md`` (table) and ``tofu_plot.png`` (model utility vs log forget quality) in ``--out``,
+   with the rows of methods that earlier runs in the same ``--out`` scored (rule TOFU-O1).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .evaluate import TofuEvalConfig, evaluate_model
 from .methods import check_method, unlearn_with_method
 from .metrics import efficiency, forget_quality
 from .models import QATrainConfig, cached_qa_model
-from .relearn import TofuRelearnConfig, cached_relearn, plot_relearn, recovery_rows, render_relearn
+from .relearn import CEILING, FLOOR, TofuRelearnConfig, cached_relearn, plot_relearn, recovery_rows, render_relearn
 
 logger = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
         model_paths[label] = Path(outcome["model_path"])
     if cfg.relearn is not None:
         results["relearn"] = relearn_attack(model_paths, out, data, cfg, tokenizer, progress)
+    results = keep_earlier_rows(results, out / "results.json")
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", render_table(results))
     try:
@@ -349,6 +351,65 @@ def run_tofu_benchmark(cfg: TofuBenchConfig, out: str | Path, progress: bool = T
     except ImportError:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
     print(render_table(results))
+    return results
+
+
+def _plain(doc):
+    return json.loads(json.dumps(doc))
+
+
+def keep_earlier_rows(results: dict, path: Path) -> dict:
+    """Rule TOFU-O1: ``results.json`` holds every method scored in its folder, not only this run's ``--methods``.
+
+    The rows of methods an earlier run in the same ``--out`` scored are kept when they compare: the same target and
+    retain models, split, data and evaluation settings; this run's rows replace earlier rows of the same name. The
+    earlier relearning rows of a model are kept when the model is unchanged (the same row) and either this run did
+    not relearn or it relearned with the same settings and got the same floor and ceiling. Whatever of an earlier
+    file cannot be kept is not lost: the file is kept beside the new one as ``results.replaced-<UTC time>.json``."""
+    if not path.is_file():
+        return results
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    now = _plain(results)
+    keys = ("split", "model", "data", "train", "eval")
+    comparable = isinstance(earlier, dict) and isinstance(earlier.get("models"), dict) \
+        and all((earlier.get(k) or {}).get("path") == now[k]["path"] for k in ("target_model", "retain_model")) \
+        and all((earlier.get("config") or {}).get(k) == now["config"][k] for k in keys) \
+        and earlier.get("data") == now["data"]
+    lost = not comparable
+    if comparable:
+        carried = [m for m in earlier["models"] if m not in now["models"]]
+        results["models"] = {**{m: results["models"].get(m, row) for m, row in earlier["models"].items()},
+                             **results["models"]}  # the earlier order, this run's rows, its new methods last
+        unchanged = {m for m, row in earlier["models"].items() if now["models"].get(m, row) == row}
+        old = earlier.get("relearn")
+        if isinstance(old, dict) and isinstance(old.get("rows"), list):
+            def anchors(doc):
+                return [r for r in doc["rows"] if r.get("model") in (FLOOR, CEILING)]
+
+            if "relearn" not in now:
+                rows = [r for r in old["rows"] if r.get("model") in unchanged | {FLOOR, CEILING}]
+                if {r.get("model") for r in rows} - {FLOOR, CEILING}:
+                    results["relearn"] = {**old, "rows": rows}
+            elif old.get("config") == now["relearn"]["config"] and anchors(old) == anchors(now["relearn"]):
+                mine = {r["model"] for r in now["relearn"]["rows"]}
+                results["relearn"]["rows"] += [r for r in old["rows"]
+                                               if r.get("model") not in mine and r.get("model") in unchanged]
+            have = {(r["lr"], r["step"], r["model"]) for r in (results.get("relearn") or {}).get("rows", [])}
+            lost = any((r.get("lr"), r.get("step"), r.get("model")) not in have for r in old["rows"])
+        if carried:
+            results["kept_from_earlier"] = carried
+            logger.info("kept the rows of %s from the earlier results in %s (same target, retain, data and evaluation)",
+                        ", ".join(carried), path.parent)
+    if lost:
+        stamp, n = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), 0
+        while (kept := path.with_name(f"results.replaced-{stamp}{f'-{n}' if n else ''}.json")).exists():
+            n += 1  # never over an earlier copy
+        path.replace(kept)
+        logger.warning("rows of the earlier %s could not be kept (another target model, data, evaluation or "
+                       "relearning floor): the file is kept as %s", path.name, kept.name)
     return results
 
 
@@ -422,6 +483,9 @@ def render_table(results: dict) -> str:
               "it does not show equivalence. The base model never saw the forget authors: a method is read against "
               "its figure.", "", "Sanity checks:"]
     lines += [f"- [{'x' if c['ok'] else ' '}] {c['check']}: {c['value']}" for c in results.get("sanity", [])]
+    if results.get("kept_from_earlier"):
+        lines += ["", f"Rows kept from an earlier run in this folder (TOFU-O1; same target, retain, data and evaluation): "
+                  f"{', '.join(results['kept_from_earlier'])}."]
     if "relearn" in results:
         lines += ["", render_relearn(results["relearn"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
