@@ -452,7 +452,8 @@ def test_baselines_train_on_answer_tokens_only(tmp_path, tiny_model_dir, monkeyp
 def test_sanity_checks_can_fail_and_forget_quality_reads_as_a_test():
     """TOFU-S1: every check can fail (a target the KS test does not reject fails); TOFU-S2: p = 0.12 on 80 items is
     'not rejected', never 'reached the retrained model', and the base's figure stands beside it."""
-    from llm_unlearn.tofu.bench import forget_quality_verdict, sanity_checks
+    from llm_unlearn.tofu.bench import sanity_checks
+    from llm_unlearn.tofu.results import forget_quality_verdict
 
     def ev(p_forget, fq=None):
         return {"splits": {"forget": {"probability": p_forget}}, "forget_quality": fq,
@@ -640,7 +641,7 @@ def test_earlier_rows_are_kept_when_they_compare_and_set_aside_when_not(tmp_path
     """TOFU-O1: `--methods X` into a folder keeps the methods an earlier run scored there (results.json holds the
     folder), this run's row wins for its own name; relearning rows only against the same floor and ceiling; an
     earlier file that does not compare is kept as results.replaced-*.json, never overwritten."""
-    from llm_unlearn.tofu.bench import keep_earlier_rows
+    from llm_unlearn.tofu.results import keep_earlier_rows
 
     path = tmp_path / "results.json"
     floor = [("retain", 0, 0.15), ("retain", 20, 0.17), ("target", 0, 0.84), ("target", 20, 0.80)]
