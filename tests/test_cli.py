@@ -192,3 +192,23 @@ def test_run_prints_a_before_after_table_from_eval_json(capsys):
         {"a": (3.0, 1.0), "b": (0.0, -1.0), "c": (2.0, 0.0), "d": (0.0, 0.0)})
     rows = {r[0]: r for r in before_after_rows(doc)}
     assert rows["explicit answers kept, sherlock_holmes"][1:] == (3, 1, "lost 0 of 1 firm, 2 of 2 near ties")
+
+
+def test_run_summary_lists_only_the_runs_own_stages(capsys):
+    """A run folder another method's run was copied into keeps that method's stages in its manifest (an NPO run
+    made in a copy of a WHP run has WHP's `finetune` there); the summary shows the recipe method's stages only."""
+    from llm_unlearn.commands.stages import print_summary
+    from llm_unlearn.methods import get_method
+
+    manifest = {"stages": {
+        "corpus": {"status": "done", "seconds": 1, "metrics": {"blocks": 4, "tokens": 900}},
+        "finetune": {"status": "done", "seconds": 9, "metrics": {"best": {"val_loss": 3.417, "step": 48}}},
+        "unlearn": {"status": "done", "seconds": 5, "metrics": {"method": "npo", "total_steps": 12, "history": []}}}}
+    npo = [s.name for s in get_method("npo").stages]
+    assert "unlearn" in npo and "finetune" not in npo
+    print_summary(manifest, "runs/x", npo)
+    out = capsys.readouterr().out
+    assert "npo: 12 steps" in out and "4 blocks" in out
+    assert "finetune" not in out and "3.417" not in out
+    print_summary(manifest, "runs/x", [s.name for s in get_method("whp").stages])
+    assert "3.417" in capsys.readouterr().out

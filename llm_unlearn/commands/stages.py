@@ -84,7 +84,7 @@ def run(args) -> int:
         return 0
     manifest = pipe.run_stages(until=args.until)
     if pipe.state.is_main_process:
-        print_summary(manifest, args.out)
+        print_summary(manifest, args.out, pipe.order)
         eval_json = pipe.run.eval_dir / "eval.json"
         if manifest["stages"].get("eval", {}).get("status") == "done" and eval_json.exists():
             print_before_after(json.loads(eval_json.read_text()))
@@ -205,14 +205,19 @@ def _fmt(value, spec: str) -> str:
     return "n/a" if not isinstance(value, (int, float)) else format(value, spec)
 
 
-def print_summary(manifest: dict, out: str) -> None:
+def print_summary(manifest: dict, out: str, stages: list[str]) -> None:
+    """The run's stages (``stages``: the recipe method's, in order) with their key results. A run folder that
+    another method's run was copied into keeps that method's stages in its manifest; they are not this run's."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"run {out}")
     for col in ("stage", "status", "seconds", "key result"):
         table.add_column(col)
-    for name, e in manifest["stages"].items():
+    for name in stages:
+        if name not in manifest["stages"]:
+            continue
+        e = manifest["stages"][name]
         m = e.get("metrics") or {}
         key = ""
         if name == "corpus":
