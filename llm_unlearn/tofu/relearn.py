@@ -202,16 +202,21 @@ def plot_relearn(doc: dict, path: Path) -> None:
 
     cfg, rows = doc["config"], doc["rows"]
     rates = cfg["learning_rates"]
-    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), squeeze=False, sharey=True)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    methods = [m for m in models if m not in (FLOOR, CEILING)]
+    palette = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")  # one colour per model, up to 20
+    colours = {m: palette(i % palette.N) for i, m in enumerate(methods)}
+    style = {FLOOR: dict(color="green", linestyle="--"), CEILING: dict(color="black", linestyle="--")}
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates) + 2, 4.5), squeeze=False, sharey=True)
     for ax, lr in zip(axes[0], rates, strict=True):
-        for m in dict.fromkeys(r["model"] for r in rows):
+        for m in models:
             pts = sorted((r["step"], r["probability"]) for r in rows if r["lr"] == lr and r["model"] == m)
-            style = {FLOOR: dict(color="green", linestyle="--"), CEILING: dict(color="black", linestyle="--")}
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m, **style.get(m, {}))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m,
+                    **style.get(m, {"color": colours.get(m)}))
         ax.set_title(f"relearn lr {_lr_key(lr)}")
         ax.set_xlabel("relearning steps on the other half's QA")
     axes[0][0].set_ylabel("P(answer), scored half of the forget authors")
-    axes[0][0].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the lines, not over them
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

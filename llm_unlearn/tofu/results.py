@@ -127,19 +127,20 @@ def plot_tofu(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    style = {"target": dict(marker="s", color="black"), "retain": dict(marker="*", color="green", s=150)}
     for name, r in results["models"].items():
         if r.get("forget_quality") is None or r.get("model_utility") is None:
             continue
         x = math.log10(max(r["forget_quality"], 1e-300))
-        style = {"target": dict(marker="s", color="black"), "retain": dict(marker="*", color="green", s=150)}
-        ax.scatter([x], [r["model_utility"]], **style.get(name, dict(marker="o")), label=name)
+        ax.scatter([x], [r["model_utility"]], **style.get(name, dict(marker="o", color="tab:blue")))
         ax.annotate(name, (x, r["model_utility"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.axvline(math.log10(0.05), color="grey", linestyle=":", linewidth=1)
+    ax.annotate("p = 0.05", (math.log10(0.05), 0), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                textcoords="offset points", fontsize=7, color="grey")
     ax.set_xlabel("log10 forget quality (KS p-value vs retain model)")
     ax.set_ylabel("model utility")
     ax.set_title(f"TOFU {results['config']['split']} ({results['config']['model']})")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
