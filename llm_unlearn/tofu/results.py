@@ -81,8 +81,9 @@ def keep_earlier_rows(results: dict, path: Path) -> dict:
         while (kept := path.with_name(f"results.replaced-{stamp}{f'-{n}' if n else ''}.json")).exists():
             n += 1  # never over an earlier copy
         path.replace(kept)
-        logger.warning("rows of the earlier %s could not be kept (another target model, data, evaluation or "
-                       "relearning floor): the file is kept as %s", path.name, kept.name)
+        why = ("its relearning rows are from other relearning settings, another floor or ceiling, or a redone model"
+               if comparable else "it is from another target or retain model, split, data, training or evaluation")
+        logger.warning("the earlier %s cannot be kept whole (%s): it is kept as %s", path.name, why, kept.name)
     return results
 
 
